@@ -7,6 +7,7 @@ Unknown keys are problems too, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -206,9 +207,14 @@ class _Reader:
             return default
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(_join(prefix, key), f"expected a number of seconds, got {_typename(value)}")
+            self.problem(
+                _join(prefix, key), f"expected a number of seconds, got {_typename(value)}"
+            )
             return default
-        f = float(value)
+        try:
+            f = float(value)
+        except OverflowError:  # an integer too large for a float is out of range either way
+            f = math.inf if value > 0 else -math.inf
         if f != f or f > hi or f < lo or (lo_open and f == lo):
             op = ">" if lo_open else ">="
             self.problem(_join(prefix, key), f"must be {op} {lo:g} and <= {hi:g}, got {value}")
@@ -289,6 +295,15 @@ def _resolve(base: Path, raw: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
+def _resolve_key(r: _Reader, base: Path, raw: str, key: str) -> Path | None:
+    """`_resolve`, recording a problem (not raising) when ``~`` or ``~user`` cannot expand."""
+    try:
+        return _resolve(base, raw)
+    except (RuntimeError, ValueError, KeyError) as e:
+        r.problem(key, f"cannot expand {raw!r}: {e}")
+        return None
+
+
 def _parse_daemon(r: _Reader, raw: Any, base: Path, env: Mapping[str, str]) -> DaemonConfig:
     t = r.table(raw, "razard") if raw is not None else {}
     if t is None:
@@ -303,17 +318,19 @@ def _parse_daemon(r: _Reader, raw: Any, base: Path, env: Mapping[str, str]) -> D
     port = r.integer(t, "razard", "metrics_port", DEFAULT_METRICS_PORT, 0, 65535)
     env_port = env.get(METRICS_PORT_ENV)
     if env_port is not None:
-        if env_port.isdigit() and 0 <= int(env_port) <= 65535:
+        if re.fullmatch(r"[0-9]{1,5}", env_port) and int(env_port) <= 65535:
             port = int(env_port)
         else:
             r.problem(f"${METRICS_PORT_ENV}", f"must be a port number 0-65535, got {env_port!r}")
     unit_dir_raw = r.string(t, "razard", "unit_dir", "")
+    state_path = _resolve_key(r, base, state_dir, "razard.state_dir") or Path(DEFAULT_STATE_DIR)
+    unit_path = _resolve_key(r, base, unit_dir_raw, "razard.unit_dir") if unit_dir_raw else None
     return DaemonConfig(
-        state_dir=_resolve(base, state_dir),
+        state_dir=state_path,
         bus=bus,  # type: ignore[arg-type]
         metrics_address=addr or DEFAULT_METRICS_ADDRESS,
         metrics_port=port if port is not None else DEFAULT_METRICS_PORT,
-        unit_dir=_resolve(base, unit_dir_raw) if unit_dir_raw else None,
+        unit_dir=unit_path,
     )
 
 
@@ -395,7 +412,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
     n_before = len(r.problems)
     name = r.string(t, prefix, "name")
     if name is not None:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             r.problem(
                 _join(prefix, "name"),
                 f"{name!r} is not a valid name: lower-case letters, digits, _ and -, "
@@ -413,15 +430,19 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
     command: tuple[str, ...] = ()
     has_unit, has_cmd = "unit" in t, "command" in t
     if has_unit == has_cmd:
-        r.problem(prefix, "exactly one of `unit` (an existing unit) or `command` (argv) is required")
+        r.problem(
+            prefix, "exactly one of `unit` (an existing unit) or `command` (argv) is required"
+        )
     elif has_unit:
         unit = r.string(t, prefix, "unit") or ""
-        if unit and not UNIT_RE.match(unit):
+        if unit and not UNIT_RE.fullmatch(unit):
             r.problem(_join(prefix, "unit"), f"{unit!r} is not a unit name like app.service")
         for k in ("environment", "working_directory", "user"):
             if k in t:
-                r.problem(_join(prefix, k), "only valid with `command`: razard does not edit units "
-                          "it does not own")
+                r.problem(
+                    _join(prefix, k),
+                    "only valid with `command`: razard does not edit units it does not own",
+                )
     else:
         command = r.argv(t, prefix, "command") or ()
         if command and not command[0].startswith("/"):
@@ -436,7 +457,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
         env_t = r.table(t["environment"], _join(prefix, "environment"))
         for k, v in (env_t or {}).items():
             key = _join(_join(prefix, "environment"), k)
-            if not ENV_NAME_RE.match(k):
+            if not ENV_NAME_RE.fullmatch(k):
                 r.problem(key, "not a valid environment variable name")
             elif not isinstance(v, str):
                 r.problem(key, f"expected a string, got {_typename(v)}")
@@ -445,10 +466,14 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
             else:
                 environment.append((k, v))
     working_directory = r.string(t, prefix, "working_directory", "") or ""
-    if working_directory and not working_directory.startswith("/"):
-        r.problem(_join(prefix, "working_directory"), "must be an absolute path")
+    if working_directory and (
+        not working_directory.startswith("/") or any(ch in working_directory for ch in "\n\0")
+    ):
+        r.problem(
+            _join(prefix, "working_directory"), "must be an absolute path without newlines or NUL"
+        )
     user = r.string(t, prefix, "user", "") or ""
-    if user and not USER_RE.match(user):
+    if user and not USER_RE.fullmatch(user):
         r.problem(_join(prefix, "user"), f"{user!r} is not a valid user name")
 
     probe = _parse_probe(r, t["probe"], _join(prefix, "probe")) if "probe" in t else None
@@ -470,8 +495,9 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
                     r.problem(key, f"{a!r}: a path must be non-empty and cannot contain '..'")
                 else:
                     artifacts.append(a)
-    start_timeout = r.number(t, prefix, "start_timeout", DEFAULT_START_TIMEOUT, 0.0, 86400.0,
-                             lo_open=True)
+    start_timeout = r.number(
+        t, prefix, "start_timeout", DEFAULT_START_TIMEOUT, 0.0, 86400.0, lo_open=True
+    )
     description = r.string(t, prefix, "description", "") or ""
 
     if len(r.problems) > n_before or name is None or layer is None or priority is None:
@@ -514,12 +540,16 @@ def parse_config(
         if c is None:
             continue
         if c.name in seen_names:
-            r.problem(f"component[{i}].name", f"duplicate name {c.name!r} "
-                      f"(also component[{seen_names[c.name]}])")
+            r.problem(
+                f"component[{i}].name",
+                f"duplicate name {c.name!r} (also component[{seen_names[c.name]}])",
+            )
             continue
         if c.unit in seen_units:
-            r.problem(f"component[{i}] ({c.name}).unit",
-                      f"unit {c.unit} is already supervised by component {seen_units[c.unit]!r}")
+            r.problem(
+                f"component[{i}] ({c.name}).unit",
+                f"unit {c.unit} is already supervised by component {seen_units[c.unit]!r}",
+            )
             continue
         seen_names[c.name] = i
         seen_units[c.unit] = c.name
@@ -540,6 +570,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError([ConfigProblem(str(source), "(file)", f"not UTF-8: {e}")]) from None
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
         raise ConfigError([ConfigProblem(str(source), "(syntax)", str(e))]) from None
+    except RecursionError:
+        raise ConfigError([ConfigProblem(str(source), "(syntax)", "nested too deeply")]) from None
     return parse_config(data, source.resolve(), env)

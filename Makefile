@@ -1,0 +1,22 @@
+# The two commands a new user runs (see README):
+#   make demo   set up, then run razard on a private systemd and show it healing
+#   make test   set up, then lint, type-check and run the whole test suite
+.PHONY: setup demo test lint unit
+VENV := .venv/bin
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(VENV)/razard demo $(DEMO_ARGS)
+
+lint: setup
+	$(VENV)/ruff check razard agents scripts tests
+	$(VENV)/ruff format --check razard agents scripts tests
+	$(VENV)/mypy --strict razard agents
+
+test: lint
+	$(VENV)/python -m pytest -q $(PYTEST_ARGS)
+
+unit: setup
+	$(VENV)/python -m pytest -q tests/unit

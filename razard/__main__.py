@@ -1,0 +1,5 @@
+"""``python -m razard`` is ``razard``."""
+
+from razard.cli import main
+
+main()

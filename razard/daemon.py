@@ -1,0 +1,186 @@
+"""razard's main loop: one task group, signals as cancellation, sd_notify for systemd.
+
+    SIGTERM/SIGINT  stop supervising (units keep running; the next razard adopts them)
+    SIGHUP          reload the config; an invalid one is rejected and the running one kept
+
+``READY=1`` is sent once the control interface is on the bus and the first
+boot wave has settled; ``STATUS=`` carries the one-line summary; ``WATCHDOG=1``
+is sent from the event loop itself, so a wedged loop is caught by systemd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import sdnotify
+from dbus_fast.aio import MessageBus
+
+from razard import __version__
+from razard.config import Config, load_config
+from razard.control import export_control
+from razard.errors import ConfigError, RazarError, StateError
+from razard.journal import EventLog, Priority
+from razard.metrics import Metrics
+from razard.supervisor import Supervisor
+from razard.systemd import Systemd
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "razar.log"
+
+
+class Notifier:
+    """sd_notify, silent when razard does not run under systemd (no NOTIFY_SOCKET)."""
+
+    def __init__(self) -> None:
+        self._n: Any = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+        self._last_status = ""
+
+    def send(self, text: str) -> None:
+        if self._n is not None:
+            self._n.notify(text)
+
+    def status(self, line: str) -> None:
+        if line != self._last_status:
+            self._last_status = line
+            self.send(f"STATUS={line}")
+
+    @staticmethod
+    def watchdog_interval() -> float | None:
+        """Half the unit's WatchdogSec, when systemd asked for pings."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return None
+        return max(int(usec) / 2_000_000, 0.05)
+
+
+def load(path: Path, retries: int | None) -> Config:
+    """Load the config and apply ``--retries`` (raises ConfigError)."""
+    cfg = load_config(path)
+    return cfg.with_retries(retries) if retries is not None else cfg
+
+
+async def run(config_path: Path, retries: int | None = None) -> int:
+    """Run razard until SIGTERM; returns the process exit code."""
+    config = load(config_path, retries)  # invalid config: nothing has been touched yet
+    state_dir = config.daemon.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StateError(f"{state_dir}: cannot create state directory: {e.strerror}") from e
+    events = EventLog(state_dir / LOG_FILE, mirror_to_stderr="JOURNAL_STREAM" not in os.environ)
+    notifier = Notifier()
+    metrics = Metrics(__version__)
+    try:
+        port = metrics.serve(config.daemon.metrics_address, config.daemon.metrics_port)
+    except OSError as e:
+        raise RazarError(
+            f"metrics: cannot listen on {config.daemon.metrics_address}:"
+            f"{config.daemon.metrics_port}: {e.strerror} (set [razard].metrics_port or "
+            "RAZAR_METRICS_PORT)"
+        ) from e
+
+    systemd = Systemd(bus=config.daemon.bus)
+    sup = Supervisor(
+        config,
+        systemd,
+        events,
+        metrics,
+        on_change=lambda: notifier.status(sup.summary()),
+        reload_config=lambda: load(config_path, retries),
+    )
+
+    async def export(bus: MessageBus) -> None:
+        await export_control(bus, sup)
+
+    await systemd.connect()
+    systemd.on_connect(export)
+    await export(systemd.bus)
+    sd_version = await systemd.version()
+    events.emit(
+        "razard_starting",
+        f"razard {__version__} (pid {os.getpid()}) on the {config.daemon.bus} bus, "
+        f"systemd {sd_version}, {len(config.components)} components, metrics on "
+        f"{config.daemon.metrics_address}:{port}, state in {state_dir}",
+        priority=Priority.NOTICE,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    async def reload() -> None:
+        notifier.send("RELOADING=1")
+        try:
+            await sup.reload()
+        except ConfigError as e:
+            events.emit(
+                "config_rejected",
+                f"new config rejected, keeping the running one:\n{e}",
+                priority=Priority.ERR,
+            )
+        except RazarError as e:
+            events.emit("config_rejected", f"reload failed: {e}", priority=Priority.ERR)
+        finally:
+            notifier.send("READY=1")
+            notifier.status(sup.summary())
+
+    def on_hup() -> None:
+        tg_tasks.add(loop.create_task(reload()))
+
+    tg_tasks: set[asyncio.Task[None]] = set()
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    async def ready() -> None:
+        sup.ready = True
+        metrics.ready.set(1)
+        notifier.send("READY=1")
+        notifier.status(sup.summary())
+        events.emit(
+            "razard_ready", f"first boot wave settled: {sup.summary()}", priority=Priority.NOTICE
+        )
+
+    async def watchdog() -> None:
+        interval = Notifier.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            notifier.send("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    boot: asyncio.Task[None] | None = None
+    try:
+        await sup.start()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(systemd.run(), name="systemd-connection")
+            tg.create_task(watchdog(), name="watchdog")
+            boot = tg.create_task(sup.boot(on_first_wave=ready), name="boot")
+            await stop.wait()
+            notifier.send("STOPPING=1")
+            events.emit(
+                "razard_stopping",
+                f"stopping on signal: {sup.summary()}; units keep running and will be adopted",
+                priority=Priority.NOTICE,
+            )
+            raise _Stop
+    except* _Stop:
+        pass
+    finally:
+        if boot is not None:
+            boot.cancel()
+        for t in tg_tasks:
+            t.cancel()
+        await sup.shutdown()
+        await systemd.close()
+    return 0
+
+
+class _Stop(Exception):
+    """Raised inside the task group to cancel every task on SIGTERM."""

@@ -1,0 +1,252 @@
+"""Health probes (exec, http, tcp), each held to its deadline.
+
+A probe answers with a `ProbeResult`; it never raises because the component is
+unhealthy, unreachable or hangs. A probe that runs past ``probe.timeout`` is a
+failed probe ("timed out after 2s"), and an exec probe's whole process group is
+killed and reaped then, so a hanging health check leaves nothing behind.
+
+    async with Prober() as prober:          # one HTTP client for every probe
+        result = await prober.run(component.probe)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+import httpx
+
+from razard.config import ProbeConfig
+
+#: Longest probe output kept in a result (characters); the detail holds at most this.
+MAX_OUTPUT: Final = 500
+_READ_CAP: Final = 64 * 1024  # bytes of exec output kept while reading
+_REAP_GRACE: Final = 5.0  # seconds to wait for a killed probe to be reaped
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one probe run.
+
+    ``detail`` is a short human reason ("HTTP 503, expected 200", "connection
+    refused", "timed out after 2s", "exit status 3: <first line of output>");
+    ``output`` is what the probe printed (exec: stdout and stderr; http: the start
+    of the body of an unexpected answer), at most `MAX_OUTPUT` characters.
+    """
+
+    ok: bool
+    duration: float
+    detail: str
+    output: str = ""
+
+
+class Prober:
+    """Runs probes; holds one HTTP client shared by every http probe.
+
+    ``env`` is the environment for exec probes (None: this process's own).
+    Close it with `aclose` or use it as an async context manager.
+    """
+
+    def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
+        self._env = dict(env) if env is not None else None
+        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+
+    async def run(self, probe: ProbeConfig) -> ProbeResult:
+        """Run ``probe`` once within ``probe.timeout``; never raises for a failing probe."""
+        start = time.monotonic()
+        try:
+            if probe.kind == "exec":
+                ok, detail, output = await self._exec(probe)
+            elif probe.kind == "http":
+                ok, detail, output = await self._http(probe)
+            elif probe.kind == "tcp":
+                ok, detail, output = await self._tcp(probe)
+            else:
+                ok, detail, output = False, f"unknown probe type {probe.kind!r}", ""
+        except Exception as e:  # a probe must not take the supervisor down with it
+            ok, detail, output = False, f"probe error: {_describe(e)}", ""
+        return ProbeResult(ok, time.monotonic() - start, detail, output)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Prober:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ kinds
+
+    async def _http(self, probe: ProbeConfig) -> tuple[bool, str, str]:
+        if not probe.url:
+            return False, "no URL configured", ""
+        try:
+            async with asyncio.timeout(probe.timeout):
+                async with self._client.stream(
+                    "GET", probe.url, timeout=httpx.Timeout(probe.timeout)
+                ) as response:
+                    status = response.status_code
+                    if status == probe.expect_status:
+                        return True, f"HTTP {status}", ""
+                    body = await _read_some(response)
+                    return False, f"HTTP {status}, expected {probe.expect_status}", body
+        except (TimeoutError, httpx.TimeoutException):
+            return False, _timed_out(probe.timeout), ""
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
+            return False, f"invalid URL {probe.url!r}: {e}", ""
+        except (httpx.HTTPError, OSError) as e:
+            return False, _describe(e), ""
+
+    async def _tcp(self, probe: ProbeConfig) -> tuple[bool, str, str]:
+        where = f"{probe.host}:{probe.port}"
+        if not probe.port:
+            return False, "no port configured", ""
+        try:
+            async with asyncio.timeout(probe.timeout):
+                _, writer = await asyncio.open_connection(probe.host, probe.port)
+        except TimeoutError:
+            return False, _timed_out(probe.timeout), ""
+        except OSError as e:
+            return False, f"{_describe(e)} ({where})", ""
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
+        return True, f"connected to {where}", ""
+
+    async def _exec(self, probe: ProbeConfig) -> tuple[bool, str, str]:
+        if not probe.command:
+            return False, "no command configured", ""
+        program = probe.command[0]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *probe.command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            return False, f"executable not found: {program}", ""
+        except PermissionError:
+            return False, f"permission denied: cannot execute {program}", ""
+        except OSError as e:
+            return False, f"cannot run {program}: {_describe(e)}", ""
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + probe.timeout
+        buf = bytearray()
+        assert proc.stdout is not None
+        reader = asyncio.create_task(_collect(proc.stdout, buf))
+        timed_out = False
+        rc: int | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    rc = await proc.wait()
+            except TimeoutError:
+                timed_out = True
+            # The probe's whole session goes: the hung probe, or what it left behind.
+            _kill_group(proc.pid)
+            if timed_out:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_REAP_GRACE):
+                        await proc.wait()
+            # Output already written is in the pipe; wait a little for its end.
+            grace = max(0.2, deadline - loop.time()) if not timed_out else 0.5
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(reader)
+        finally:
+            if proc.returncode is None:  # cancelled: do not leave the probe running
+                _kill_group(proc.pid)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        output = _clip(buf.decode(errors="replace").strip())
+        if timed_out:
+            return False, _timed_out(probe.timeout), output
+        if rc is None:  # not reaped within the grace period after SIGKILL
+            return False, "did not exit after SIGKILL", output
+        if rc == 0:
+            return True, "exit status 0", output
+        first = next((line.strip() for line in output.splitlines() if line.strip()), "")
+        reason = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        return False, f"{reason}: {first}" if first else reason, output
+
+
+async def run_probe(probe: ProbeConfig, *, env: Mapping[str, str] | None = None) -> ProbeResult:
+    """Run one probe with a temporary `Prober`; never raises for a failing probe."""
+    async with Prober(env=env) as prober:
+        return await prober.run(probe)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _collect(stream: asyncio.StreamReader, buf: bytearray) -> None:
+    """Read ``stream`` to its end, keeping the first `_READ_CAP` bytes in ``buf``."""
+    while chunk := await stream.read(65536):
+        room = _READ_CAP - len(buf)
+        if room > 0:
+            buf += chunk[:room]
+
+
+async def _read_some(response: httpx.Response) -> str:
+    """The first `MAX_OUTPUT` characters of a response body."""
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= MAX_OUTPUT * 4:
+            break
+    return _clip(data.decode(errors="replace").strip())
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the process group a probe leads (it was started in its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_OUTPUT else text[: MAX_OUTPUT - 3] + "..."
+
+
+def _timed_out(timeout: float) -> str:
+    return f"timed out after {timeout:g}s"
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a failed connection or call, from the exception chain."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError) or (
+            isinstance(e, OSError) and e.errno == errno.ECONNREFUSED
+        ):
+            return "connection refused"
+        if isinstance(e, socket.gaierror):
+            return f"cannot resolve host: {e.strerror or e}"
+        if isinstance(e, OSError) and e.errno is not None and e.strerror:
+            return e.strerror[0].lower() + e.strerror[1:]
+        e = e.__cause__ or e.__context__
+    text = str(exc).strip()
+    return _clip(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)

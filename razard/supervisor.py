@@ -1,0 +1,748 @@
+"""The supervisor: boots components in waves, watches them, and climbs the ladder.
+
+Each component has one runner task. A runner brings its unit up (or adopts it
+when it is already running and healthy), then watches two things at once: the
+unit's ``PropertiesChanged`` signals (death is seen the moment systemd reports
+it) and the probe on its interval. A failure goes to the pure ladder policy
+(`razard.policy.next_rung`); the runner carries out the decision.
+
+Operator commands, reloads and quarantine releases replace a runner: the old
+task is cancelled and a new one started with the new intent, so a runner never
+has to poll for outside changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from razard import __version__
+from razard.config import ComponentConfig, Config
+from razard.errors import ControlError, RazarError, SystemdError, UnknownComponent
+from razard.journal import EventLog, Priority
+from razard.metrics import Metrics
+from razard.policy import History, Rung, next_rung, plan_waves, settle
+from razard.probes import Prober, ProbeResult
+from razard.quarantine import QuarantineStore
+from razard.state import ComponentRecord, StateStore
+from razard.systemd import Systemd, UnitStatus
+from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, remove_unit, write_unit
+
+log = logging.getLogger(__name__)
+
+#: A component without a probe counts as healthy once its unit stayed active this long.
+NO_PROBE_UPTIME = 1.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failure of one component, as the ladder sees it."""
+
+    component: str
+    kind: str  # "exit" (unit died), "probe", "start"
+    error: str
+    probe_output: str = ""
+    unit_result: str = ""
+    exit_status: int | None = None
+
+
+class EscalationRung(Protocol):
+    """A rung between restarts and quarantine (layer healer, repair agents).
+
+    ``attempt`` returns True when it believes the component is fixed; the
+    supervisor then brings the unit up and verifies with the probe.
+    """
+
+    name: str
+
+    async def attempt(self, component: ComponentConfig, failure: Failure) -> bool: ...
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+class Runner:
+    """Supervises one component for as long as it is configured."""
+
+    def __init__(self, sup: Supervisor, cfg: ComponentConfig) -> None:
+        self.sup = sup
+        self.cfg = cfg
+        self.settled = asyncio.Event()  # healthy, or given up on: the wave may move on
+        self._died = asyncio.Event()
+        self._expect_running = False
+        self.unit_status: UnitStatus | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def rec(self) -> ComponentRecord:
+        return self.sup.state.record(self.cfg.name)
+
+    # ------------------------------------------------------------ signals
+
+    def on_unit(self, status: UnitStatus) -> None:
+        """Called for every change of the unit (from D-Bus signals)."""
+        self.unit_status = status
+        m = self.sup.metrics
+        m.up.labels(self.cfg.name, self.cfg.layer).set(1 if status.active_state == "active" else 0)
+        if self._expect_running and status.dead:
+            self._died.set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def spawn(self, *, adopt: bool, force_restart: bool = False) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self._main(adopt=adopt, force_restart=force_restart), name=f"runner:{self.cfg.name}"
+        )
+
+    async def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self._expect_running = False
+
+    async def _main(self, *, adopt: bool, force_restart: bool) -> None:
+        try:
+            await self._loop(adopt=adopt, force_restart=force_restart)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug must not take razard down with it
+            log.exception("runner for %s crashed", self.cfg.name)
+            self.sup.set_state(self, "failed", error=f"internal error: {e}")
+            self.settled.set()
+
+    async def _loop(self, *, adopt: bool, force_restart: bool) -> None:
+        name = self.cfg.name
+        while True:
+            if self.sup.quarantine.is_quarantined(name):
+                self.sup.set_state(self, "quarantined")
+                self.settled.set()
+                return  # a release replaces this runner
+            if self.rec.operator_stopped:
+                self.sup.set_state(self, "stopped")
+                self.settled.set()
+                return
+            failure = await self._bring_up(adopt=adopt, force_restart=force_restart)
+            adopt = force_restart = False
+            if failure is None:
+                self.settled.set()
+                failure = await self._monitor()
+            if not await self._climb(failure):
+                return
+
+    # ------------------------------------------------------------ bring up
+
+    async def _bring_up(self, *, adopt: bool, force_restart: bool) -> Failure | None:
+        sd, cfg = self.sup.systemd, self.cfg
+        try:
+            status = await sd.status(cfg.unit)
+        except SystemdError as e:
+            return Failure(cfg.name, "start", f"cannot load unit {cfg.unit}: {e}")
+        self.on_unit(status)
+        matches = not cfg.owned or read_fingerprint(self.sup.unit_path(cfg)) == fingerprint(cfg)
+        if adopt and status.active_state == "active" and matches and not force_restart:
+            result = await self._check()
+            if result is None or result.ok:
+                self._expect_running = True
+                self._died.clear()
+                self.sup.event(
+                    self,
+                    "component_adopted",
+                    f"adopted running unit {cfg.unit} (pid {status.main_pid}) "
+                    "without restarting it",
+                )
+                self._healthy(result)
+                return None
+        self.sup.set_state(self, "starting")
+        self._expect_running = False
+        try:
+            await sd.reset_failed(cfg.unit)
+            if status.running:
+                job = await sd.restart(cfg.unit, job_timeout=cfg.start_timeout + 30)
+            else:
+                job = await sd.start(cfg.unit, job_timeout=cfg.start_timeout + 30)
+        except SystemdError as e:
+            return Failure(cfg.name, "start", str(e))
+        self._died.clear()
+        self._expect_running = True
+        current = sd.cached(cfg.unit) or self.unit_status
+        if job != "done" or (current is not None and current.dead):
+            with contextlib.suppress(SystemdError):
+                current = await sd.status(cfg.unit)
+            return self._unit_failure(current, f"start job {job}")
+        return await self._await_healthy()
+
+    async def _await_healthy(self) -> Failure | None:
+        """Wait for the first passing probe within the component's start timeout."""
+        cfg = self.cfg
+        if cfg.probe is None:
+            # no probe: healthy once the unit has stayed up (like supervisord's startsecs)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(NO_PROBE_UPTIME, cfg.start_timeout)):
+                    await self._died.wait()
+            if self._died.is_set():
+                return self._unit_failure(self.unit_status, "died while starting")
+            self._healthy(None)
+            return None
+        deadline = time.monotonic() + cfg.start_timeout
+        last: ProbeResult | None = None
+        pause = min(cfg.probe.interval, 0.25)
+        while time.monotonic() < deadline:
+            if self._died.is_set():
+                return self._unit_failure(self.unit_status, "died while starting")
+            last = await self._check()
+            if last is not None and last.ok:
+                self._healthy(last)
+                return None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(pause, max(0.0, deadline - time.monotonic()))):
+                    await self._died.wait()
+            pause = min(pause * 2, cfg.probe.interval)
+        detail = last.detail if last else "no probe result"
+        return Failure(
+            cfg.name,
+            "probe",
+            f"probe did not pass within start_timeout {cfg.start_timeout:g}s: {detail}",
+            probe_output=detail,
+        )
+
+    def _unit_failure(self, status: UnitStatus | None, what: str) -> Failure:
+        st = status.describe() if status else "unknown"
+        code = status.exec_main_status if status and status.exec_main_code == 1 else None
+        return Failure(
+            self.cfg.name,
+            "exit",
+            f"unit {self.cfg.unit} {what}: {st}",
+            unit_result=status.result if status else "",
+            exit_status=code,
+        )
+
+    # ------------------------------------------------------------ monitor
+
+    async def _check(self) -> ProbeResult | None:
+        probe = self.cfg.probe
+        if probe is None:
+            return None
+        result = await self.sup.prober.run(probe)
+        m = self.sup.metrics
+        m.probe_duration.labels(self.cfg.name, probe.kind).observe(result.duration)
+        if not result.ok:
+            m.probe_failures.labels(self.cfg.name, probe.kind).inc()
+        return result
+
+    def _healthy(self, result: ProbeResult | None) -> None:
+        now = time.time()
+        rec = self.rec
+        if rec.status != "healthy" or rec.healthy_since is None:
+            rec.healthy_since = now
+        rec.last_healthy = now
+        hist = settle(self._history(), self.cfg.restart, now)
+        if hist.restarts != rec.restarts or hist.escalations != rec.escalations:
+            rec.restarts, rec.escalations = hist.restarts, hist.escalations
+            self.sup.event(
+                self,
+                "backoff_reset",
+                f"healthy for {self.cfg.restart.healthy_window:g}s; restart budget reset",
+            )
+        self.sup.metrics.healthy.labels(self.cfg.name, self.cfg.layer).set(1)
+        if rec.status != "healthy":
+            detail = f" ({result.detail}, {result.duration * 1000:.0f} ms)" if result else ""
+            self.sup.set_state(self, "healthy", note=f"healthy{detail}")
+        else:
+            self.sup.save()
+
+    async def _monitor(self) -> Failure:
+        """Return the next failure: the unit died, or the probe failed ``threshold`` times."""
+        cfg = self.cfg
+        misses = 0
+        interval = cfg.probe.interval if cfg.probe else cfg.restart.healthy_window or 60.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._died.wait()
+            if self._died.is_set():
+                return self._unit_failure(self.unit_status, "died")
+            if cfg.probe is None:
+                self._healthy(None)
+                continue
+            result = await self._check()
+            assert result is not None
+            if result.ok:
+                if misses:
+                    self.sup.event(self, "probe_recovered", f"probe passes again: {result.detail}")
+                misses = 0
+                self._healthy(result)
+                continue
+            misses += 1
+            self.rec.last_error = f"probe: {result.detail}"
+            self.sup.event(
+                self,
+                "probe_failed",
+                f"probe failed ({misses}/{cfg.probe.failure_threshold}): {result.detail}",
+                priority=Priority.WARNING,
+                duration_ms=round(result.duration * 1000, 1),
+            )
+            if misses == 1:
+                self.sup.set_state(self, "unhealthy")
+            if misses >= cfg.probe.failure_threshold:
+                return Failure(
+                    cfg.name,
+                    "probe",
+                    f"probe failed {misses} times in a row: {result.detail}",
+                    probe_output=result.detail,
+                )
+
+    # ------------------------------------------------------------ ladder
+
+    def _history(self) -> History:
+        rec = self.rec
+        return History(
+            restarts=rec.restarts,
+            escalations=rec.escalations,
+            last_restart_at=rec.last_restart,
+            healthy_since=rec.healthy_since,
+        )
+
+    async def _climb(self, failure: Failure) -> bool:
+        """Carry out the ladder's decision; returns False when the runner should end."""
+        cfg, sup, rec = self.cfg, self.sup, self.rec
+        self._expect_running = False
+        now = time.time()
+        hist = settle(self._history(), cfg.restart, now)
+        rec.restarts, rec.escalations = hist.restarts, hist.escalations
+        rec.healthy_since = None
+        rec.last_error = failure.error
+        sup.metrics.failures.labels(cfg.name, cfg.layer, failure.kind).inc()
+        sup.metrics.healthy.labels(cfg.name, cfg.layer).set(0)
+        decision = next_rung(hist, cfg.restart, len(sup.rungs), sup.rng)
+        sup.metrics.rungs.labels(cfg.name, decision.rung.value).inc()
+        sup.event(
+            self,
+            "component_failed",
+            f"{failure.error}; next: {decision.reason}",
+            priority=Priority.ERR,
+            failure_kind=failure.kind,
+            rung=decision.rung.value,
+            unit_result=failure.unit_result or None,
+            exit_status=failure.exit_status,
+        )
+        if decision.rung is Rung.RESTART:
+            rec.restarts += 1
+            rec.restarts_total += 1
+            rec.last_restart = now
+            sup.set_state(self, "restarting", note=f"{decision.reason} in {decision.delay:.2f}s")
+            sup.metrics.restarts.labels(cfg.name, cfg.layer).inc()
+            await asyncio.sleep(decision.delay)
+            return True
+        if decision.rung is Rung.ESCALATE:
+            rung = sup.rungs[decision.attempt - 1]
+            rec.escalations += 1
+            sup.set_state(self, "escalating", note=f"{decision.reason}: {rung.name}")
+            try:
+                fixed = await rung.attempt(cfg, failure)
+            except RazarError as e:
+                fixed = False
+                sup.event(self, "escalation_error", f"{rung.name}: {e}", priority=Priority.ERR)
+            sup.event(self, "escalation_result", f"{rung.name}: {'fixed' if fixed else 'failed'}")
+            return True
+        await self.quarantine(decision.reason)
+        return False
+
+    async def quarantine(self, reason: str) -> None:
+        """Stop the unit, write the quarantine file and alert the operator."""
+        cfg, sup = self.cfg, self.sup
+        self._expect_running = False
+        with contextlib.suppress(SystemdError):
+            await sup.systemd.stop(cfg.unit, job_timeout=30)
+        sup.quarantine.put(
+            cfg.name,
+            unit=cfg.unit,
+            layer=cfg.layer,
+            reason=reason,
+            last_error=self.rec.last_error,
+            attempts=self.rec.restarts,
+        )
+        sup.set_state(self, "quarantined", note=reason, priority=Priority.CRIT)
+        sup.event(
+            self,
+            "operator_alert",
+            f"{cfg.name} quarantined: {reason}; last error: {self.rec.last_error}. "
+            f"Release with `razarctl quarantine release {cfg.name}`",
+            priority=Priority.ALERT,
+        )
+        self.settled.set()
+
+
+class Supervisor:
+    """Owns every runner; the object razard's control interface talks to."""
+
+    def __init__(
+        self,
+        config: Config,
+        systemd: Systemd,
+        events: EventLog,
+        metrics: Metrics,
+        *,
+        rungs: Sequence[EscalationRung] = (),
+        on_change: Callable[[], None] | None = None,
+        reload_config: Callable[[], Config] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.systemd = systemd
+        self.events = events
+        self.metrics = metrics
+        self.rungs = list(rungs)
+        self.rng = rng or random.Random()
+        self.state = StateStore(config.daemon.state_dir)
+        self.quarantine = QuarantineStore(config.daemon.state_dir)
+        self.prober = Prober()
+        self.runners: dict[str, Runner] = {}
+        self.ready = False
+        self._on_change = on_change
+        self._reload_config = reload_config
+        self._lock = asyncio.Lock()
+        self._stop_watch: Callable[[], None] | None = None
+        self.unit_dir = config.daemon.unit_dir or default_unit_dir(config.daemon.bus)
+
+    # ------------------------------------------------------------ plumbing
+
+    def unit_path(self, cfg: ComponentConfig) -> Path:
+        return self.unit_dir / cfg.unit
+
+    def save(self) -> None:
+        self.state.save()
+
+    def event(
+        self,
+        runner: Runner | None,
+        event: str,
+        message: str,
+        priority: int = Priority.INFO,
+        **fields: Any,
+    ) -> None:
+        cfg = runner.cfg if runner else None
+        self.events.emit(
+            event,
+            message,
+            component=cfg.name if cfg else None,
+            layer=cfg.layer if cfg else None,
+            priority=priority,
+            unit=cfg.unit if cfg else None,
+            **fields,
+        )
+
+    def set_state(
+        self,
+        runner: Runner,
+        state: str,
+        *,
+        error: str | None = None,
+        note: str | None = None,
+        priority: int = Priority.NOTICE,
+    ) -> None:
+        rec = runner.rec
+        if error is not None:
+            rec.last_error = error
+        changed = rec.status != state
+        if changed:
+            rec.status = state
+            rec.since = time.time()
+        self.metrics.set_state(runner.cfg.name, runner.cfg.layer, state)
+        self.save()
+        if changed:
+            self.event(
+                runner,
+                f"state_{state}",
+                note or error or state,
+                priority=priority,
+                state=state,
+                restarts=rec.restarts,
+            )
+        if self._on_change:
+            self._on_change()
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.runners.values():
+            counts[r.rec.status] = counts.get(r.rec.status, 0) + 1
+        parts = [f"{counts.pop('healthy', 0)} healthy"]
+        restarting = counts.pop("restarting", 0) + counts.pop("starting", 0)
+        parts.append(f"{restarting} restarting")
+        parts.append(f"{counts.pop('quarantined', 0)} quarantined")
+        parts += [f"{n} {s}" for s, n in sorted(counts.items()) if n]
+        return ", ".join(parts)
+
+    # ------------------------------------------------------------ boot
+
+    async def start(self) -> None:
+        """Load state, write owned units, watch every unit; the boot itself is `boot`."""
+        self.state.load()
+        for name in list(self.state.components):
+            if self.config.component(name) is None:
+                self.state.forget(name)
+        self._stop_watch = self.quarantine.watch(asyncio.get_running_loop(), self._on_released)
+        self.systemd.on_reconnect(self.reconcile)
+        await self._write_units(self.config.components)
+        for cfg in self.config.components:
+            await self._add_runner(cfg)
+
+    async def _write_units(self, comps: Sequence[ComponentConfig]) -> None:
+        changed = False
+        for cfg in comps:
+            if cfg.owned:
+                changed |= write_unit(self.unit_dir, cfg)
+        if changed:
+            await self.systemd.daemon_reload()
+
+    async def _add_runner(self, cfg: ComponentConfig) -> Runner:
+        runner = Runner(self, cfg)
+        self.runners[cfg.name] = runner
+        self.metrics.set_state(cfg.name, cfg.layer, self.state.record(cfg.name).status)
+        try:
+            runner.on_unit(await self.systemd.watch(cfg.unit, runner.on_unit))
+        except SystemdError as e:
+            self.event(runner, "unit_unavailable", str(e), priority=Priority.ERR)
+        return runner
+
+    async def boot(self, on_first_wave: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start components in priority waves; adopt what is already running and healthy."""
+        waves = plan_waves({c.name: c.priority for c in self.config.components})
+        boot = self.state.boot
+        resuming = boot.started is not None and not boot.done and boot.waves == waves
+        if resuming and boot.settled_waves:
+            self.event(
+                None,
+                "boot_resumed",
+                f"resuming boot at wave {boot.settled_waves + 1} of {len(waves)}",
+            )
+        if not resuming:
+            boot.waves, boot.settled_waves, boot.done, boot.started = waves, 0, False, time.time()
+        self.save()
+        for i, wave in enumerate(waves):
+            self.event(
+                None,
+                "boot_wave_started",
+                f"wave {i + 1}/{len(waves)}: {', '.join(wave)}",
+                wave=i + 1,
+            )
+            for name in wave:
+                self.runners[name].spawn(adopt=True)
+            await asyncio.gather(*(self.runners[n].settled.wait() for n in wave))
+            boot.settled_waves = max(boot.settled_waves, i + 1)
+            self.save()
+            self.event(
+                None,
+                "boot_wave_settled",
+                f"wave {i + 1}/{len(waves)} settled: "
+                + ", ".join(f"{n}={self.runners[n].rec.status}" for n in wave),
+                wave=i + 1,
+            )
+            if i == 0 and on_first_wave is not None:
+                await on_first_wave()
+        if not waves and on_first_wave is not None:
+            await on_first_wave()
+        boot.done = True
+        self.save()
+        self.event(None, "boot_done", f"boot complete: {self.summary()}")
+
+    async def reconcile(self) -> None:
+        """After a bus reconnect or a systemd reload: re-read every unit's real state."""
+        self.metrics.bus_reconnects.inc()
+        self.event(None, "bus_resync", "re-reading unit state after reconnect/reload of systemd")
+        for runner in list(self.runners.values()):
+            try:
+                status = await self.systemd.status(runner.cfg.unit)
+            except SystemdError as e:
+                self.event(runner, "unit_unavailable", str(e), priority=Priority.WARNING)
+                continue
+            runner.on_unit(status)
+
+    async def shutdown(self) -> None:
+        """Stop supervising; units keep running (a restarted razard adopts them)."""
+        if self._stop_watch:
+            self._stop_watch()
+        for runner in list(self.runners.values()):
+            await runner.cancel()
+        await self.prober.aclose()
+        self.save()
+
+    # ------------------------------------------------------------ quarantine
+
+    def _on_released(self, name: str) -> None:
+        runner = self.runners.get(name)
+        if runner is None or runner.rec.status != "quarantined":
+            return
+        if self.quarantine.is_quarantined(name):
+            return  # re-created meanwhile
+        self.quarantine.log_release(name, "file removed")
+        asyncio.get_running_loop().create_task(self._release_runner(runner, "file removed"))
+
+    async def _release_runner(self, runner: Runner, by: str) -> None:
+        async with self._lock:
+            if runner.rec.status != "quarantined":
+                return
+            await runner.cancel()
+            rec = runner.rec
+            rec.restarts = rec.escalations = 0
+            rec.last_error = None
+            self.set_state(runner, "pending", note=f"released from quarantine by {by}")
+            self.event(runner, "quarantine_released", f"released by {by}")
+            runner.spawn(adopt=False)
+
+    # ------------------------------------------------------------ control (SupervisorControl)
+
+    def _runner(self, name: str) -> Runner:
+        runner = self.runners.get(name)
+        if runner is None:
+            raise UnknownComponent(name)
+        return runner
+
+    def status(self) -> dict[str, Any]:
+        comps = []
+        for r in sorted(self.runners.values(), key=lambda r: (r.cfg.priority, r.cfg.name)):
+            rec = r.rec
+            comps.append(
+                {
+                    "name": r.cfg.name,
+                    "unit": r.cfg.unit,
+                    "layer": r.cfg.layer,
+                    "priority": r.cfg.priority,
+                    "state": rec.status,
+                    "healthy": rec.status == "healthy",
+                    "restarts": rec.restarts_total,
+                    "restarts_in_cycle": rec.restarts,
+                    "quarantined": rec.status == "quarantined",
+                    "last_error": rec.last_error,
+                    "since": _iso(rec.since),
+                    "last_healthy": _iso(rec.last_healthy),
+                    "main_pid": r.unit_status.main_pid if r.unit_status else 0,
+                    "unit_state": r.unit_status.describe() if r.unit_status else None,
+                }
+            )
+        return {
+            "summary": self.summary(),
+            "ready": self.ready,
+            "pid": os.getpid(),
+            "version": __version__,
+            "config": str(self.config.source),
+            "components": comps,
+        }
+
+    async def start_component(self, name: str) -> None:
+        runner = self._runner(name)
+        async with self._lock:
+            if runner.rec.status == "quarantined":
+                raise ControlError(
+                    f"{name} is quarantined; release it first (razarctl quarantine release {name})"
+                )
+            runner.rec.operator_stopped = False
+            if runner.task is not None and not runner.task.done():
+                return  # already supervised
+            self.event(runner, "operator_start", "started by operator")
+            runner.spawn(adopt=True)
+
+    async def stop_component(self, name: str) -> None:
+        runner = self._runner(name)
+        async with self._lock:
+            await runner.cancel()
+            runner.rec.operator_stopped = True
+            self.event(runner, "operator_stop", "stopped by operator; razard will not heal it")
+            try:
+                await self.systemd.stop(runner.cfg.unit, job_timeout=60)
+            except SystemdError as e:
+                raise ControlError(f"stopping {name}: {e}") from e
+            self.set_state(runner, "stopped")
+
+    async def restart_component(self, name: str) -> None:
+        runner = self._runner(name)
+        async with self._lock:
+            if runner.rec.status == "quarantined":
+                raise ControlError(
+                    f"{name} is quarantined; release it first (razarctl quarantine release {name})"
+                )
+            await runner.cancel()
+            runner.rec.operator_stopped = False
+            self.event(runner, "operator_restart", "restart requested by operator")
+            runner.settled.clear()
+            runner.spawn(adopt=False, force_restart=True)
+        await runner.settled.wait()
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        return self.quarantine.list()
+
+    async def release(self, name: str) -> None:
+        runner = self._runner(name)
+        if not self.quarantine.release(name, by="razarctl"):
+            raise ControlError(f"{name} is not quarantined")
+        await self._release_runner(runner, "razarctl")
+
+    async def reload(self) -> None:
+        if self._reload_config is None:
+            raise ControlError("reload is not available")
+        new = self._reload_config()  # raises ConfigError: the running config stays
+        await self.apply(new)
+
+    async def apply(self, new: Config) -> None:
+        """Apply a new config: start added components, stop removed, restart changed."""
+        async with self._lock:
+            old = {c.name: c for c in self.config.components}
+            fresh = {c.name: c for c in new.components}
+            if new.daemon != self.config.daemon:
+                self.events.emit(
+                    "config_partial",
+                    "changes to [razard] need a restart of razard; "
+                    "component changes are applied now",
+                    priority=Priority.WARNING,
+                )
+                new = replace(new, daemon=self.config.daemon)
+            removed = [n for n in old if n not in fresh]
+            added = [c for n, c in fresh.items() if n not in old]
+            changed = [c for n, c in fresh.items() if n in old and old[n] != c]
+            for name in removed:
+                runner = self.runners.pop(name)
+                await runner.cancel()
+                await self.systemd.unwatch(runner.cfg.unit)
+                with contextlib.suppress(SystemdError):
+                    await self.systemd.stop(runner.cfg.unit, job_timeout=60)
+                if runner.cfg.owned:
+                    remove_unit(self.unit_dir, runner.cfg.unit)
+                self.event(runner, "component_removed", "removed from config; unit stopped")
+                self.metrics.forget(name, runner.cfg.layer)
+                self.state.forget(name)
+            self.config = new
+            await self._write_units([*added, *changed])
+            for cfg in changed:
+                runner = self.runners[cfg.name]
+                await runner.cancel()
+                unit_changed = runner.cfg.unit != cfg.unit
+                if unit_changed:
+                    await self.systemd.unwatch(runner.cfg.unit)
+                    with contextlib.suppress(SystemdError):
+                        await self.systemd.stop(runner.cfg.unit, job_timeout=60)
+                new_runner = await self._add_runner(cfg) if unit_changed else runner
+                new_runner.cfg = cfg
+                self.runners[cfg.name] = new_runner
+                self.event(new_runner, "component_changed", "config changed; restarting")
+                new_runner.spawn(adopt=False, force_restart=True)
+            for cfg in sorted(added, key=lambda c: (c.priority, c.name)):
+                runner = await self._add_runner(cfg)
+                self.event(runner, "component_added", "added by config reload")
+                runner.spawn(adopt=True)
+            self.save()
+            self.events.emit(
+                "config_reloaded",
+                f"config reloaded: {len(added)} added, {len(removed)} removed, "
+                f"{len(changed)} changed",
+                priority=Priority.NOTICE,
+            )

@@ -1,0 +1,466 @@
+"""A typed async client of systemd's manager (``org.freedesktop.systemd1``) over D-Bus.
+
+dbus-fast's proxies build their methods at run time; razard wraps the few calls
+it needs in typed methods instead (`Systemd.start(unit) -> str`) and talks raw
+messages, which also keeps every call under one deadline.
+
+Unit state arrives as ``PropertiesChanged`` signals on each watched unit's object
+path, matched per path so razard never polls and never wakes for units it does
+not supervise. When the bus connection drops, or systemd re-executes
+(``daemon-reexec``) or reloads, `Systemd.run` reconnects, re-adds the matches,
+re-subscribes and calls the ``on_reconnect`` hooks so the supervisor reconciles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from razard.errors import SystemdError, UnitNotFound
+
+log = logging.getLogger(__name__)
+
+SYSTEMD: Final = "org.freedesktop.systemd1"
+MANAGER_PATH: Final = "/org/freedesktop/systemd1"
+MANAGER: Final = "org.freedesktop.systemd1.Manager"
+UNIT_IFACE: Final = "org.freedesktop.systemd1.Unit"
+SERVICE_IFACE: Final = "org.freedesktop.systemd1.Service"
+PROPS_IFACE: Final = "org.freedesktop.DBus.Properties"
+DBUS: Final = "org.freedesktop.DBus"
+
+DEFAULT_CALL_TIMEOUT: Final = 30.0
+DEFAULT_JOB_TIMEOUT: Final = 90.0
+_DONE_JOBS_KEPT: Final = 256
+
+#: The unit properties razard follows, by the interface that carries them.
+_UNIT_PROPS: Final = {"ActiveState", "SubState", "LoadState", "InvocationID"}
+_SERVICE_PROPS: Final = {"Result", "NRestarts", "MainPID", "ExecMainStatus", "ExecMainCode"}
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """What systemd says about one unit right now."""
+
+    name: str
+    load_state: str = "stub"
+    active_state: str = "inactive"
+    sub_state: str = "dead"
+    result: str = "success"
+    n_restarts: int = 0
+    main_pid: int = 0
+    exec_main_status: int = 0
+    exec_main_code: int = 0  # CLD_EXITED=1, CLD_KILLED=2, CLD_DUMPED=3
+    invocation_id: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.active_state in ("active", "reloading", "activating")
+
+    @property
+    def dead(self) -> bool:
+        """The unit is down (failed, or inactive after having been asked to run)."""
+        return self.active_state in ("failed", "inactive")
+
+    def describe(self) -> str:
+        """One line an operator understands, e.g. ``failed (exit-code, status 3)``."""
+        s = f"{self.active_state}/{self.sub_state}"
+        if self.result and self.result != "success":
+            s += f" result={self.result}"
+        if self.exec_main_code == 1 and self.exec_main_status:
+            s += f" status={self.exec_main_status}"
+        elif self.exec_main_code in (2, 3):
+            s += f" signal={self.exec_main_status}"
+        return s
+
+
+UnitCallback = Callable[[UnitStatus], None]
+ReconnectHook = Callable[[], Awaitable[None]]
+
+
+def _unwrap(v: Any) -> Any:
+    return v.value if isinstance(v, Variant) else v
+
+
+def _apply(status: UnitStatus, props: dict[str, Any]) -> UnitStatus:
+    fields: dict[str, Any] = {}
+    mapping = {
+        "LoadState": "load_state",
+        "ActiveState": "active_state",
+        "SubState": "sub_state",
+        "Result": "result",
+        "NRestarts": "n_restarts",
+        "MainPID": "main_pid",
+        "ExecMainStatus": "exec_main_status",
+        "ExecMainCode": "exec_main_code",
+    }
+    for key, attr in mapping.items():
+        if key in props:
+            fields[attr] = _unwrap(props[key])
+    if "InvocationID" in props:
+        raw = _unwrap(props["InvocationID"])
+        fields["invocation_id"] = bytes(raw).hex() if isinstance(raw, bytes | list) else str(raw)
+    return replace(status, **fields) if fields else status
+
+
+class Systemd:
+    """Typed async access to one systemd manager (system or user) over its bus."""
+
+    def __init__(
+        self,
+        bus: str = "system",
+        address: str | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        self._bus_kind = bus
+        self._address = address
+        self._timeout = call_timeout
+        self._bus: MessageBus | None = None
+        self._watch: dict[str, list[UnitCallback]] = {}
+        self._paths: dict[str, str] = {}  # object path -> unit name
+        self._status: dict[str, UnitStatus] = {}
+        self._jobs: dict[str, asyncio.Future[str]] = {}
+        self._done_jobs: OrderedDict[str, str] = OrderedDict()
+        self._hooks: list[ReconnectHook] = []
+        self._connect_hooks: list[Callable[[MessageBus], Awaitable[None]]] = []
+        self._refresh_tasks: set[asyncio.Task[None]] = set()
+        self._resync = asyncio.Event()
+
+    # ----------------------------------------------------------- connection
+
+    @property
+    def bus(self) -> MessageBus:
+        if self._bus is None or not self._bus.connected:
+            raise SystemdError(f"not connected to the {self._bus_kind} bus")
+        return self._bus
+
+    @property
+    def connected(self) -> bool:
+        return self._bus is not None and self._bus.connected
+
+    def on_reconnect(self, hook: ReconnectHook) -> None:
+        """Run ``hook`` after every reconnect, reload or re-exec of systemd (to reconcile)."""
+        self._hooks.append(hook)
+
+    def on_connect(self, hook: Callable[[MessageBus], Awaitable[None]]) -> None:
+        """Run ``hook(bus)`` on every new connection (e.g. to export the control interface)."""
+        self._connect_hooks.append(hook)
+
+    async def connect(self) -> None:
+        """Connect, add signal matches and subscribe to systemd's signals."""
+        try:
+            if self._address:
+                bus = MessageBus(bus_address=self._address)
+            else:
+                kind = BusType.SYSTEM if self._bus_kind == "system" else BusType.SESSION
+                bus = MessageBus(bus_type=kind)
+            async with asyncio.timeout(self._timeout):
+                await bus.connect()
+        except (OSError, TimeoutError, ValueError) as e:
+            raise SystemdError(
+                f"cannot connect to the {self._bus_kind} bus"
+                f"{' at ' + self._address if self._address else ''}: {e}"
+            ) from e
+        except Exception as e:  # dbus-fast raises its own auth/address errors
+            raise SystemdError(f"cannot connect to the {self._bus_kind} bus: {e}") from e
+        bus.add_message_handler(self._on_message)
+        self._bus = bus
+        await self._add_match(
+            f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',"
+            f"interface='{MANAGER}',member='JobRemoved'"
+        )
+        await self._add_match(
+            f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',"
+            f"interface='{MANAGER}',member='Reloading'"
+        )
+        await self._add_match(
+            f"type='signal',sender='{DBUS}',interface='{DBUS}',member='NameOwnerChanged',"
+            f"arg0='{SYSTEMD}'"
+        )
+        for path in list(self._paths):
+            await self._add_match(self._props_rule(path))
+        await self._subscribe()
+        for chook in self._connect_hooks:
+            try:
+                await chook(bus)
+            except Exception:
+                log.exception("connect hook failed")
+
+    async def close(self) -> None:
+        for fut in self._jobs.values():
+            if not fut.done():
+                fut.cancel()
+        for t in list(self._refresh_tasks):
+            t.cancel()
+        if self._bus is not None:
+            self._bus.disconnect()
+            with contextlib.suppress(Exception):
+                await self._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+            self._bus = None
+
+    async def run(self) -> None:
+        """Keep the connection alive for the life of razard; reconcile after any disruption."""
+        delay = 0.1
+        while True:
+            bus = self._bus
+            if bus is not None and bus.connected:
+                # shield: cancelling our waiter must not cancel the bus's own disconnect future
+                disconnected = asyncio.ensure_future(
+                    asyncio.shield(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
+                )
+                resync = asyncio.ensure_future(self._resync.wait())
+                try:
+                    await asyncio.wait({disconnected, resync}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for f in (disconnected, resync):
+                        if not f.done():
+                            f.cancel()
+                if self._resync.is_set() and bus.connected:
+                    self._resync.clear()
+                    # systemd reloaded or re-executed: subscriptions and job ids may be gone
+                    await asyncio.sleep(0.05)
+                    with contextlib.suppress(SystemdError):
+                        await self._subscribe()
+                    await self._run_hooks()
+                    continue
+                log.warning("lost the %s bus connection; reconnecting", self._bus_kind)
+                for fut in self._jobs.values():
+                    if not fut.done():
+                        fut.set_exception(SystemdError("bus connection lost while waiting for job"))
+                self._jobs.clear()
+            try:
+                await self.connect()
+            except SystemdError as e:
+                log.warning("reconnect failed: %s; retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            log.info("reconnected to the %s bus", self._bus_kind)
+            await self._run_hooks()
+
+    async def _run_hooks(self) -> None:
+        for hook in self._hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("reconcile hook failed")
+
+    async def _subscribe(self) -> None:
+        await self._call(MANAGER_PATH, MANAGER, "Subscribe", "", [])
+
+    @staticmethod
+    def _props_rule(path: str) -> str:
+        return (
+            f"type='signal',sender='{SYSTEMD}',path='{path}',"
+            f"interface='{PROPS_IFACE}',member='PropertiesChanged'"
+        )
+
+    async def _add_match(self, rule: str) -> None:
+        await self._call("/org/freedesktop/DBus", DBUS, "AddMatch", "s", [rule], dest=DBUS)
+
+    async def _remove_match(self, rule: str) -> None:
+        with contextlib.suppress(SystemdError):
+            await self._call("/org/freedesktop/DBus", DBUS, "RemoveMatch", "s", [rule], dest=DBUS)
+
+    # ----------------------------------------------------------- raw calls
+
+    async def _call(
+        self,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str,
+        body: list[Any],
+        *,
+        dest: str = SYSTEMD,
+        unit: str | None = None,
+    ) -> list[Any]:
+        msg = Message(
+            destination=dest,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body,
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self.bus.call(msg)
+        except TimeoutError:
+            raise SystemdError(f"{member} timed out after {self._timeout:g}s", unit) from None
+        except (OSError, EOFError) as e:
+            raise SystemdError(f"{member} failed: bus connection lost ({e})", unit) from e
+        if reply is None:
+            raise SystemdError(f"{member}: no reply", unit)
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else reply.error_name
+            if reply.error_name in (
+                "org.freedesktop.systemd1.NoSuchUnit",
+                "org.freedesktop.systemd1.LoadFailed",
+            ):
+                raise UnitNotFound(str(text), unit)
+            raise SystemdError(f"{member}: {text} ({reply.error_name})", unit)
+        return list(reply.body)
+
+    # ----------------------------------------------------------- signals
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.message_type != MessageType.SIGNAL:
+            return
+        if msg.member == "PropertiesChanged" and msg.path in self._paths:
+            self._on_properties(msg.path, msg.body)
+        elif msg.member == "JobRemoved" and msg.interface == MANAGER:
+            _id, job, _unit, result = msg.body
+            fut = self._jobs.pop(job, None)
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+            else:
+                self._done_jobs[job] = result
+                while len(self._done_jobs) > _DONE_JOBS_KEPT:
+                    self._done_jobs.popitem(last=False)
+        elif msg.member == "Reloading" and msg.interface == MANAGER:
+            if msg.body and msg.body[0] is False:
+                self._resync.set()
+        elif msg.member == "NameOwnerChanged" and msg.body and msg.body[0] == SYSTEMD:
+            if msg.body[2]:  # systemd is back on the bus (after re-exec)
+                self._resync.set()
+
+    def _on_properties(self, path: str, body: list[Any]) -> None:
+        unit = self._paths[path]
+        iface, changed, invalidated = body
+        if iface not in (UNIT_IFACE, SERVICE_IFACE):
+            return
+        old = self._status.get(unit, UnitStatus(unit))
+        new = _apply(old, changed)
+        wanted = _UNIT_PROPS | _SERVICE_PROPS
+        if any(p in wanted for p in invalidated):
+            self._spawn_refresh(unit)
+        if new != old:
+            self._status[unit] = new
+            self._notify(unit, new)
+
+    def _notify(self, unit: str, status: UnitStatus) -> None:
+        for cb in list(self._watch.get(unit, ())):
+            try:
+                cb(status)
+            except Exception:
+                log.exception("unit watcher for %s failed", unit)
+
+    def _spawn_refresh(self, unit: str) -> None:
+        async def refresh() -> None:
+            with contextlib.suppress(SystemdError):
+                st = await self.status(unit)
+                self._notify(unit, st)
+
+        t = asyncio.get_running_loop().create_task(refresh())
+        self._refresh_tasks.add(t)
+        t.add_done_callback(self._refresh_tasks.discard)
+
+    # ----------------------------------------------------------- typed API
+
+    async def load(self, unit: str) -> str:
+        """Load ``unit`` (from its unit file if needed); returns its object path."""
+        (path,) = await self._call(MANAGER_PATH, MANAGER, "LoadUnit", "s", [unit], unit=unit)
+        return str(path)
+
+    async def status(self, unit: str) -> UnitStatus:
+        """Current status of ``unit`` read from systemd (and cached for the watchers)."""
+        path = await self.load(unit)
+        (props,) = await self._call(path, PROPS_IFACE, "GetAll", "s", [UNIT_IFACE], unit=unit)
+        st = _apply(UnitStatus(unit), props)
+        if unit.endswith(".service"):
+            (sprops,) = await self._call(
+                path, PROPS_IFACE, "GetAll", "s", [SERVICE_IFACE], unit=unit
+            )
+            st = _apply(st, sprops)
+        if st.load_state == "not-found":
+            raise UnitNotFound("no such unit (LoadState=not-found)", unit)
+        self._status[unit] = st
+        return st
+
+    def cached(self, unit: str) -> UnitStatus | None:
+        """The last status seen for a watched unit, without a bus round trip."""
+        return self._status.get(unit)
+
+    async def watch(self, unit: str, callback: UnitCallback) -> UnitStatus:
+        """Call ``callback`` with the unit's status on every change; returns the current status."""
+        path = await self.load(unit)
+        if path not in self._paths:
+            self._paths[path] = unit
+            await self._add_match(self._props_rule(path))
+        self._watch.setdefault(unit, []).append(callback)
+        return await self.status(unit)
+
+    async def unwatch(self, unit: str, callback: UnitCallback | None = None) -> None:
+        """Stop calling ``callback`` (or every callback) for ``unit``."""
+        cbs = self._watch.get(unit, [])
+        if callback is not None and callback in cbs:
+            cbs.remove(callback)
+        if callback is None or not cbs:
+            self._watch.pop(unit, None)
+            for path, name in list(self._paths.items()):
+                if name == unit:
+                    del self._paths[path]
+                    if self.connected:
+                        await self._remove_match(self._props_rule(path))
+
+    async def _job(self, member: str, unit: str, wait: bool, deadline: float) -> str:
+        (job,) = await self._call(MANAGER_PATH, MANAGER, member, "ss", [unit, "replace"], unit=unit)
+        job = str(job)
+        if not wait:
+            return "queued"
+        if job in self._done_jobs:
+            return self._done_jobs.pop(job)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._jobs[job] = fut
+        try:
+            async with asyncio.timeout(deadline):
+                return await fut
+        except TimeoutError:
+            raise SystemdError(f"{member} job did not finish within {deadline:g}s", unit) from None
+        finally:
+            self._jobs.pop(job, None)
+
+    async def start(
+        self, unit: str, *, wait: bool = True, job_timeout: float = DEFAULT_JOB_TIMEOUT
+    ) -> str:
+        """Start ``unit``; with ``wait`` returns the job result (``done``, ``failed``, ...)."""
+        return await self._job("StartUnit", unit, wait, job_timeout)
+
+    async def stop(
+        self, unit: str, *, wait: bool = True, job_timeout: float = DEFAULT_JOB_TIMEOUT
+    ) -> str:
+        """Stop ``unit``; with ``wait`` returns the job result."""
+        return await self._job("StopUnit", unit, wait, job_timeout)
+
+    async def restart(
+        self, unit: str, *, wait: bool = True, job_timeout: float = DEFAULT_JOB_TIMEOUT
+    ) -> str:
+        """Restart ``unit``; with ``wait`` returns the job result."""
+        return await self._job("RestartUnit", unit, wait, job_timeout)
+
+    async def reset_failed(self, unit: str) -> None:
+        """Clear the unit's failed state (and its start-limit counter)."""
+        with contextlib.suppress(UnitNotFound):
+            await self._call(MANAGER_PATH, MANAGER, "ResetFailedUnit", "s", [unit], unit=unit)
+
+    async def kill(self, unit: str, signal: int, who: str = "all") -> None:
+        """Send ``signal`` to the unit's processes (``who``: main, control or all)."""
+        await self._call(MANAGER_PATH, MANAGER, "KillUnit", "ssi", [unit, who, signal], unit=unit)
+
+    async def daemon_reload(self) -> None:
+        """Make systemd re-read unit files (``systemctl daemon-reload``)."""
+        await self._call(MANAGER_PATH, MANAGER, "Reload", "", [])
+
+    async def version(self) -> str:
+        """systemd's version string, e.g. ``252.38-1~deb12u1``."""
+        (v,) = await self._call(MANAGER_PATH, PROPS_IFACE, "Get", "ss", [MANAGER, "Version"])
+        return str(_unwrap(v))

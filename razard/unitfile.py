@@ -1,0 +1,123 @@
+"""Unit files razard writes and owns for ``command`` components.
+
+razard owns restarts itself (backoff, the ladder), so its units say
+``Restart=no`` and turn systemd's start limit off: two restart policies on one
+unit would fight. Each file carries a fingerprint of the component's config so
+razard can tell, after its own restart or a reload, whether the running unit
+still matches the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Final
+
+from razard.config import BusKind, ComponentConfig
+from razard.errors import StateError
+
+FINGERPRINT_PREFIX: Final = "# razar-fingerprint: "
+HEADER: Final = "# Written by razard; edits are overwritten. Change razard.toml instead.\n"
+
+
+def default_unit_dir(bus: BusKind, env: dict[str, str] | None = None) -> Path:
+    """Where razard writes unit files when ``[razard].unit_dir`` is not set."""
+    env = dict(os.environ) if env is None else env
+    if bus == "system":
+        return Path("/etc/systemd/system")
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "/root")) / ".config")
+    return Path(base) / "systemd" / "user"
+
+
+def fingerprint(component: ComponentConfig) -> str:
+    """A short stable hash of everything about a component that lives in its unit."""
+    fields = asdict(component)
+    for k in ("probe", "restart", "artifacts", "priority", "start_timeout"):
+        fields.pop(k, None)  # razard-side settings: changing them needs no restart
+    blob = json.dumps(fields, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _quote(arg: str, *, exec_line: bool = True) -> str:
+    # systemd unquotes C-style, expands %specifiers and (in Exec lines only) $VARS
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    if exec_line:
+        escaped = escaped.replace("$", "$$")
+    return f'"{escaped}"'
+
+
+def render_unit(component: ComponentConfig) -> str:
+    """The unit file text for a ``command`` component."""
+    desc = f"razar component {component.name} ({component.layer})"
+    if component.description:
+        desc += f": {component.description}"
+    desc = desc.replace("%", "%%").replace("\n", " ")
+    lines = [
+        HEADER.rstrip("\n"),
+        f"{FINGERPRINT_PREFIX}{fingerprint(component)}",
+        "[Unit]",
+        f"Description={desc}",
+        "# razard restarts with its own backoff and ladder; systemd's start limit would fight it",
+        "StartLimitIntervalSec=0",
+        "",
+        "[Service]",
+        "Type=exec",
+        "ExecStart=" + " ".join(_quote(a) for a in component.command),
+        "Restart=no",
+        "TimeoutStopSec=10",
+    ]
+    for key, value in component.environment:
+        lines.append("Environment=" + _quote(f"{key}={value}", exec_line=False))
+    if component.working_directory:
+        lines.append(f"WorkingDirectory={component.working_directory}")
+    if component.user:
+        lines.append(f"User={component.user}")
+    return "\n".join(lines) + "\n"
+
+
+def read_fingerprint(path: Path) -> str | None:
+    """The fingerprint recorded in a unit file razard wrote, or None."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(FINGERPRINT_PREFIX):
+                    return line[len(FINGERPRINT_PREFIX) :].strip()
+    except OSError:
+        return None
+    return None
+
+
+def write_unit(unit_dir: Path, component: ComponentConfig) -> bool:
+    """Write the component's unit atomically; returns True when the file changed."""
+    text = render_unit(component)
+    path = unit_dir / component.unit
+    try:
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            return False
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise StateError(f"{path}: cannot write unit file: {e.strerror or e}") from e
+    return True
+
+
+def remove_unit(unit_dir: Path, unit: str) -> bool:
+    """Remove a unit file razard owns; returns True when one was removed."""
+    path = unit_dir / unit
+    if read_fingerprint(path) is None:
+        return False  # never delete a unit file razard did not write
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise StateError(f"{path}: cannot remove unit file: {e.strerror or e}") from e
+    return True

@@ -1,0 +1,58 @@
+"""Shared fixtures: journald, a private systemd user manager, a free TCP port.
+
+The real parts are started as ARCHITECTURE.md describes ("Real parts, and how
+tests start them"); tests that need them are skipped, with the reason, where
+they cannot run (not root, systemd not installed).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from razard.sandbox import JOURNALD, SYSTEMD, UserManager, ensure_journald, start_user_manager
+from razard.sandbox import stop_journald as _stop_journald
+
+
+def _skip_without_systemd() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a private systemd user manager and journald are started")
+    if not SYSTEMD.exists():
+        pytest.skip(f"needs {SYSTEMD} (systemd is not installed)")
+
+
+@pytest.fixture(scope="session")
+def journald() -> Iterator[subprocess.Popen[bytes] | None]:
+    """A journald on /run/systemd/journal/socket; the one this session started, or None."""
+    _skip_without_systemd()
+    if not JOURNALD.exists():
+        pytest.skip(f"needs {JOURNALD}")
+    proc = ensure_journald()
+    yield proc
+    _stop_journald(proc)
+
+
+@pytest.fixture(scope="session")
+def user_manager(
+    tmp_path_factory: pytest.TempPathFactory, journald: subprocess.Popen[bytes] | None
+) -> Iterator[UserManager]:
+    """A private ``systemd --user`` shared by the session (its units log to journald)."""
+    _skip_without_systemd()
+    um = start_user_manager(tmp_path_factory.mktemp("um"))
+    try:
+        yield um
+    finally:
+        um.stop()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

@@ -1,0 +1,193 @@
+"""Run a real razard against the test's private systemd user manager, drive it with razarctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from razard.sandbox import UserManager
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns something truthy (tests only; razard itself never polls)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class Razard:
+    """One razard process with its own config, state dir and components."""
+
+    def __init__(self, um: UserManager, base: Path, components: str) -> None:
+        self.um = um
+        self.base = base
+        self.state_dir = base / "state"
+        self.metrics_port = free_port()
+        self.config = base / "razard.toml"
+        self.write_config(components)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = base / "razard.stderr"
+
+    def write_config(self, components: str) -> None:
+        self.config.write_text(
+            textwrap.dedent(f"""\
+            [razard]
+            state_dir = "{self.state_dir}"
+            bus = "user"
+            metrics_port = {self.metrics_port}
+            unit_dir = "{self.um.unit_dir}"
+            """)
+            + textwrap.dedent(components)
+        )
+
+    def env(self) -> dict[str, str]:
+        env = self.um.env()
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("JOURNAL_STREAM", None)
+        return env
+
+    def start(self, *extra: str, wait_ready: bool = True) -> None:
+        self.stderr = self.stderr_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "razard"), "--config", str(self.config), *extra],
+            env=self.env(),
+            stdout=self.stderr,
+            stderr=self.stderr,
+            start_new_session=True,
+        )
+        if wait_ready:
+            wait_for(lambda: self._ready_or_dead(), 60, "razard to be ready")
+
+    def _ready_or_dead(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"razard exited {self.proc.returncode}:\n{self.stderr_text()}")
+        st = self.status(check=False)
+        return bool(st and st.get("ready"))
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def ctl(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [str(BIN / "razarctl"), "--bus", "user", "--address", self.um.bus_address, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"razarctl {' '.join(args)} -> {p.returncode}\n{p.stderr}")
+        return p
+
+    def status(self, check: bool = True) -> dict[str, Any] | None:
+        p = self.ctl("status", "--json", check=check)
+        if p.returncode != 0:
+            return None
+        result: dict[str, Any] = json.loads(p.stdout)
+        return result
+
+    def component(self, name: str) -> dict[str, Any]:
+        st = self.status()
+        assert st is not None
+        for c in st["components"]:
+            if c["name"] == name:
+                return dict(c)
+        raise AssertionError(f"{name} not in status: {st}")
+
+    def wait_state(self, name: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
+        return dict(
+            wait_for(
+                lambda: (c := self.component(name))["state"] == state and c,
+                timeout,
+                f"{name} to be {state}",
+            )
+        )
+
+    def events(self, component: str | None = None) -> list[dict[str, Any]]:
+        path = self.state_dir / "razar.log"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if component is None or rec.get("component") == component:
+                out.append(rec)
+        return out
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self.stderr.close()
+        return code
+
+    def main_pid(self, unit: str) -> int:
+        p = self.um.systemctl("show", "-p", "MainPID", "--value", unit)
+        return int(p.stdout.strip() or 0)
+
+    def cleanup_units(self, units: list[str]) -> None:
+        for u in units:
+            self.um.systemctl("stop", u, check=False)
+            self.um.systemctl("reset-failed", u, check=False)
+            f = self.um.unit_dir / u
+            if f.exists():
+                f.unlink()
+        self.um.systemctl("daemon-reload", check=False)
+
+
+def script(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    path.chmod(0o755)
+    return path
+
+
+def py() -> str:
+    return sys.executable
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,555 @@
+"""razarctl against razard's control interface on a private D-Bus daemon.
+
+The supervisor side is a fake (in memory); the bus, the interface, the client
+and the ``razarctl`` console script are real. razarctl runs as a subprocess
+while the interface is served from this test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from razard import __version__
+from razard.control import (
+    BUS_NAME,
+    INTERFACE,
+    OBJECT_PATH,
+    ControlClient,
+    ControlInterface,
+    export_control,
+    unexport_control,
+)
+from razard.errors import ConfigError, ConfigProblem, ControlError, UnknownComponent
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="needs dbus-daemon"),
+]
+
+RAZARCTL = str(Path(sys.executable).with_name("razarctl"))
+CLI_DEADLINE = 60.0
+
+
+def _component(name: str, layer: str, priority: int, state: str, **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": name,
+        "unit": f"razar-{name}.service",
+        "layer": layer,
+        "priority": priority,
+        "state": state,
+        "healthy": state == "healthy",
+        "restarts": 0,
+        "quarantined": state == "quarantined",
+        "last_error": None,
+        "since": "2024-05-01T12:00:00+00:00",
+    }
+    record.update(extra)
+    return record
+
+
+@dataclass
+class FakeSupervisor:
+    """An in-memory SupervisorControl that records what it was asked to do."""
+
+    components: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            c["name"]: c
+            for c in (
+                _component("netcheck", "root", 0, "healthy"),
+                _component(
+                    "gpu-worker",
+                    "sacral",
+                    1,
+                    "restarting",
+                    restarts=3,
+                    last_error="probe http://127.0.0.1:8000/health: timed out",
+                ),
+                _component("inference", "heart", 2, "quarantined", last_error="exit status 1"),
+                _component("api", "throat", 2, "healthy"),
+            )
+        }
+    )
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    reload_error: Exception | None = None
+    restart_delay: float = 0.0
+
+    def _get(self, name: str) -> dict[str, Any]:
+        if name not in self.components:
+            raise UnknownComponent(name)
+        return self.components[name]
+
+    def status(self) -> dict[str, Any]:
+        states = [c["state"] for c in self.components.values()]
+        summary = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+        return {
+            "summary": summary,
+            "ready": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "config": "/etc/razard/razard.toml",
+            # Shuffled on purpose: razarctl sorts by priority then name.
+            "components": list(reversed(self.components.values())),
+        }
+
+    async def start_component(self, name: str) -> None:
+        self._get(name)["state"] = "starting"
+        self.calls.append(("start", name))
+
+    async def stop_component(self, name: str) -> None:
+        self._get(name)["state"] = "stopped"
+        self.calls.append(("stop", name))
+
+    async def restart_component(self, name: str) -> None:
+        self._get(name)
+        if self.restart_delay:
+            await asyncio.sleep(self.restart_delay)
+        if name == "crash":
+            raise RuntimeError("secret /opt/razard/internal.py detail")
+        self.calls.append(("restart", name))
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "component": c["name"],
+                "reason": "ladder exhausted",
+                "last_error": c["last_error"],
+                "attempts": 7,
+                "time": "2024-05-01T12:30:00+00:00",
+            }
+            for c in self.components.values()
+            if c["quarantined"]
+        ]
+
+    async def release(self, name: str) -> None:
+        component = self._get(name)
+        if not component["quarantined"]:
+            raise ControlError(f"{name} is not quarantined")
+        component.update(quarantined=False, state="pending")
+        self.calls.append(("release", name))
+
+    async def reload(self) -> None:
+        if self.reload_error is not None:
+            raise self.reload_error
+        self.calls.append(("reload", ""))
+
+
+@dataclass
+class Served:
+    """A fake supervisor served on the private bus at ``address``."""
+
+    address: str
+    supervisor: FakeSupervisor
+    bus: MessageBus
+    iface: ControlInterface
+
+
+@dataclass
+class Run:
+    """One finished razarctl run."""
+
+    rc: int
+    out: str
+    err: str
+
+
+def start_dbus_daemon(
+    tmp_path: Path, config: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start a private dbus-daemon (session policy, or ``config``); return it and its address."""
+    if config is None:
+        where = ["--session", f"--address=unix:path={tmp_path}/bus"]
+    else:
+        where = [f"--config-file={config}"]
+    proc = subprocess.Popen(
+        ["dbus-daemon", *where, "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    address = proc.stdout.readline().strip()
+    if not address.startswith("unix:"):
+        stop_dbus_daemon(proc)
+        pytest.fail(f"dbus-daemon printed {address!r}")
+    return proc, address
+
+
+def stop_dbus_daemon(proc: subprocess.Popen[str]) -> None:
+    """Stop a daemon started by start_dbus_daemon."""
+    proc.terminate()
+    proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@pytest.fixture
+def bus_address(tmp_path: Path) -> Iterator[str]:
+    """A private dbus-daemon of our own; its address."""
+    proc, address = start_dbus_daemon(tmp_path)
+    try:
+        yield address
+    finally:
+        stop_dbus_daemon(proc)
+
+
+@pytest.fixture
+async def served(bus_address: str) -> AsyncIterator[Served]:
+    """razard's control interface over a FakeSupervisor, on the private bus."""
+    bus = await MessageBus(bus_address=bus_address).connect()
+    supervisor = FakeSupervisor()
+    iface = await export_control(bus, supervisor)
+    try:
+        yield Served(bus_address, supervisor, bus, iface)
+    finally:
+        await unexport_control(bus, iface)
+        bus.disconnect()
+
+
+async def razarctl(address: str, *args: str, env: dict[str, str] | None = None) -> Run:
+    """Run the real razarctl console script while this loop keeps serving."""
+    proc = await asyncio.create_subprocess_exec(
+        RAZARCTL,
+        "--bus",
+        "user",
+        "--address",
+        address,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    async with asyncio.timeout(CLI_DEADLINE):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def test_status_table_shows_every_component_and_its_state(served: Served) -> None:
+    """`razarctl status` prints the summary and one row per component with its state."""
+    run = await razarctl(served.address, "status")
+    assert run.rc == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == served.supervisor.status()["summary"]
+    assert "component" in lines[1] and "last error" in lines[1]
+    for name, state in [
+        ("netcheck", "healthy"),
+        ("gpu-worker", "restarting"),
+        ("inference", "quarantined"),
+        ("api", "healthy"),
+    ]:
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert state in row and f"razar-{name}.service" in row
+    names = [line.split()[0] for line in lines[2:]]
+    assert names == ["netcheck", "gpu-worker", "api", "inference"]
+    assert "probe http://127.0.0.1:8000/health: timed out" in run.out
+
+
+async def test_status_json_has_stable_keys_sorted_by_priority(served: Served) -> None:
+    """`razarctl status --json` prints the summary and stable component records in order."""
+    run = await razarctl(served.address, "status", "--json")
+    assert run.rc == 0, run.err
+    data = json.loads(run.out)
+    assert set(data) == {"summary", "components"}
+    keys = {
+        "name",
+        "unit",
+        "layer",
+        "priority",
+        "state",
+        "healthy",
+        "restarts",
+        "quarantined",
+        "last_error",
+        "since",
+    }
+    assert all(set(c) == keys for c in data["components"])
+    assert [c["name"] for c in data["components"]] == ["netcheck", "gpu-worker", "api", "inference"]
+    gpu = data["components"][1]
+    assert gpu["state"] == "restarting" and gpu["restarts"] == 3 and gpu["healthy"] is False
+
+
+async def test_restart_calls_the_supervisor(served: Served) -> None:
+    """`razarctl restart x` restarts x in razard and says so."""
+    run = await razarctl(served.address, "restart", "gpu-worker")
+    assert run.rc == 0, run.err
+    assert run.out.strip() == "restarted gpu-worker"
+    assert served.supervisor.calls == [("restart", "gpu-worker")]
+
+
+async def test_stop_then_start_reach_the_supervisor(served: Served) -> None:
+    """`stop` and `start` reach razard in order and each prints one line."""
+    stop = await razarctl(served.address, "stop", "api")
+    start = await razarctl(served.address, "start", "api")
+    assert (stop.rc, start.rc) == (0, 0), stop.err + start.err
+    assert stop.out.startswith("stopped api") and start.out.strip() == "started api"
+    assert served.supervisor.calls == [("stop", "api"), ("start", "api")]
+
+
+async def test_unknown_component_exits_2_without_traceback(served: Served) -> None:
+    """`razarctl restart nope` says the component is unknown, exits 2, shows no traceback."""
+    run = await razarctl(served.address, "restart", "nope")
+    assert run.rc == 2
+    assert run.err.strip() == "razarctl: unknown component 'nope'"
+    assert "Traceback" not in run.err and run.out == ""
+    assert served.supervisor.calls == []
+
+
+async def test_release_of_a_component_not_quarantined_fails_clearly(served: Served) -> None:
+    """Releasing a component that is not quarantined exits 1 and says why."""
+    run = await razarctl(served.address, "quarantine", "release", "api")
+    assert run.rc == 1
+    assert run.err.strip() == "razarctl: api is not quarantined"
+    assert "Traceback" not in run.err
+
+
+async def test_quarantine_list_then_release(served: Served) -> None:
+    """`quarantine list` shows the quarantined component; `release` frees it."""
+    listed = await razarctl(served.address, "quarantine", "list")
+    assert listed.rc == 0, listed.err
+    assert "inference" in listed.out and "ladder exhausted" in listed.out
+    as_json = await razarctl(served.address, "quarantine", "list", "--json")
+    assert [r["component"] for r in json.loads(as_json.out)] == ["inference"]
+
+    released = await razarctl(served.address, "quarantine", "release", "inference")
+    assert released.rc == 0, released.err
+    assert released.out.strip() == "released inference from quarantine"
+    after = await razarctl(served.address, "quarantine", "list")
+    assert after.out.strip() == "no component is quarantined"
+
+
+async def test_reload_with_invalid_config_shows_every_problem(served: Served) -> None:
+    """`razarctl reload` against an invalid config exits 1 and prints each problem."""
+    served.supervisor.reload_error = ConfigError(
+        [
+            ConfigProblem("/etc/razard/razard.toml", "components.api.priority", "expected int"),
+            ConfigProblem("/etc/razard/razard.toml", "components.gpu.layer", "unknown layer"),
+        ]
+    )
+    run = await razarctl(served.address, "reload")
+    assert run.rc == 1
+    assert "razarctl: /etc/razard/razard.toml: components.api.priority: expected int" in run.err
+    assert "/etc/razard/razard.toml: components.gpu.layer: unknown layer" in run.err
+    assert "Traceback" not in run.err
+
+
+async def test_reload_succeeds(served: Served) -> None:
+    """`razarctl reload` with a valid config reloads and says so."""
+    run = await razarctl(served.address, "reload")
+    assert (run.rc, run.out.strip()) == (0, "razard reloaded its config")
+    assert served.supervisor.calls == [("reload", "")]
+
+
+async def test_bus_without_razard_says_not_running(bus_address: str) -> None:
+    """With the bus up but nobody owning the name, razarctl says razard is not running."""
+    run = await razarctl(bus_address, "status")
+    assert run.rc == 1
+    assert run.err.strip() == (
+        "razarctl: razard is not running on the user bus (no owner of org.razar.Supervisor1)"
+    )
+
+
+async def test_missing_bus_socket_is_a_clear_error(tmp_path: Path) -> None:
+    """An address whose socket does not exist gives one line naming it, exit 1."""
+    address = f"unix:path={tmp_path}/no-such-bus"
+    run = await razarctl(address, "status")
+    assert run.rc == 1
+    assert run.err.strip() == (
+        f"razarctl: cannot connect to the user bus at {address}: No such file or directory"
+    )
+    assert "Traceback" not in run.err
+
+
+async def test_slow_razard_hits_the_deadline(served: Served) -> None:
+    """A call razard does not answer in time fails with the deadline, exit 1."""
+    served.supervisor.restart_delay = 5.0
+    run = await razarctl(served.address, "--timeout", "0.5", "restart", "api")
+    assert run.rc == 1
+    assert run.err.startswith("razarctl: razard did not answer Restart within 0.5 s (")
+
+
+async def test_unexpected_error_is_internal_and_not_leaked(served: Served) -> None:
+    """A bug in the supervisor reaches the client as an internal error, without details."""
+    served.supervisor.components["crash"] = _component("crash", "crown", 9, "healthy")
+    client = await ControlClient.connect("user", served.address)
+    try:
+        with pytest.raises(ControlError) as caught:
+            await client.restart("crash")
+    finally:
+        await client.close()
+    assert "razard failed internally (RuntimeError)" in str(caught.value)
+    assert "secret" not in str(caught.value) and "/opt" not in str(caught.value)
+
+
+async def test_client_round_trips_status_and_unknown_component(served: Served) -> None:
+    """ControlClient returns the status dict and raises UnknownComponent with the name."""
+    async with await ControlClient.connect("user", served.address) as client:
+        status = await client.status()
+        assert status["version"] == __version__ and len(status["components"]) == 4
+        with pytest.raises(UnknownComponent) as caught:
+            await client.stop("nope")
+    assert caught.value.name == "nope"
+
+
+async def test_version_property(served: Served) -> None:
+    """The read-only Version property is razard's version."""
+    bus = await MessageBus(bus_address=served.address).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination=BUS_NAME,
+                path=OBJECT_PATH,
+                interface="org.freedesktop.DBus.Properties",
+                member="Get",
+                signature="ss",
+                body=[INTERFACE, "Version"],
+            )
+        )
+    finally:
+        bus.disconnect()
+    assert reply.message_type is MessageType.METHOD_RETURN
+    assert reply.body[0].value == __version__
+
+
+async def test_second_razard_on_the_bus_is_refused(served: Served) -> None:
+    """export_control on a second connection to the same bus raises ControlError."""
+    other = await MessageBus(bus_address=served.address).connect()
+    try:
+        with pytest.raises(ControlError, match="another razard already owns"):
+            await export_control(other, FakeSupervisor())
+        # Nothing stays exported on the refused connection.
+        with pytest.raises(ControlError, match="another razard already owns"):
+            await export_control(other, FakeSupervisor())
+    finally:
+        other.disconnect()
+    # The first razard still answers.
+    run = await razarctl(served.address, "status", "--json")
+    assert run.rc == 0, run.err
+
+
+async def test_export_twice_on_one_connection_is_refused(served: Served) -> None:
+    """export_control twice on the same connection raises ControlError."""
+    with pytest.raises(ControlError, match="already exported"):
+        await export_control(served.bus, FakeSupervisor())
+
+
+async def test_unexport_releases_the_name(served: Served) -> None:
+    """After unexport_control the bus has no razard, and another can take the name."""
+    await unexport_control(served.bus, served.iface)
+    run = await razarctl(served.address, "status")
+    assert run.rc == 1 and "razard is not running" in run.err
+    served.iface = await export_control(served.bus, served.supervisor)
+    run = await razarctl(served.address, "status")
+    assert run.rc == 0, run.err
+
+
+def _fake_journalctl(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "journalctl"
+    script.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+async def test_logs_runs_journalctl_for_the_component_unit(served: Served, tmp_path: Path) -> None:
+    """`razarctl logs x` runs journalctl matching razard's records OR x's unit."""
+    run = await razarctl(
+        served.address,
+        "logs",
+        "gpu-worker",
+        "-n",
+        "50",
+        "--since",
+        "1h ago",
+        "-o",
+        "json",
+        env=_fake_journalctl(tmp_path),
+    )
+    assert run.rc == 0, run.err
+    assert run.out.splitlines() == [
+        "--no-pager",
+        "-o",
+        "json",
+        "--since",
+        "1h ago",
+        "-n",
+        "50",
+        "RAZAR_COMPONENT=gpu-worker",
+        "+",
+        "_SYSTEMD_UNIT=razar-gpu-worker.service",
+        "+",
+        "_SYSTEMD_USER_UNIT=razar-gpu-worker.service",
+    ]
+
+
+async def test_logs_without_razard_falls_back_to_the_name(bus_address: str, tmp_path: Path) -> None:
+    """`razarctl logs x` with razard down says so and matches razard's records only."""
+    run = await razarctl(bus_address, "logs", "gpu-worker", env=_fake_journalctl(tmp_path))
+    assert run.rc == 0, run.err
+    assert "razard is not running" in run.err and "gpu-worker only" in run.err
+    assert run.out.splitlines() == ["--no-pager", "-o", "short-iso", "RAZAR_COMPONENT=gpu-worker"]
+
+
+async def test_logs_of_unknown_component_exits_2(served: Served, tmp_path: Path) -> None:
+    """`razarctl logs nope` with razard up says the component is unknown, exit 2."""
+    run = await razarctl(served.address, "logs", "nope", env=_fake_journalctl(tmp_path))
+    assert run.rc == 2 and run.out == ""
+    assert run.err.strip() == "razarctl: unknown component 'nope'"
+
+
+# Like the production policy in spirit: anyone may own and call, except that
+# Restart on razard's interface is refused to everybody.
+RESTRICTED_POLICY = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+    <deny send_destination="org.razar.Supervisor1" send_interface="org.razar.Supervisor1"
+          send_member="Restart"/>
+  </policy>
+</busconfig>
+"""
+
+
+async def test_call_refused_by_bus_policy_says_permission_denied(tmp_path: Path) -> None:
+    """A call the bus policy refuses tells the operator to run as root or group razar."""
+    config = tmp_path / "bus.conf"
+    config.write_text(RESTRICTED_POLICY.format(socket=tmp_path / "bus"))
+    proc, address = start_dbus_daemon(tmp_path, config)
+    try:
+        bus = await MessageBus(bus_address=address).connect()
+        supervisor = FakeSupervisor()
+        iface = await export_control(bus, supervisor)
+        try:
+            refused = await razarctl(address, "restart", "api")
+            allowed = await razarctl(address, "stop", "api")
+        finally:
+            await unexport_control(bus, iface)
+            bus.disconnect()
+    finally:
+        stop_dbus_daemon(proc)
+    assert refused.rc == 1
+    assert refused.err.strip() == (
+        "razarctl: permission denied: the user bus refused Restart; "
+        "run as root or a member of group razar"
+    )
+    assert allowed.rc == 0, allowed.err
+    assert supervisor.calls == [("stop", "api")]

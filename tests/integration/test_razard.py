@@ -1,0 +1,458 @@
+"""razard against a real systemd user manager, D-Bus and journald, driven through razarctl."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from razard.sandbox import UserManager
+from tests.integration.harness import Razard, free_port, py, script, wait_for
+
+pytestmark = pytest.mark.integration
+
+Factory = Callable[[str], Razard]
+
+
+@pytest.fixture
+def razard(user_manager: UserManager, journald: object, tmp_path: Path) -> Iterator[Factory]:
+    made: list[Razard] = []
+
+    def make(components: str) -> Razard:
+        r = Razard(user_manager, tmp_path, components)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+        units = [f"razar-{n}.service" for n in _names(r.config.read_text())]
+        r.cleanup_units(units)
+
+
+def _names(config_text: str) -> list[str]:
+    return [
+        line.split("=", 1)[1].strip().strip('"')
+        for line in config_text.splitlines()
+        if line.strip().startswith("name =")
+    ]
+
+
+def sleeper(name: str, priority: int = 10, extra: str = "") -> str:
+    return f"""
+        [[component]]
+        name = "{name}"
+        layer = "crown"
+        priority = {priority}
+        command = ["/bin/sleep", "100000"]
+        restart = {{ attempts = 3, backoff_base = 0.1, backoff_cap = 0.5 }}
+        {extra}
+        """
+
+
+def test_crash_once_is_restarted_and_healthy(razard: Factory, tmp_path: Path) -> None:
+    """A component that crashes on its first start is restarted and ends healthy."""
+    marker = tmp_path / "crashed"
+    s = script(
+        tmp_path / "once.py",
+        f"""\
+        import pathlib, sys, time
+        m = pathlib.Path("{marker}")
+        if not m.exists():
+            m.write_text("x"); print("boom: first start fails", file=sys.stderr); sys.exit(3)
+        time.sleep(100000)
+        """,
+    )
+    r = razard(f"""
+        [[component]]
+        name = "it-once"
+        layer = "third_eye"
+        priority = 10
+        command = ["{py()}", "{s}"]
+        restart = {{ attempts = 3, backoff_base = 0.1, backoff_cap = 0.5, jitter = 0.0 }}
+        """)
+    r.start()
+    c = r.wait_state("it-once", "healthy")
+    assert c["restarts"] == 1
+    failed = [e for e in r.events("it-once") if e["event"] == "component_failed"]
+    assert failed and "status=3" in failed[0]["message"]
+
+
+def test_crash_loop_is_quarantined_then_released(razard: Factory, tmp_path: Path) -> None:
+    """A crash loop spends its budget, is quarantined with a file and log row, and is released."""
+    broken = tmp_path / "broken"
+    broken.write_text("yes")
+    s = script(
+        tmp_path / "loop.py",
+        f"""\
+        import pathlib, sys, time
+        if pathlib.Path("{broken}").exists():
+            print("fatal: shard corrupt", file=sys.stderr); sys.exit(4)
+        time.sleep(100000)
+        """,
+    )
+    r = razard(f"""
+        [[component]]
+        name = "it-loop"
+        layer = "heart"
+        priority = 10
+        command = ["{py()}", "{s}"]
+        restart = {{ attempts = 2, backoff_base = 0.05, backoff_cap = 0.2 }}
+        """)
+    r.start()
+    c = r.wait_state("it-loop", "quarantined")
+    assert c["quarantined"] is True and c["healthy"] is False
+    qfile = r.state_dir / "quarantine" / "it-loop.json"
+    record = json.loads(qfile.read_text())
+    assert record["component"] == "it-loop" and record["attempts"] == 2
+    assert "status=4" in (record["last_error"] or "")
+    assert "| it-loop | quarantined |" in (r.state_dir / "quarantine_log.md").read_text()
+    # the unit is stopped while quarantined
+    assert r.um.systemctl("is-active", "razar-it-loop.service", check=False).stdout.strip() in (
+        "inactive",
+        "failed",
+    )
+    listed = json.loads(r.ctl("quarantine", "list", "--json").stdout)
+    assert [q["component"] for q in listed] == ["it-loop"]
+
+    broken.unlink()  # the operator fixes the cause, then releases
+    out = r.ctl("quarantine", "release", "it-loop").stdout
+    assert "it-loop" in out
+    c = r.wait_state("it-loop", "healthy")
+    assert not qfile.exists()
+    assert "| it-loop | released |" in (r.state_dir / "quarantine_log.md").read_text()
+
+
+def test_deleting_quarantine_file_releases(razard: Factory, tmp_path: Path) -> None:
+    """Deleting quarantine/<name>.json by hand releases the component (watched, not polled)."""
+    broken = tmp_path / "broken"
+    broken.write_text("yes")
+    s = script(
+        tmp_path / "loop.sh",
+        f"""\
+        #!/bin/sh
+        [ -e {broken} ] && exit 5
+        exec sleep 100000
+        """,
+    )
+    r = razard(f"""
+        [[component]]
+        name = "it-del"
+        layer = "heart"
+        priority = 10
+        command = ["{s}"]
+        restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
+        """)
+    r.start()
+    r.wait_state("it-del", "quarantined")
+    broken.unlink()
+    (r.state_dir / "quarantine" / "it-del.json").unlink()
+    r.wait_state("it-del", "healthy")
+    assert any(e["event"] == "quarantine_released" for e in r.events("it-del"))
+
+
+def test_hung_probe_counts_as_failure(razard: Factory) -> None:
+    """A probe that hangs past its timeout is a failed probe and leads to restarts."""
+    r = razard(
+        sleeper(
+            "it-hang",
+            extra="""
+        start_timeout = 1.5
+        probe = { type = "exec", command = ["/bin/sleep", "30"], timeout = 0.3, interval = 0.2 }
+        """,
+        )
+    )
+    r.start()
+    c = wait_for(
+        lambda: (c := r.component("it-hang"))["restarts"] >= 1 and c,
+        30,
+        "a restart caused by the hung probe",
+    )
+    assert "timed out" in (c["last_error"] or "")
+    assert c["healthy"] is False
+
+
+def test_kill_is_seen_and_restarted(razard: Factory) -> None:
+    """SIGKILL to a component's process is reported with the signal and the unit restarted."""
+    r = razard(sleeper("it-kill"))
+    r.start()
+    r.wait_state("it-kill", "healthy")
+    pid = r.main_pid("razar-it-kill.service")
+    r.um.systemctl("kill", "-s", "KILL", "razar-it-kill.service")
+    wait_for(lambda: r.main_pid("razar-it-kill.service") not in (0, pid), 20, "a new main pid")
+    c = r.wait_state("it-kill", "healthy")
+    assert c["restarts"] == 1
+    failed = [e for e in r.events("it-kill") if e["event"] == "component_failed"]
+    assert "signal=9" in failed[-1]["message"]
+
+
+def test_sigkilled_razard_adopts_running_units(razard: Factory) -> None:
+    """razard killed with SIGKILL and started again adopts running units without restarting."""
+    r = razard(sleeper("it-adopt-a", 10) + sleeper("it-adopt-b", 20))
+    r.start()
+    r.wait_state("it-adopt-b", "healthy")
+    pids = {u: r.main_pid(f"razar-{u}.service") for u in ("it-adopt-a", "it-adopt-b")}
+    assert r.stop(signal.SIGKILL) == -signal.SIGKILL
+    r.start()
+    for name in pids:
+        r.wait_state(name, "healthy")
+    assert {u: r.main_pid(f"razar-{u}.service") for u in pids} == pids
+    adopted = [e for e in r.events() if e["event"] == "component_adopted"]
+    assert {e["component"] for e in adopted} == set(pids)
+    assert all(r.component(n)["restarts"] == 0 for n in pids)
+
+
+def test_restart_counts_survive_razard_restart(razard: Factory, tmp_path: Path) -> None:
+    """Attempts keep counting where they left off after razard restarts."""
+    s = script(tmp_path / "die.sh", "#!/bin/sh\nexit 7\n")
+    r = razard(f"""
+        [[component]]
+        name = "it-count"
+        layer = "root"
+        priority = 10
+        command = ["{s}"]
+        restart = {{ attempts = 4, backoff_base = 1.0, backoff_cap = 1.0, jitter = 0.0 }}
+        """)
+    r.start(wait_ready=False)
+    wait_for(
+        lambda: (
+            (r.status(check=False) or {}).get("components")
+            and r.component("it-count")["restarts"] >= 2
+        ),
+        30,
+        "two restarts",
+    )
+    r.stop(signal.SIGKILL)
+    before = json.loads((r.state_dir / "razar_state.json").read_text())
+    spent = before["components"]["it-count"]["restarts"]
+    assert spent >= 2
+    r.start()
+    c = r.wait_state("it-count", "quarantined", 30)
+    q = json.loads((r.state_dir / "quarantine" / "it-count.json").read_text())
+    assert q["attempts"] == 4
+    assert c["restarts"] == 4  # 4 in all, not 4 more after the restart
+
+
+def test_razarctl_drives_razard_over_dbus(razard: Factory) -> None:
+    """razarctl status/stop/start/restart work over D-Bus; unknown names are clear errors."""
+    r = razard(sleeper("it-ctl"))
+    r.start()
+    r.wait_state("it-ctl", "healthy")
+    table = r.ctl("status").stdout
+    assert "it-ctl" in table and "healthy" in table and "razar-it-ctl.service" in table
+
+    r.ctl("stop", "it-ctl")
+    assert r.component("it-ctl")["state"] == "stopped"
+    assert r.um.systemctl("is-active", "razar-it-ctl.service", check=False).stdout.strip() != (
+        "active"
+    )
+    time.sleep(0.5)  # razard must not heal an operator stop
+    assert r.component("it-ctl")["state"] == "stopped"
+
+    r.ctl("start", "it-ctl")
+    r.wait_state("it-ctl", "healthy")
+    pid = r.main_pid("razar-it-ctl.service")
+    r.ctl("restart", "it-ctl")
+    assert r.main_pid("razar-it-ctl.service") != pid
+    assert r.component("it-ctl")["state"] == "healthy"
+
+    bad = r.ctl("restart", "no-such", check=False)
+    assert bad.returncode == 2
+    assert "unknown component 'no-such'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_metrics_are_scraped_over_http(razard: Factory) -> None:
+    """/metrics on the configured port has component, probe and process metrics."""
+    port = free_port()
+    r = razard(
+        sleeper(
+            "it-metrics",
+            extra=f"""
+        probe = {{ type = "tcp", host = "127.0.0.1", port = {port}, interval = 0.2 }}
+        start_timeout = 1.0
+        """,
+        )
+    )
+    r.start(wait_ready=False)
+    wait_for(lambda: r.status(check=False), 30, "razard up")
+    text = httpx.get(f"http://127.0.0.1:{r.metrics_port}/metrics", timeout=5).text
+    assert 'razar_component_up{component="it-metrics",layer="crown"} 1.0' in text
+    assert 'razar_probe_duration_seconds_count{component="it-metrics",probe="tcp"}' in text
+    assert 'razar_probe_failures_total{component="it-metrics",probe="tcp"}' in text
+    assert "process_resident_memory_bytes" in text
+    assert 'razar_component_healthy{component="it-metrics",layer="crown"} 0.0' in text
+
+
+def test_journal_fields_queryable_with_journalctl(razard: Factory) -> None:
+    """Events carry RAZAR_COMPONENT/RAZAR_EVENT fields that journalctl can filter on."""
+    r = razard(sleeper("it-journal"))
+    r.start()
+    r.wait_state("it-journal", "healthy")
+
+    def found() -> list[dict[str, str]]:
+        p = subprocess.run(
+            [
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "json",
+                "RAZAR_COMPONENT=it-journal",
+                "RAZAR_EVENT=state_healthy",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+    recs = wait_for(found, 10, "the state_healthy record in the journal")
+    assert recs[-1]["RAZAR_LAYER"] == "crown"
+    assert recs[-1]["SYSLOG_IDENTIFIER"] == "razard"
+
+
+def test_reload_applies_changes_and_rejects_invalid(razard: Factory) -> None:
+    """SIGHUP starts new components, stops removed ones, restarts changed ones; bad config kept."""
+    r = razard(sleeper("it-keep") + sleeper("it-gone") + sleeper("it-change"))
+    r.start()
+    for n in ("it-keep", "it-gone", "it-change"):
+        r.wait_state(n, "healthy")
+    keep_pid = r.main_pid("razar-it-keep.service")
+    change_pid = r.main_pid("razar-it-change.service")
+
+    r.write_config(
+        sleeper("it-keep")
+        + sleeper("it-new")
+        + sleeper("it-change", extra='environment = { MODE = "fast" }')
+    )
+    r.send(signal.SIGHUP)
+    r.wait_state("it-new", "healthy")
+    wait_for(
+        lambda: "it-gone" not in {c["name"] for c in r.status()["components"]},
+        10,
+        "it-gone removed",
+    )
+    assert r.um.systemctl("is-active", "razar-it-gone.service", check=False).stdout.strip() != (
+        "active"
+    )
+    wait_for(
+        lambda: r.main_pid("razar-it-change.service") not in (0, change_pid),
+        10,
+        "it-change restarted",
+    )
+    assert r.main_pid("razar-it-keep.service") == keep_pid
+    assert "MODE=fast" in (r.um.unit_dir / "razar-it-change.service").read_text()
+
+    r.config.write_text(r.config.read_text() + "\n[[component]]\nname = 'x'\nbogus = 1\n")
+    r.send(signal.SIGHUP)
+    wait_for(
+        lambda: any(e["event"] == "config_rejected" for e in r.events()),
+        10,
+        "config_rejected event",
+    )
+    rejected = [e for e in r.events() if e["event"] == "config_rejected"][-1]
+    assert "bogus" in rejected["message"]
+    assert r.proc is not None and r.proc.poll() is None
+    assert {c["name"] for c in r.status()["components"]} == {"it-keep", "it-new", "it-change"}
+
+
+def test_resubscribes_after_systemd_reexec(razard: Factory) -> None:
+    """After `systemctl daemon-reexec` razard still sees unit deaths and heals them."""
+    r = razard(sleeper("it-reexec"))
+    r.start()
+    r.wait_state("it-reexec", "healthy")
+    r.um.systemctl("daemon-reexec")
+    wait_for(lambda: any(e["event"] == "bus_resync" for e in r.events()), 20, "a resync")
+    pid = r.main_pid("razar-it-reexec.service")
+    r.um.systemctl("kill", "-s", "KILL", "razar-it-reexec.service")
+    wait_for(
+        lambda: r.main_pid("razar-it-reexec.service") not in (0, pid), 20, "restart after re-exec"
+    )
+    assert r.wait_state("it-reexec", "healthy")["restarts"] == 1
+
+
+def test_waves_start_in_priority_order(razard: Factory, tmp_path: Path) -> None:
+    """A later wave starts only after the earlier wave passed its probe."""
+    stamp = tmp_path / "order"
+    s = script(
+        tmp_path / "stamp.sh",
+        f"""\
+        #!/bin/sh
+        echo "$1 $(date +%s.%N)" >> {stamp}
+        exec sleep 100000
+        """,
+    )
+    r = razard(f"""
+        [[component]]
+        name = "it-wave-db"
+        layer = "root"
+        priority = 1
+        command = ["{s}", "db"]
+        probe = {{ type = "exec", command = ["/bin/sh", "-c", "sleep 0.5; true"], timeout = 2 }}
+
+        [[component]]
+        name = "it-wave-app"
+        layer = "crown"
+        priority = 2
+        command = ["{s}", "app"]
+        """)
+    r.start()
+    r.wait_state("it-wave-app", "healthy")
+    lines = [line.split() for line in stamp.read_text().splitlines()]
+    assert [w for w, _ in lines] == ["db", "app"]
+    assert float(lines[1][1]) - float(lines[0][1]) >= 0.5
+
+
+def test_invalid_config_changes_nothing(user_manager: UserManager, tmp_path: Path) -> None:
+    """razard refuses an invalid config with the key named, exit 2, and touches nothing."""
+    cfg = tmp_path / "bad.toml"
+    state = tmp_path / "state"
+    cfg.write_text(f"""
+[razard]
+state_dir = "{state}"
+bus = "user"
+unit_dir = "{user_manager.unit_dir}"
+
+[[component]]
+name = "it-bad"
+layer = "navel"
+priority = 1
+command = ["/bin/sleep", "1000"]
+""")
+    p = subprocess.run(
+        ["razard", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=user_manager.env(),
+        timeout=30,
+        check=False,
+    )
+    assert p.returncode == 2
+    assert "component[0] (it-bad).layer" in p.stderr and "Traceback" not in p.stderr
+    assert not state.exists()
+    assert not (user_manager.unit_dir / "razar-it-bad.service").exists()
+
+    c = subprocess.run(
+        ["razard", "check-config", str(cfg)], capture_output=True, text=True, check=False
+    )
+    assert c.returncode == 1 and "layer" in c.stderr
+
+
+def test_razarctl_without_razard_says_so(user_manager: UserManager) -> None:
+    """razarctl with no razard on the bus prints a clear error and exits 1."""
+    p = subprocess.run(
+        ["razarctl", "--bus", "user", "--address", user_manager.bus_address, "status"],
+        capture_output=True,
+        text=True,
+        env=user_manager.env(),
+        timeout=30,
+        check=False,
+    )
+    assert p.returncode == 1
+    assert "razard is not running" in p.stderr and "Traceback" not in p.stderr
