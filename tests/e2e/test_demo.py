@@ -21,8 +21,15 @@ def test_readme_demo_heals_the_crash_and_quarantines_the_loop() -> None:
     """`make demo` shows razarctl status with the crash healed and the loop quarantined."""
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme.split("##")[0], "the README must open with `make demo`"
+    env = {**os.environ, "COLUMNS": "200"}  # as wide as an operator's terminal: rows unwrapped
     p = subprocess.run(
-        ["make", "-s", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+        ["make", "-s", "demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     out = p.stdout
     assert p.returncode == 0, f"make demo failed ({p.returncode}):\n{out}\n{p.stderr}"

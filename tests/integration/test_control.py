@@ -261,7 +261,7 @@ async def test_status_json_has_stable_keys_sorted_by_priority(served: Served) ->
     run = await razarctl(served.address, "status", "--json")
     assert run.rc == 0, run.err
     data = json.loads(run.out)
-    assert set(data) == {"summary", "components"}
+    assert set(data) == {"summary", "ready", "pid", "version", "components"}
     keys = {
         "name",
         "unit",
