@@ -178,6 +178,10 @@ def journal_argv(
     argv.append(f"RAZAR_COMPONENT={name}")
     if unit:
         argv += ["+", f"_SYSTEMD_UNIT={unit}", "+", f"_SYSTEMD_USER_UNIT={unit}"]
+        if unit.startswith("razar-") and unit.endswith(".service"):
+            # units razard writes log under this identifier, even where journald
+            # cannot tell which unit a stream belongs to (containers, sandboxes)
+            argv += ["+", f"SYSLOG_IDENTIFIER={unit.removesuffix('.service')}"]
     return argv
 
 

@@ -104,7 +104,7 @@ def write_demo(base: Path, um: UserManager) -> Path:
         layer = "third_eye"
         priority = 20
         command = ["{py}", "{bin_dir / "flaky.py"}", "{base / "flaky.crashed"}"]
-        probe = {{ type = "exec", command = ["/bin/test", "-e", "{base / 'flaky.crashed'}"] }}
+        probe = {{ type = "exec", command = ["/bin/test", "-e", "{base / "flaky.crashed"}"] }}
         restart = {{ attempts = 3, backoff_base = 0.2, backoff_cap = 2.0 }}
         artifacts = ["flaky.py"]
 
@@ -193,7 +193,9 @@ def run_demo(keep: bool = False, wait: float = 60.0) -> int:
             print("==> razard's output:")
             journal = subprocess.run(
                 ["journalctl", "--no-pager", "-o", "cat", "-n", "30", f"_PID={_main_pid(um)}"],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             print(textwrap.indent(journal.stdout or "(no journal)", "    "))
             return 1

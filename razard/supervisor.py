@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: A component without a probe counts as healthy once its unit stayed active this long.
 NO_PROBE_UPTIME = 1.0
+#: How long `razarctl restart` waits for the component to settle before answering.
+RESTART_REPLY_WAIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,13 @@ class Runner:
 
     async def _loop(self, *, adopt: bool, force_restart: bool) -> None:
         name = self.cfg.name
+        if self.rec.status == "quarantined" and not self.sup.quarantine.is_quarantined(name):
+            # the file was deleted while razard was not running: that is a release
+            self.sup.quarantine.log_release(name, "file removed while razard was down")
+            self.rec.restarts = self.rec.escalations = 0
+            self.sup.event(
+                self, "quarantine_released", "released (file removed while razard was down)"
+            )
         while True:
             if self.sup.quarantine.is_quarantined(name):
                 self.sup.set_state(self, "quarantined")
@@ -676,7 +685,10 @@ class Supervisor:
             self.event(runner, "operator_restart", "restart requested by operator")
             runner.settled.clear()
             runner.spawn(adopt=False, force_restart=True)
-        await runner.settled.wait()
+        # answer razarctl once the component is up again, but never past its own deadline
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RESTART_REPLY_WAIT):
+                await runner.settled.wait()
 
     def quarantined(self) -> list[dict[str, Any]]:
         return self.quarantine.list()

@@ -222,6 +222,8 @@ class Systemd:
                     for f in (disconnected, resync):
                         if not f.done():
                             f.cancel()
+                        elif not f.cancelled():
+                            f.exception()  # the EOFError of a dropped bus: expected, handled
                 if self._resync.is_set() and bus.connected:
                     self._resync.clear()
                     # systemd reloaded or re-executed: subscriptions and job ids may be gone

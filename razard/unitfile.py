@@ -68,6 +68,10 @@ def render_unit(component: ComponentConfig) -> str:
         "ExecStart=" + " ".join(_quote(a) for a in component.command),
         "Restart=no",
         "TimeoutStopSec=10",
+        # `journalctl -t razar-<name>` and `razarctl logs <name>` find the output anywhere;
+        # the extra field joins it with razard's own records where journald supports it
+        f"SyslogIdentifier={component.unit.removesuffix('.service')}",
+        f"LogExtraFields=RAZAR_COMPONENT={component.name}",
     ]
     for key, value in component.environment:
         lines.append("Environment=" + _quote(f"{key}={value}", exec_line=False))

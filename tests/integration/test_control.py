@@ -491,6 +491,8 @@ async def test_logs_runs_journalctl_for_the_component_unit(served: Served, tmp_p
         "_SYSTEMD_UNIT=razar-gpu-worker.service",
         "+",
         "_SYSTEMD_USER_UNIT=razar-gpu-worker.service",
+        "+",
+        "SYSLOG_IDENTIFIER=razar-gpu-worker",
     ]
 
 

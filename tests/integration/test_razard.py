@@ -456,3 +456,78 @@ def test_razarctl_without_razard_says_so(user_manager: UserManager) -> None:
     )
     assert p.returncode == 1
     assert "razard is not running" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_survives_dbus_daemon_restart(razard: Factory) -> None:
+    """When the bus daemon restarts, razard reconnects, re-exports razarctl's interface, heals."""
+    r = razard(sleeper("it-busdrop"))
+    r.start()
+    r.wait_state("it-busdrop", "healthy")
+    r.um.systemctl("restart", "dbus.service")
+    wait_for(lambda: "reconnected to the user bus" in r.stderr_text(), 20, "a reconnect")
+    wait_for(lambda: r.status(check=False), 20, "razarctl answering again")
+    pid = r.main_pid("razar-it-busdrop.service")
+    r.um.systemctl("kill", "-s", "KILL", "razar-it-busdrop.service")
+    wait_for(
+        lambda: r.main_pid("razar-it-busdrop.service") not in (0, pid),
+        20,
+        "restart after the bus came back",
+    )
+    assert r.wait_state("it-busdrop", "healthy")["restarts"] == 1
+    assert "Traceback" not in r.stderr_text().split("reconnected to the user bus")[-1]
+
+
+def test_razarctl_logs_shows_events_and_unit_output(razard: Factory, tmp_path: Path) -> None:
+    """`razarctl logs <component>` shows razard's records and the unit's own output."""
+    s = script(tmp_path / "talk.sh", "#!/bin/sh\necho model-loaded-token-4711\nexec sleep 100000\n")
+    r = razard(f"""
+        [[component]]
+        name = "it-logs"
+        layer = "third_eye"
+        priority = 1
+        command = ["{s}"]
+        """)
+    r.start()
+    r.wait_state("it-logs", "healthy")
+
+    def shown() -> str:
+        out = r.ctl("logs", "it-logs", "-o", "cat").stdout
+        return out if "model-loaded-token-4711" in out and "healthy" in out else ""
+
+    wait_for(shown, 10, "the unit's output and razard's events in razarctl logs")
+    recs = [json.loads(x) for x in r.ctl("logs", "it-logs", "-o", "json").stdout.splitlines()]
+    assert {x.get("RAZAR_EVENT") for x in recs} >= {"state_starting", "state_healthy"}
+
+
+def test_runs_as_notify_unit_with_status_and_reload(
+    razard: Factory, user_manager: UserManager
+) -> None:
+    """As a Type=notify unit razard reports READY and STATUS=; `systemctl reload` applies config."""
+    from razard.demo import razard_unit
+
+    r = razard(sleeper("it-unit-a"))
+    unit = user_manager.unit_dir / "razard-it.service"
+    unit.write_text(razard_unit(r.config))
+    user_manager.systemctl("daemon-reload")
+    try:
+        user_manager.systemctl("start", "razard-it.service", timeout=90)  # returns on READY=1
+        text = user_manager.systemctl("show", "-p", "StatusText", "--value", "razard-it.service")
+        assert text.stdout.strip() == "1 healthy, 0 restarting, 0 quarantined"
+        r.write_config(sleeper("it-unit-a") + sleeper("it-unit-b"))
+        user_manager.systemctl("reload", "razard-it.service")
+        r.wait_state("it-unit-b", "healthy")
+        wait_for(
+            lambda: (
+                user_manager.systemctl(
+                    "show", "-p", "StatusText", "--value", "razard-it.service"
+                ).stdout.strip()
+                == "2 healthy, 0 restarting, 0 quarantined"
+            ),
+            10,
+            "STATUS= to count both",
+        )
+        assert user_manager.systemctl("is-active", "razard-it.service").stdout.strip() == "active"
+    finally:
+        user_manager.systemctl("stop", "razard-it.service", check=False)
+        unit.unlink()
+        user_manager.systemctl("daemon-reload", check=False)

@@ -94,7 +94,15 @@ def test_journal_argv_matches_component_or_its_unit() -> None:
         "_SYSTEMD_UNIT=razar-vllm.service",
         "+",
         "_SYSTEMD_USER_UNIT=razar-vllm.service",
+        "+",
+        "SYSLOG_IDENTIFIER=razar-vllm",
     ]
+
+
+def test_journal_argv_foreign_unit_has_no_identifier_match() -> None:
+    """A unit razard did not write is matched by unit only, not by a guessed identifier."""
+    argv = journal_argv("nv", "nvidia-persistenced.service", None, False, "short", None)
+    assert not any(a.startswith("SYSLOG_IDENTIFIER=") for a in argv)
 
 
 def test_journal_argv_without_unit_matches_component_only() -> None:
@@ -123,6 +131,8 @@ def test_journal_argv_options_come_before_matches() -> None:
         "_SYSTEMD_UNIT=razar-api.service",
         "+",
         "_SYSTEMD_USER_UNIT=razar-api.service",
+        "+",
+        "SYSLOG_IDENTIFIER=razar-api",
     ]
 
 
