@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -55,6 +56,12 @@ print("gpu-feeder: feeding", flush=True)
 while True:
     time.sleep(3600)
 """
+
+
+def razarctl() -> str:
+    """The razarctl installed beside this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "razarctl"
+    return str(beside) if beside.exists() else (shutil.which("razarctl") or "razarctl")
 
 
 def _free_port() -> int:
@@ -139,7 +146,7 @@ def razard_unit(config: Path) -> str:
 
 def _status(um: UserManager) -> dict[str, Any] | None:
     p = subprocess.run(
-        ["razarctl", "--bus", "user", "--address", um.bus_address, "status", "--json"],
+        [razarctl(), "--bus", "user", "--address", um.bus_address, "status", "--json"],
         capture_output=True,
         text=True,
         env=um.env(),
@@ -209,7 +216,7 @@ def run_demo(keep: bool = False, wait: float = 60.0) -> int:
         print("==> razarctl status")
         sys.stdout.flush()
         subprocess.run(
-            ["razarctl", "--bus", "user", "--address", um.bus_address, "status"],
+            [razarctl(), "--bus", "user", "--address", um.bus_address, "status"],
             env=um.env(),
             check=False,
             timeout=30,
@@ -240,8 +247,8 @@ def run_demo(keep: bool = False, wait: float = 60.0) -> int:
                 Left running. To look around:
                   export XDG_RUNTIME_DIR={env["XDG_RUNTIME_DIR"]}
                   export DBUS_SESSION_BUS_ADDRESS={env["DBUS_SESSION_BUS_ADDRESS"]}
-                  razarctl --bus user status
-                  razarctl --bus user quarantine release broken-indexer
+                  {razarctl()} --bus user status
+                  {razarctl()} --bus user quarantine release broken-indexer
                   systemctl --user status razard
                 To stop everything:
                   kill {um.pid}   # the private systemd; its units go with it

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from razard.sandbox import UserManager
-from tests.integration.harness import Razard, free_port, py, script, wait_for
+from tests.integration.harness import BIN, Razard, free_port, py, script, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -426,7 +426,7 @@ priority = 1
 command = ["/bin/sleep", "1000"]
 """)
     p = subprocess.run(
-        ["razard", "--config", str(cfg)],
+        [str(BIN / "razard"), "--config", str(cfg)],
         capture_output=True,
         text=True,
         env=user_manager.env(),
@@ -439,7 +439,7 @@ command = ["/bin/sleep", "1000"]
     assert not (user_manager.unit_dir / "razar-it-bad.service").exists()
 
     c = subprocess.run(
-        ["razard", "check-config", str(cfg)], capture_output=True, text=True, check=False
+        [str(BIN / "razard"), "check-config", str(cfg)], capture_output=True, text=True, check=False
     )
     assert c.returncode == 1 and "layer" in c.stderr
 
@@ -447,7 +447,7 @@ command = ["/bin/sleep", "1000"]
 def test_razarctl_without_razard_says_so(user_manager: UserManager) -> None:
     """razarctl with no razard on the bus prints a clear error and exits 1."""
     p = subprocess.run(
-        ["razarctl", "--bus", "user", "--address", user_manager.bus_address, "status"],
+        [str(BIN / "razarctl"), "--bus", "user", "--address", user_manager.bus_address, "status"],
         capture_output=True,
         text=True,
         env=user_manager.env(),
