@@ -129,8 +129,9 @@ def test_crash_loop_is_quarantined_then_released(razard: Factory, tmp_path: Path
     assert "| it-loop | released |" in (r.state_dir / "quarantine_log.md").read_text()
 
 
-def test_deleting_quarantine_file_releases(razard: Factory, tmp_path: Path) -> None:
-    """Deleting quarantine/<name>.json by hand releases the component (watched, not polled)."""
+def test_quarantine_survives_restart_until_file_deleted(razard: Factory, tmp_path: Path) -> None:
+    """--retries caps the budget; a quarantined component stays down across razard restarts
+    and deleting quarantine/<name>.json by hand releases it (watched, not polled)."""
     broken = tmp_path / "broken"
     broken.write_text("yes")
     s = script(
@@ -141,16 +142,27 @@ def test_deleting_quarantine_file_releases(razard: Factory, tmp_path: Path) -> N
         exec sleep 100000
         """,
     )
-    r = razard(f"""
+    r = razard(
+        f"""
         [[component]]
         name = "it-del"
         layer = "heart"
         priority = 10
         command = ["{s}"]
-        restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
-        """)
-    r.start()
-    r.wait_state("it-del", "quarantined")
+        restart = {{ attempts = 50, backoff_base = 0.05, backoff_cap = 0.1 }}
+        """
+    )
+    r.start("--retries", "1")
+    c = r.wait_state("it-del", "quarantined")
+    assert c["restarts"] == 1
+    r.stop()
+    r.start("--retries", "1")
+    assert r.component("it-del")["state"] == "quarantined"
+    starts = [e for e in r.events("it-del") if e["event"] == "state_starting"]
+    assert len(starts) == 2  # the first start and the one restart; none after razard restarted
+    assert r.um.systemctl("is-active", "razar-it-del.service", check=False).stdout.strip() != (
+        "active"
+    )
     broken.unlink()
     (r.state_dir / "quarantine" / "it-del.json").unlink()
     r.wait_state("it-del", "healthy")
