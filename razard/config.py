@@ -82,7 +82,8 @@ class ComponentConfig:
     user: str = ""
     probe: ProbeConfig | None = None
     restart: RestartPolicy = field(default_factory=RestartPolicy)
-    artifacts: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()  # relative to artifact_root: what a repair may change
+    artifact_root: str = ""  # absolute; defaults to working_directory
     start_timeout: float = DEFAULT_START_TIMEOUT
     description: str = ""
 
@@ -272,6 +273,7 @@ _COMPONENT_KEYS = {
     "probe",
     "restart",
     "artifacts",
+    "artifact_root",
     "start_timeout",
     "description",
 }
@@ -491,10 +493,24 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
             r.problem(key, "expected a list of path strings")
         else:
             for a in raw_a:
-                if not a or "\0" in a or ".." in Path(a).parts:
-                    r.problem(key, f"{a!r}: a path must be non-empty and cannot contain '..'")
+                bad = not a or "\0" in a or "\n" in a or a.startswith("/")
+                if bad or ".." in Path(a).parts:
+                    r.problem(
+                        key,
+                        f"{a!r}: artifacts are paths relative to artifact_root "
+                        "(not empty, not absolute, no '..')",
+                    )
                 else:
                     artifacts.append(a)
+    artifact_root = r.string(t, prefix, "artifact_root", "") or ""
+    if artifact_root and (not artifact_root.startswith("/") or "\n" in artifact_root):
+        r.problem(_join(prefix, "artifact_root"), "must be an absolute path")
+    artifact_root = artifact_root or working_directory
+    if artifacts and not artifact_root:
+        r.problem(
+            _join(prefix, "artifact_root"),
+            "required with artifacts (or set working_directory): the directory they are in",
+        )
     start_timeout = r.number(
         t, prefix, "start_timeout", DEFAULT_START_TIMEOUT, 0.0, 86400.0, lo_open=True
     )
@@ -514,6 +530,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
         probe=probe,
         restart=restart,
         artifacts=tuple(artifacts),
+        artifact_root=artifact_root,
         start_timeout=start_timeout,
         description=description,
     )

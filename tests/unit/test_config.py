@@ -36,7 +36,8 @@ layer = "sacral"
 priority = 10
 unit = "nvidia-persistenced.service"
 description = "keeps the driver loaded"
-artifacts = ["/var/log/nvidia.log"]
+artifact_root = "/etc/nvidia"
+artifacts = ["persistenced.conf"]
 
 [[component]]
 name = "inference"
@@ -47,7 +48,7 @@ environment = { CUDA_VISIBLE_DEVICES = "0", MODE = "fast" }
 working_directory = "/srv/inference"
 user = "inference"
 start_timeout = 120
-artifacts = ["/var/log/inference/"]
+artifacts = ["config/"]
 
 [component.probe]
 type = "http"
@@ -134,7 +135,8 @@ def test_full_config_parses_into_expected_objects(tmp_path: Path) -> None:
     assert gpu.command == ()
     assert gpu.probe is None
     assert gpu.restart == RestartPolicy()
-    assert gpu.artifacts == ("/var/log/nvidia.log",)
+    assert gpu.artifacts == ("persistenced.conf",)
+    assert gpu.artifact_root == "/etc/nvidia"
     assert gpu.description == "keeps the driver loaded"
 
     inf = cfg.components[1]
@@ -388,7 +390,9 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
     ("bad user name", {"component": [cmd_comp(user="Bad User")]}, f"{P}.user"),
     # artifacts
     ("artifacts not a list", {"component": [comp(artifacts="/var/log")]}, f"{P}.artifacts"),
-    ("artifact with ..", {"component": [comp(artifacts=["/var/../etc"])]}, f"{P}.artifacts"),
+    ("artifact with ..", {"component": [comp(artifacts=["a/../../etc"])]}, f"{P}.artifacts"),
+    ("absolute artifact", {"component": [comp(artifacts=["/etc/passwd"])]}, f"{P}.artifacts"),
+    ("artifacts without a root", {"component": [comp(artifacts=["a.conf"])]}, f"{P}.artifact_root"),
     ("empty artifact", {"component": [comp(artifacts=[""])]}, f"{P}.artifacts"),
     # paths that cannot be expanded
     (
