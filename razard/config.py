@@ -7,6 +7,7 @@ Unknown keys are problems too, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -236,13 +237,18 @@ class _Reader:
         if not all(isinstance(v, str) for v in value):
             self.problem(_join(prefix, key), "every element must be a string")
             return None
-        if any("\n" in v or "\0" in v for v in value):
-            self.problem(_join(prefix, key), "arguments cannot contain newlines or NUL")
+        if any(has_control(v) for v in value):
+            self.problem(_join(prefix, key), "arguments cannot contain control characters")
             return None
         if not value[0]:
             self.problem(_join(prefix, key), "the program (first element) is empty")
             return None
         return tuple(value)
+
+
+def has_control(text: str) -> bool:
+    """True when ``text`` holds a control character (\\r and \\n end a line in a unit file)."""
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
 
 
 def _join(prefix: str, key: str) -> str:
@@ -317,6 +323,13 @@ def _parse_daemon(r: _Reader, raw: Any, base: Path, env: Mapping[str, str]) -> D
         r.problem("razard.bus", f'must be "system" or "user", got {bus!r}')
         bus = "system"
     addr = r.string(t, "razard", "metrics_address", DEFAULT_METRICS_ADDRESS)
+    try:
+        ipaddress.ip_address(addr or "")
+    except ValueError:
+        r.problem(
+            "razard.metrics_address", f"expected an IP address such as 127.0.0.1, got {addr!r}"
+        )
+        addr = DEFAULT_METRICS_ADDRESS
     port = r.integer(t, "razard", "metrics_port", DEFAULT_METRICS_PORT, 0, 65535)
     env_port = env.get(METRICS_PORT_ENV)
     if env_port is not None:
@@ -463,13 +476,13 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
                 r.problem(key, "not a valid environment variable name")
             elif not isinstance(v, str):
                 r.problem(key, f"expected a string, got {_typename(v)}")
-            elif "\n" in v or "\0" in v:
-                r.problem(key, "value cannot contain newlines or NUL")
+            elif has_control(v):
+                r.problem(key, "value cannot contain control characters (newline, CR, NUL...)")
             else:
                 environment.append((k, v))
     working_directory = r.string(t, prefix, "working_directory", "") or ""
     if working_directory and (
-        not working_directory.startswith("/") or any(ch in working_directory for ch in "\n\0")
+        not working_directory.startswith("/") or has_control(working_directory)
     ):
         r.problem(
             _join(prefix, "working_directory"), "must be an absolute path without newlines or NUL"
@@ -493,7 +506,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
             r.problem(key, "expected a list of path strings")
         else:
             for a in raw_a:
-                bad = not a or "\0" in a or "\n" in a or a.startswith("/")
+                bad = not a or has_control(a) or a.startswith("/")
                 if bad or ".." in Path(a).parts:
                     r.problem(
                         key,
@@ -503,7 +516,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
                 else:
                     artifacts.append(a)
     artifact_root = r.string(t, prefix, "artifact_root", "") or ""
-    if artifact_root and (not artifact_root.startswith("/") or "\n" in artifact_root):
+    if artifact_root and (not artifact_root.startswith("/") or has_control(artifact_root)):
         r.problem(_join(prefix, "artifact_root"), "must be an absolute path")
     artifact_root = artifact_root or working_directory
     if artifacts and not artifact_root:
@@ -515,6 +528,8 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
         t, prefix, "start_timeout", DEFAULT_START_TIMEOUT, 0.0, 86400.0, lo_open=True
     )
     description = r.string(t, prefix, "description", "") or ""
+    if has_control(description):
+        r.problem(_join(prefix, "description"), "cannot contain control characters")
 
     if len(r.problems) > n_before or name is None or layer is None or priority is None:
         return None

@@ -32,6 +32,7 @@ from razard.systemd import Systemd
 log = logging.getLogger(__name__)
 
 LOG_FILE = "razar.log"
+START_EXTENSION_S = 60.0
 
 
 class Notifier:
@@ -129,14 +130,14 @@ async def run(config_path: Path, retries: int | None = None) -> int:
         except RazarError as e:
             events.emit("config_rejected", f"reload failed: {e}", priority=Priority.ERR)
         finally:
-            notifier.send("READY=1")
+            if sup.ready:  # never READY before the first wave has settled
+                notifier.send("READY=1")
             notifier.status(sup.summary())
 
     def on_hup() -> None:
         tg_tasks.add(loop.create_task(reload()))
 
     tg_tasks: set[asyncio.Task[None]] = set()
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
 
     async def ready() -> None:
         sup.ready = True
@@ -146,6 +147,13 @@ async def run(config_path: Path, retries: int | None = None) -> int:
         events.emit(
             "razard_ready", f"first boot wave settled: {sup.summary()}", priority=Priority.NOTICE
         )
+
+    async def extend_start() -> None:
+        # READY waits for the first wave, which may outlast systemd's start timeout
+        # (a model loading for minutes): keep asking for more time until ready
+        while not sup.ready:
+            notifier.send(f"EXTEND_TIMEOUT_USEC={int(START_EXTENSION_S * 1_000_000)}")
+            await asyncio.sleep(START_EXTENSION_S / 3)
 
     async def watchdog() -> None:
         interval = Notifier.watchdog_interval()
@@ -158,9 +166,11 @@ async def run(config_path: Path, retries: int | None = None) -> int:
     boot: asyncio.Task[None] | None = None
     try:
         await sup.start()
+        loop.add_signal_handler(signal.SIGHUP, on_hup)  # reloads only once runners exist
         async with asyncio.TaskGroup() as tg:
             tg.create_task(systemd.run(), name="systemd-connection")
             tg.create_task(watchdog(), name="watchdog")
+            tg.create_task(extend_start(), name="extend-start")
             boot = tg.create_task(sup.boot(on_first_wave=ready), name="boot")
             await stop.wait()
             notifier.send("STOPPING=1")

@@ -3,7 +3,7 @@
 Nothing of the host's own services is touched: a private ``systemd --user`` is
 started under a temporary directory, razard runs there as a ``Type=notify``
 service (so ``systemctl --user start razard`` returns once razard is READY),
-and four example components boot in two waves:
+and four example components boot in three waves:
 
 - ``api`` (throat) and ``gpu-feeder`` (sacral): healthy;
 - ``flaky-model`` (third_eye): crashes on its first start, razard restarts it;
@@ -113,6 +113,7 @@ def write_demo(base: Path, um: UserManager) -> Path:
         command = ["{py}", "{bin_dir / "flaky.py"}", "{base / "flaky.crashed"}"]
         probe = {{ type = "exec", command = ["/bin/test", "-e", "{base / "flaky.crashed"}"] }}
         restart = {{ attempts = 3, backoff_base = 0.2, backoff_cap = 2.0 }}
+        working_directory = "{bin_dir}"
         artifacts = ["flaky.py"]
 
         [[component]]
@@ -185,7 +186,11 @@ def run_demo(keep: bool = False, wait: float = 60.0) -> int:
         )
     base = Path(tempfile.mkdtemp(prefix="razar-demo-"))
     journald = ensure_journald()
-    um = start_user_manager(base / "systemd")
+    try:
+        um = start_user_manager(base / "systemd")
+    except RazarError:
+        stop_journald(journald)
+        raise
     ok = False
     try:
         config = write_demo(base, um)

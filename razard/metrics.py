@@ -75,12 +75,61 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.probes = Counter(
+            "razar_probes_total",
+            "Health probes run, by result",
+            ["component", "probe", "result"],
+            registry=r,
+        )
         self.probe_failures = Counter(
             "razar_probe_failures_total", "Failed health probes", ["component", "probe"], registry=r
         )
+        # repair rung; the three razar_ai_* names are kept from the original runbooks
+        self.ai_success = Counter(
+            "razar_ai_invocation_success",
+            "Repair agent invocations that healed the component",
+            ["component"],
+            registry=r,
+        )
+        self.ai_failure = Counter(
+            "razar_ai_invocation_failure",
+            "Repair agent invocations that did not heal (failed, refused, reverted)",
+            ["component"],
+            registry=r,
+        )
+        self.ai_retries = Counter(
+            "razar_ai_invocation_retries",
+            "HTTP retries of repair agent calls (429/5xx)",
+            ["component"],
+            registry=r,
+        )
+        self.agent_duration = Histogram(
+            "razar_ai_agent_duration_seconds",
+            "Repair agent call duration",
+            ["agent"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.patches = Counter(
+            "razar_patches_total",
+            "Patches by what happened to them",
+            ["component", "action"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "razar_escalations_total", "Repair rungs tried", ["component"], registry=r
+        )
+        self.escalation_warnings = Counter(
+            "razar_escalation_warnings_total",
+            "Times RAZAR_ESCALATION_WARNING_THRESHOLD was reached",
+            ["component"],
+            registry=r,
+        )
         self.ready = Gauge("razar_ready", "1 once the first boot wave has settled", registry=r)
-        self.bus_reconnects = Counter(
-            "razar_bus_reconnects_total", "Reconnects/resyncs with systemd over D-Bus", registry=r
+        self.bus_resyncs = Counter(
+            "razar_bus_resyncs_total",
+            "Re-reads of every unit's state after a bus reconnect or a systemd reload/re-exec",
+            registry=r,
         )
 
     def set_state(self, component: str, layer: str, state: str) -> None:
@@ -92,18 +141,28 @@ class Metrics:
 
     def forget(self, component: str, layer: str) -> None:
         """Drop a removed component's series so dashboards do not show it forever."""
-        for g in (self.up, self.healthy, self.quarantined):
-            try:
-                g.remove(component, layer)
-            except KeyError:
-                pass
+        for metric in (self.up, self.healthy, self.quarantined, self.restarts):
+            _remove(metric, component, layer)
         for s in STATES:
-            try:
-                self.state.remove(component, s)
-            except KeyError:
-                pass
+            _remove(self.state, component, s)
+        for kind in ("exit", "probe", "start"):
+            _remove(self.failures, component, layer, kind)
+        for rung in ("restart", "escalate", "quarantine"):
+            _remove(self.rungs, component, rung)
+        for probe in ("exec", "http", "tcp"):
+            _remove(self.probe_duration, component, probe)
+            _remove(self.probe_failures, component, probe)
+            for result in ("ok", "failed"):
+                _remove(self.probes, component, probe, result)
 
     def serve(self, address: str, port: int) -> int:
         """Serve /metrics; returns the bound port (useful when ``port`` is 0)."""
         server, _thread = start_http_server(port, addr=address, registry=self.registry)
         return int(server.server_address[1])
+
+
+def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass

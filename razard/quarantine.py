@@ -61,10 +61,11 @@ class QuarantineStore:
         reason: str,
         last_error: str | None,
         attempts: int,
+        history: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Quarantine ``name``: write its file and a log row; returns the record."""
         now = time.time()
-        record = {
+        record: dict[str, Any] = {
             "component": name,
             "unit": unit,
             "layer": layer,
@@ -75,6 +76,8 @@ class QuarantineStore:
             "unix": now,
             "release": f"razarctl quarantine release {name}  (or delete this file)",
         }
+        if history:
+            record["ladder"] = history  # every rung tried, for the operator
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path(name), record)
         self._log(now, name, "quarantined", str(attempts), f"{reason}: {last_error or ''}")

@@ -72,12 +72,25 @@ class StateStore:
             self.components = {str(k): ComponentRecord.from_json(v) for k, v in comps.items()}
         boot = raw.get("boot", {})
         if isinstance(boot, dict):
-            self.boot = BootProgress(
-                waves=[list(map(str, w)) for w in boot.get("waves", []) if isinstance(w, list)],
-                settled_waves=int(boot.get("settled_waves", 0)),
-                done=bool(boot.get("done", False)),
-                started=boot.get("started"),
-            )
+            try:
+                self.boot = BootProgress(
+                    waves=[list(map(str, w)) for w in boot.get("waves", []) if isinstance(w, list)],
+                    settled_waves=int(boot.get("settled_waves", 0)),
+                    done=bool(boot.get("done", False)),
+                    started=boot.get("started"),
+                )
+            except (TypeError, ValueError) as e:
+                raise StateError(f"{self.path}: unreadable boot progress: {e}") from e
+
+    def set_aside(self) -> Path:
+        """Move an unusable state file out of the way (kept for a person to read)."""
+        target = self.path.with_name(f"{self.path.name}.unusable-{int(time.time())}")
+        try:
+            self.path.replace(target)
+        except OSError as e:
+            raise StateError(f"{self.path}: cannot move aside: {e.strerror}") from e
+        self.components, self.boot = {}, BootProgress()
+        return target
 
     def record(self, name: str) -> ComponentRecord:
         return self.components.setdefault(name, ComponentRecord())

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from razard import __version__
 from razard.config import ComponentConfig, Config
-from razard.errors import ControlError, RazarError, SystemdError, UnknownComponent
+from razard.errors import ControlError, RazarError, StateError, SystemdError, UnknownComponent
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
 from razard.policy import History, Rung, next_rung, plan_waves, settle
@@ -101,17 +101,26 @@ class Runner:
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
     def spawn(self, *, adopt: bool, force_restart: bool = False) -> None:
+        """Start the runner task; never a second one for the same component."""
+        if self.alive:
+            return
         self.task = asyncio.get_running_loop().create_task(
             self._main(adopt=adopt, force_restart=force_restart), name=f"runner:{self.cfg.name}"
         )
 
     async def cancel(self) -> None:
+        """Stop supervising; a boot wave waiting on this component moves on."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         self._expect_running = False
+        self.settled.set()
 
     async def _main(self, *, adopt: bool, force_restart: bool) -> None:
         try:
@@ -121,6 +130,13 @@ class Runner:
         except Exception as e:  # a bug must not take razard down with it
             log.exception("runner for %s crashed", self.cfg.name)
             self.sup.set_state(self, "failed", error=f"internal error: {e}")
+            self.sup.event(
+                self,
+                "operator_alert",
+                f"{self.cfg.name}: razard stopped supervising it after an internal error: {e}",
+                priority=Priority.ALERT,
+            )
+        finally:
             self.settled.set()
 
     async def _loop(self, *, adopt: bool, force_restart: bool) -> None:
@@ -153,25 +169,30 @@ class Runner:
 
     async def _bring_up(self, *, adopt: bool, force_restart: bool) -> Failure | None:
         sd, cfg = self.sup.systemd, self.cfg
-        try:
-            status = await sd.status(cfg.unit)
-        except SystemdError as e:
-            return Failure(cfg.name, "start", f"cannot load unit {cfg.unit}: {e}")
+        while True:
+            await sd.wait_connected()  # a bus outage is razard's problem, not the component's
+            try:
+                status = await sd.status(cfg.unit)
+                break
+            except SystemdError as e:
+                if sd.connected:
+                    return Failure(cfg.name, "start", f"cannot load unit {cfg.unit}: {e}")
         self.on_unit(status)
-        matches = not cfg.owned or read_fingerprint(self.sup.unit_path(cfg)) == fingerprint(cfg)
-        if adopt and status.active_state == "active" and matches and not force_restart:
-            result = await self._check()
-            if result is None or result.ok:
-                self._expect_running = True
-                self._died.clear()
+        if adopt and status.active_state == "active" and not force_restart:
+            # running and matching its config (stale units come with force_restart): adopt
+            # it and give it its start_timeout to be healthy, rather than restarting a
+            # model that is still warming up
+            self._expect_running = True
+            self._died.clear()
+            failure = await self._await_healthy()
+            if failure is None:
                 self.sup.event(
                     self,
                     "component_adopted",
                     f"adopted running unit {cfg.unit} (pid {status.main_pid}) "
                     "without restarting it",
                 )
-                self._healthy(result)
-                return None
+            return failure
         self.sup.set_state(self, "starting")
         self._expect_running = False
         try:
@@ -181,6 +202,8 @@ class Runner:
             else:
                 job = await sd.start(cfg.unit, job_timeout=cfg.start_timeout + 30)
         except SystemdError as e:
+            if not sd.connected:
+                return await self._bring_up(adopt=False, force_restart=force_restart)
             return Failure(cfg.name, "start", str(e))
         self._died.clear()
         self._expect_running = True
@@ -245,6 +268,7 @@ class Runner:
         result = await self.sup.prober.run(probe)
         m = self.sup.metrics
         m.probe_duration.labels(self.cfg.name, probe.kind).observe(result.duration)
+        m.probes.labels(self.cfg.name, probe.kind, "ok" if result.ok else "failed").inc()
         if not result.ok:
             m.probe_failures.labels(self.cfg.name, probe.kind).inc()
         return result
@@ -367,12 +391,11 @@ class Runner:
         await self.quarantine(decision.reason)
         return False
 
-    async def quarantine(self, reason: str) -> None:
+    async def quarantine(self, reason: str, history: list[dict[str, Any]] | None = None) -> None:
         """Stop the unit, write the quarantine file and alert the operator."""
         cfg, sup = self.cfg, self.sup
         self._expect_running = False
-        with contextlib.suppress(SystemdError):
-            await sup.systemd.stop(cfg.unit, job_timeout=30)
+        # written before acting: a razard killed in between still finds it quarantined
         sup.quarantine.put(
             cfg.name,
             unit=cfg.unit,
@@ -380,7 +403,21 @@ class Runner:
             reason=reason,
             last_error=self.rec.last_error,
             attempts=self.rec.restarts,
+            history=history,
         )
+        for _ in range(5):
+            await sup.systemd.wait_connected()
+            try:
+                await sup.systemd.stop(cfg.unit, job_timeout=30)
+                break
+            except SystemdError as e:
+                sup.event(
+                    self,
+                    "quarantine_stop_failed",
+                    f"stopping {cfg.unit}: {e}",
+                    priority=Priority.ERR,
+                )
+                await asyncio.sleep(1)
         sup.set_state(self, "quarantined", note=reason, priority=Priority.CRIT)
         sup.event(
             self,
@@ -422,6 +459,10 @@ class Supervisor:
         self._reload_config = reload_config
         self._lock = asyncio.Lock()
         self._stop_watch: Callable[[], None] | None = None
+        self._stale: set[str] = set()  # owned units whose file predates a config change
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._save_failed = False
         self.unit_dir = config.daemon.unit_dir or default_unit_dir(config.daemon.bus)
 
     # ------------------------------------------------------------ plumbing
@@ -430,7 +471,23 @@ class Supervisor:
         return self.unit_dir / cfg.unit
 
     def save(self) -> None:
-        self.state.save()
+        """Persist state; a full disk is reported once and does not stop supervision."""
+        try:
+            self.state.save()
+        except StateError as e:
+            if not self._save_failed:
+                self._save_failed = True
+                self.events.emit(
+                    "state_save_failed",
+                    f"{e}; supervising on without saving",
+                    priority=Priority.CRIT,
+                )
+        else:
+            if self._save_failed:
+                self._save_failed = False
+                self.events.emit(
+                    "state_save_recovered", "state is being saved again", priority=Priority.NOTICE
+                )
 
     def event(
         self,
@@ -496,15 +553,29 @@ class Supervisor:
 
     async def start(self) -> None:
         """Load state, write owned units, watch every unit; the boot itself is `boot`."""
-        self.state.load()
+        try:
+            self.state.load()
+        except StateError as e:
+            moved = self.state.set_aside()
+            self.events.emit(
+                "state_discarded", f"{e}; moved to {moved}, starting fresh", priority=Priority.ERR
+            )
         for name in list(self.state.components):
             if self.config.component(name) is None:
                 self.state.forget(name)
         self._stop_watch = self.quarantine.watch(asyncio.get_running_loop(), self._on_released)
         self.systemd.on_reconnect(self.reconcile)
+        self._stale = {
+            c.name
+            for c in self.config.components
+            if c.owned
+            and (self.unit_dir / c.unit).exists()
+            and read_fingerprint(self.unit_dir / c.unit) != fingerprint(c)
+        }
         await self._write_units(self.config.components)
         for cfg in self.config.components:
             await self._add_runner(cfg)
+        self._started = True
 
     async def _write_units(self, comps: Sequence[ComponentConfig]) -> None:
         changed = False
@@ -538,7 +609,17 @@ class Supervisor:
         if not resuming:
             boot.waves, boot.settled_waves, boot.done, boot.started = waves, 0, False, time.time()
         self.save()
-        for i, wave in enumerate(waves):
+        # units already running (razard restarted) are supervised at once, whatever their wave
+        for runner in self.runners.values():
+            st = runner.unit_status
+            if (
+                st is not None
+                and st.active_state == "active"
+                and runner.cfg.name not in self._stale
+            ):
+                runner.spawn(adopt=True)
+        for i, planned in enumerate(waves):
+            wave = [n for n in planned if n in self.runners]  # a reload may have removed some
             self.event(
                 None,
                 "boot_wave_started",
@@ -546,15 +627,17 @@ class Supervisor:
                 wave=i + 1,
             )
             for name in wave:
-                self.runners[name].spawn(adopt=True)
-            await asyncio.gather(*(self.runners[n].settled.wait() for n in wave))
+                self.runners[name].spawn(adopt=True, force_restart=name in self._stale)
+            await asyncio.gather(
+                *(self.runners[n].settled.wait() for n in wave if n in self.runners)
+            )
             boot.settled_waves = max(boot.settled_waves, i + 1)
             self.save()
             self.event(
                 None,
                 "boot_wave_settled",
                 f"wave {i + 1}/{len(waves)} settled: "
-                + ", ".join(f"{n}={self.runners[n].rec.status}" for n in wave),
+                + ", ".join(f"{n}={self.state.record(n).status}" for n in wave),
                 wave=i + 1,
             )
             if i == 0 and on_first_wave is not None:
@@ -567,7 +650,7 @@ class Supervisor:
 
     async def reconcile(self) -> None:
         """After a bus reconnect or a systemd reload: re-read every unit's real state."""
-        self.metrics.bus_reconnects.inc()
+        self.metrics.bus_resyncs.inc()
         self.event(None, "bus_resync", "re-reading unit state after reconnect/reload of systemd")
         for runner in list(self.runners.values()):
             try:
@@ -594,24 +677,30 @@ class Supervisor:
             return
         if self.quarantine.is_quarantined(name):
             return  # re-created meanwhile
-        self.quarantine.log_release(name, "file removed")
-        asyncio.get_running_loop().create_task(self._release_runner(runner, "file removed"))
+        task = asyncio.get_running_loop().create_task(self._release_runner(runner, "file removed"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _release_runner(self, runner: Runner, by: str) -> None:
         async with self._lock:
             if runner.rec.status != "quarantined":
-                return
+                return  # released already (razarctl and the file watcher both report it)
+            if by == "file removed":
+                self.quarantine.log_release(runner.cfg.name, by)
             await runner.cancel()
             rec = runner.rec
             rec.restarts = rec.escalations = 0
             rec.last_error = None
             self.set_state(runner, "pending", note=f"released from quarantine by {by}")
             self.event(runner, "quarantine_released", f"released by {by}")
+            runner.settled.clear()
             runner.spawn(adopt=False)
 
     # ------------------------------------------------------------ control (SupervisorControl)
 
     def _runner(self, name: str) -> Runner:
+        if not self._started:
+            raise ControlError("razard is still starting; try again in a moment")
         runner = self.runners.get(name)
         if runner is None:
             raise UnknownComponent(name)
@@ -664,12 +753,15 @@ class Supervisor:
     async def stop_component(self, name: str) -> None:
         runner = self._runner(name)
         async with self._lock:
+            if runner.rec.status == "quarantined":
+                raise ControlError(f"{name} is quarantined (its unit is already stopped)")
             await runner.cancel()
             runner.rec.operator_stopped = True
             self.event(runner, "operator_stop", "stopped by operator; razard will not heal it")
             try:
                 await self.systemd.stop(runner.cfg.unit, job_timeout=60)
             except SystemdError as e:
+                self.set_state(runner, "failed", error=f"operator stop failed: {e}")
                 raise ControlError(f"stopping {name}: {e}") from e
             self.set_state(runner, "stopped")
 
@@ -702,6 +794,8 @@ class Supervisor:
     async def reload(self) -> None:
         if self._reload_config is None:
             raise ControlError("reload is not available")
+        if not self._started:
+            raise ControlError("razard is still starting; reload once it is up")
         new = self._reload_config()  # raises ConfigError: the running config stays
         await self.apply(new)
 
@@ -718,6 +812,7 @@ class Supervisor:
                     priority=Priority.WARNING,
                 )
                 new = replace(new, daemon=self.config.daemon)
+            files_removed = False
             removed = [n for n in old if n not in fresh]
             added = [c for n, c in fresh.items() if n not in old]
             changed = [c for n, c in fresh.items() if n in old and old[n] != c]
@@ -727,8 +822,8 @@ class Supervisor:
                 await self.systemd.unwatch(runner.cfg.unit)
                 with contextlib.suppress(SystemdError):
                     await self.systemd.stop(runner.cfg.unit, job_timeout=60)
-                if runner.cfg.owned:
-                    remove_unit(self.unit_dir, runner.cfg.unit)
+                if runner.cfg.owned and remove_unit(self.unit_dir, runner.cfg.unit):
+                    files_removed = True
                 self.event(runner, "component_removed", "removed from config; unit stopped")
                 self.metrics.forget(name, runner.cfg.layer)
                 self.state.forget(name)
@@ -738,15 +833,21 @@ class Supervisor:
                 runner = self.runners[cfg.name]
                 await runner.cancel()
                 unit_changed = runner.cfg.unit != cfg.unit
+                if runner.cfg.layer != cfg.layer:
+                    self.metrics.forget(cfg.name, runner.cfg.layer)
                 if unit_changed:
                     await self.systemd.unwatch(runner.cfg.unit)
                     with contextlib.suppress(SystemdError):
                         await self.systemd.stop(runner.cfg.unit, job_timeout=60)
+                    if runner.cfg.owned and remove_unit(self.unit_dir, runner.cfg.unit):
+                        files_removed = True
                 new_runner = await self._add_runner(cfg) if unit_changed else runner
                 new_runner.cfg = cfg
                 self.runners[cfg.name] = new_runner
                 self.event(new_runner, "component_changed", "config changed; restarting")
                 new_runner.spawn(adopt=False, force_restart=True)
+            if files_removed:
+                await self.systemd.daemon_reload()
             for cfg in sorted(added, key=lambda c: (c.priority, c.name)):
                 runner = await self._add_runner(cfg)
                 self.event(runner, "component_added", "added by config reload")

@@ -66,8 +66,8 @@ class UnitStatus:
 
     @property
     def dead(self) -> bool:
-        """The unit is down (failed, or inactive after having been asked to run)."""
-        return self.active_state in ("failed", "inactive")
+        """The unit is down: failed, inactive, or waiting for systemd's own auto-restart."""
+        return self.active_state in ("failed", "inactive") or self.sub_state == "auto-restart"
 
     def describe(self) -> str:
         """One line an operator understands, e.g. ``failed (exit-code, status 3)``."""
@@ -132,6 +132,8 @@ class Systemd:
         self._connect_hooks: list[Callable[[MessageBus], Awaitable[None]]] = []
         self._refresh_tasks: set[asyncio.Task[None]] = set()
         self._resync = asyncio.Event()
+        self._up = asyncio.Event()
+        self._owner = ""  # unique bus name of systemd: the only sender razard believes
 
     # ----------------------------------------------------------- connection
 
@@ -153,6 +155,12 @@ class Systemd:
         """Run ``hook(bus)`` on every new connection (e.g. to export the control interface)."""
         self._connect_hooks.append(hook)
 
+    async def wait_connected(self) -> None:
+        """Return once the bus connection is up (at once when it already is)."""
+        while not self.connected:
+            self._up.clear()
+            await self._up.wait()
+
     async def connect(self) -> None:
         """Connect, add signal matches and subscribe to systemd's signals."""
         try:
@@ -172,6 +180,21 @@ class Systemd:
             raise SystemdError(f"cannot connect to the {self._bus_kind} bus: {e}") from e
         bus.add_message_handler(self._on_message)
         self._bus = bus
+        try:
+            await self._setup()
+        except SystemdError:
+            # never keep a half-set-up connection: its handler would see signals twice
+            self._bus = None
+            bus.disconnect()
+            raise
+        self._up.set()
+        for chook in self._connect_hooks:
+            try:
+                await chook(bus)
+            except Exception:
+                log.exception("connect hook failed")
+
+    async def _setup(self) -> None:
         await self._add_match(
             f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',"
             f"interface='{MANAGER}',member='JobRemoved'"
@@ -186,12 +209,14 @@ class Systemd:
         )
         for path in list(self._paths):
             await self._add_match(self._props_rule(path))
+        await self._refresh_owner()
         await self._subscribe()
-        for chook in self._connect_hooks:
-            try:
-                await chook(bus)
-            except Exception:
-                log.exception("connect hook failed")
+
+    async def _refresh_owner(self) -> None:
+        (owner,) = await self._call(
+            "/org/freedesktop/DBus", DBUS, "GetNameOwner", "s", [SYSTEMD], dest=DBUS
+        )
+        self._owner = str(owner)
 
     async def close(self) -> None:
         for fut in self._jobs.values():
@@ -228,8 +253,14 @@ class Systemd:
                     self._resync.clear()
                     # systemd reloaded or re-executed: subscriptions and job ids may be gone
                     await asyncio.sleep(0.05)
-                    with contextlib.suppress(SystemdError):
+                    try:
+                        await self._refresh_owner()
                         await self._subscribe()
+                    except SystemdError as e:
+                        log.warning("re-subscribing to systemd failed: %s; retrying", e)
+                        await asyncio.sleep(0.5)
+                        self._resync.set()
+                        continue
                     await self._run_hooks()
                     continue
                 log.warning("lost the %s bus connection; reconnecting", self._bus_kind)
@@ -256,7 +287,11 @@ class Systemd:
                 log.exception("reconcile hook failed")
 
     async def _subscribe(self) -> None:
-        await self._call(MANAGER_PATH, MANAGER, "Subscribe", "", [])
+        try:
+            await self._call(MANAGER_PATH, MANAGER, "Subscribe", "", [])
+        except SystemdError as e:
+            if "AlreadySubscribed" not in str(e):  # kept across a plain reload: fine
+                raise
 
     @staticmethod
     def _props_rule(path: str) -> str:
@@ -317,6 +352,15 @@ class Systemd:
     def _on_message(self, msg: Message) -> None:
         if msg.message_type != MessageType.SIGNAL:
             return
+        if msg.member == "NameOwnerChanged":
+            # only the bus itself may say who owns systemd's name
+            if msg.sender == DBUS and msg.body and msg.body[0] == SYSTEMD:
+                self._owner = msg.body[2]
+                if msg.body[2]:  # systemd is back on the bus (after re-exec)
+                    self._resync.set()
+            return
+        if not self._owner or msg.sender != self._owner:
+            return  # anyone may send signals to razard; only systemd's count
         if msg.member == "PropertiesChanged" and msg.path in self._paths:
             self._on_properties(msg.path, msg.body)
         elif msg.member == "JobRemoved" and msg.interface == MANAGER:
@@ -330,9 +374,6 @@ class Systemd:
                     self._done_jobs.popitem(last=False)
         elif msg.member == "Reloading" and msg.interface == MANAGER:
             if msg.body and msg.body[0] is False:
-                self._resync.set()
-        elif msg.member == "NameOwnerChanged" and msg.body and msg.body[0] == SYSTEMD:
-            if msg.body[2]:  # systemd is back on the bus (after re-exec)
                 self._resync.set()
 
     def _on_properties(self, path: str, body: list[Any]) -> None:

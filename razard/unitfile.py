@@ -54,7 +54,8 @@ def render_unit(component: ComponentConfig) -> str:
     desc = f"razar component {component.name} ({component.layer})"
     if component.description:
         desc += f": {component.description}"
-    desc = desc.replace("%", "%%").replace("\n", " ")
+    # no control characters, no trailing backslash (a line continuation in unit files)
+    desc = "".join(ch if ch >= " " else " " for ch in desc).replace("%", "%%").rstrip("\\")
     lines = [
         HEADER.rstrip("\n"),
         f"{FINGERPRINT_PREFIX}{fingerprint(component)}",
@@ -76,7 +77,7 @@ def render_unit(component: ComponentConfig) -> str:
     for key, value in component.environment:
         lines.append("Environment=" + _quote(f"{key}={value}", exec_line=False))
     if component.working_directory:
-        lines.append(f"WorkingDirectory={component.working_directory}")
+        lines.append(f"WorkingDirectory={component.working_directory.replace('%', '%%')}")
     if component.user:
         lines.append(f"User={component.user}")
     return "\n".join(lines) + "\n"
@@ -98,6 +99,11 @@ def write_unit(unit_dir: Path, component: ComponentConfig) -> bool:
     """Write the component's unit atomically; returns True when the file changed."""
     text = render_unit(component)
     path = unit_dir / component.unit
+    if path.exists() and read_fingerprint(path) is None:
+        raise StateError(
+            f"{path}: exists and was not written by razard; refusing to overwrite it "
+            f'(rename the component, or use `unit = "{component.unit}"` to supervise it)'
+        )
     try:
         if path.exists() and path.read_text(encoding="utf-8") == text:
             return False

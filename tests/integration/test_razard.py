@@ -543,3 +543,101 @@ def test_runs_as_notify_unit_with_status_and_reload(
         user_manager.systemctl("stop", "razard-it.service", check=False)
         unit.unlink()
         user_manager.systemctl("daemon-reload", check=False)
+
+
+async def _forge_failed_signal(bus_address: str, unit: str) -> None:
+    """Send razard, directly, a PropertiesChanged claiming ``unit`` failed (as an attacker)."""
+    from dbus_fast import Message, MessageType, Variant
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_address=bus_address).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="GetNameOwner",
+                signature="s",
+                body=["org.razar.Supervisor1"],
+            )
+        )
+        assert reply is not None and reply.message_type == MessageType.METHOD_RETURN
+        path = "/org/freedesktop/systemd1/unit/" + "".join(
+            c if c.isalnum() else f"_{ord(c):02x}" for c in unit
+        )
+        changed = {"ActiveState": Variant("s", "failed"), "SubState": Variant("s", "failed")}
+        for _ in range(3):
+            await bus.send(
+                Message(
+                    message_type=MessageType.SIGNAL,
+                    destination=reply.body[0],
+                    path=path,
+                    interface="org.freedesktop.DBus.Properties",
+                    member="PropertiesChanged",
+                    signature="sa{sv}as",
+                    body=["org.freedesktop.systemd1.Unit", changed, []],
+                )
+            )
+    finally:
+        bus.disconnect()
+
+
+def test_forged_signals_from_other_clients_are_ignored(razard: Factory) -> None:
+    """A PropertiesChanged sent to razard by anyone but systemd does not count as a death."""
+    import asyncio
+
+    r = razard(sleeper("it-forge"))
+    r.start()
+    r.wait_state("it-forge", "healthy")
+    pid = r.main_pid("razar-it-forge.service")
+    asyncio.run(_forge_failed_signal(r.um.bus_address, "razar-it-forge.service"))
+    time.sleep(1.0)
+    c = r.component("it-forge")
+    assert c["state"] == "healthy" and c["restarts"] == 0
+    assert r.main_pid("razar-it-forge.service") == pid
+
+
+def test_config_changed_while_down_restarts_not_adopts(razard: Factory) -> None:
+    """A unit whose config changed while razard was stopped is restarted with the new config."""
+    r = razard(sleeper("it-stale"))
+    r.start()
+    r.wait_state("it-stale", "healthy")
+    pid = r.main_pid("razar-it-stale.service")
+    r.stop()
+    r.write_config(sleeper("it-stale", extra='environment = { MODEL = "v2" }'))
+    r.start()
+    c = r.wait_state("it-stale", "healthy")
+    assert r.main_pid("razar-it-stale.service") != pid
+    assert "MODEL=v2" in (r.um.unit_dir / "razar-it-stale.service").read_text()
+    assert c["restarts"] == 0  # a config change is not a failure
+    assert not any(e["event"] == "component_adopted" for e in r.events("it-stale"))
+
+
+def test_operator_stop_during_boot_lets_the_boot_go_on(razard: Factory) -> None:
+    """Stopping a component whose wave is still booting lets later waves start."""
+    r = razard(
+        sleeper(
+            "it-slow",
+            1,
+            extra="""
+        start_timeout = 60
+        probe = { type = "exec", command = ["/bin/false"], interval = 0.5 }
+        """,
+        )
+        + sleeper("it-late", 2)
+    )
+    r.start(wait_ready=False)
+    wait_for(
+        lambda: (
+            (r.status(check=False) or {}).get("components")
+            and r.component("it-slow")["state"] == "starting"
+        ),
+        30,
+        "it-slow starting",
+    )
+    r.ctl("stop", "it-slow")
+    r.wait_state("it-late", "healthy", 30)
+    st = r.status()
+    assert st is not None and st["ready"] is True
+    assert r.component("it-slow")["state"] == "stopped"

@@ -621,8 +621,20 @@ def test_example_config_components() -> None:
         cmd_comp(environment={"A\n": "1"}),
         cmd_comp(user="svc\n"),
         cmd_comp(working_directory="/srv\nExecStartPre=/bin/true"),
+        cmd_comp(description="x\r[Service]\rExecStartPre=/evil"),
+        cmd_comp(environment={"A": "b\rExecStartPost=/evil"}),
+        cmd_comp(command=["/bin/app", "a\rb"]),
     ],
-    ids=["name", "unit", "environment", "user", "working_directory"],
+    ids=[
+        "name",
+        "unit",
+        "environment",
+        "user",
+        "working_directory",
+        "description-cr",
+        "env-value-cr",
+        "argv-cr",
+    ],
 )
 def test_newlines_in_unit_file_values_are_rejected(component: dict[str, Any]) -> None:
     """A value that would put a newline into the generated unit file is a problem."""
