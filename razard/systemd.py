@@ -213,10 +213,27 @@ class Systemd:
         await self._subscribe()
 
     async def _refresh_owner(self) -> None:
-        (owner,) = await self._call(
-            "/org/freedesktop/DBus", DBUS, "GetNameOwner", "s", [SYSTEMD], dest=DBUS
-        )
-        self._owner = str(owner)
+        """Learn systemd's unique name, waiting (within the call deadline) for it to appear.
+
+        A manager that has just started may not have joined its bus yet.
+        """
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while True:
+            try:
+                (owner,) = await self._call(
+                    "/org/freedesktop/DBus", DBUS, "GetNameOwner", "s", [SYSTEMD], dest=DBUS
+                )
+            except SystemdError as e:
+                if "NameHasNoOwner" not in str(e):
+                    raise
+                if asyncio.get_running_loop().time() > deadline:
+                    raise SystemdError(
+                        f"systemd did not join the bus within {self._timeout:g}s"
+                    ) from e
+                await asyncio.sleep(0.05)
+                continue
+            self._owner = str(owner)
+            return
 
     async def close(self) -> None:
         for fut in self._jobs.values():
