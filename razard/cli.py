@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,9 +44,27 @@ def _fail(message: str, code: int) -> None:
     help="Restart attempts per component before the ladder escalates "
     "(overrides every component's restart.attempts).",
 )
+@click.option(
+    "--remote-attempts",
+    type=click.IntRange(0, 10000),
+    default=None,
+    help="At most N remote repair-agent attempts per component and repair cycle.",
+)
+@click.option(
+    "--long-task",
+    is_flag=True,
+    help="Keep asking the repair agents until the component is healthy or razard is "
+    "stopped (every attempt goes to razar_long_task.json).",
+)
 @click.version_option(__version__, prog_name="razard")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path, retries: int | None) -> None:
+def cli(
+    ctx: click.Context,
+    config_path: Path,
+    retries: int | None,
+    remote_attempts: int | None,
+    long_task: bool,
+) -> None:
     """Self-healing supervisor for GPU/AI nodes."""
     if ctx.invoked_subcommand is not None:
         return
@@ -53,7 +72,9 @@ def cli(ctx: click.Context, config_path: Path, retries: int | None) -> None:
     from razard.daemon import run
 
     try:
-        code = asyncio.run(run(config_path, retries))
+        code = asyncio.run(
+            run(config_path, retries, remote_attempts=remote_attempts, long_task=long_task)
+        )
     except ConfigError as e:
         _fail(f"invalid config, not starting:\n{e}", 2)
     except RazarError as e:
@@ -68,9 +89,11 @@ def cli(ctx: click.Context, config_path: Path, retries: int | None) -> None:
 def check_config(file: Path) -> None:
     """Validate FILE; print every problem with its key; exit 0 when valid."""
     from razard.config import load_config
+    from razard.repair.setup import load_repair, repair_files
 
     try:
         cfg = load_config(file)
+        load_repair(cfg, os.environ)
     except ConfigError as e:
         for p in e.problems:
             click.echo(str(p), err=True)
@@ -80,6 +103,9 @@ def check_config(file: Path) -> None:
         f"{file}: ok, {len(cfg.components)} component(s), bus={cfg.daemon.bus}, "
         f"state_dir={cfg.daemon.state_dir}"
     )
+    agents, registry = repair_files(cfg)
+    click.echo(f"repair roster: {agents or 'none (no razar_ai_agents.json beside the config)'}")
+    click.echo(f"error registry: {registry or 'none (no error_registry.toml beside the config)'}")
 
 
 @cli.command()

@@ -12,7 +12,19 @@ razard exports one object::
       QuarantineList() -> s         quarantine records as a JSON list
       QuarantineRelease(s name)
       Reload()
+      Ladder() -> s                 the repair roster and thresholds as JSON
+      Patches(s name) -> s          patch records as a JSON list, oldest first
+      Diff(s name, s patch) -> s    a patch's stored diff (patch "" = the latest applied)
+      Rollback(s name, s to) -> s   undo kept patches (to "" = the last one); the
+                                    ``reverted`` record as JSON
+      Heal(s name, b long_task, i retries, i remote_attempts) -> s
+                                    re-run the handover for one component
+                                    (-1 = not given); the outcome as JSON
       Version: s (read-only property)
+
+Heal can take as long as the repair ladder does (with ``long_task``: until the
+component is healthy). A client that stops waiting does not stop razard: the
+call carries on to its end (there is no Abort method yet).
 
 Errors cross the bus under these names and turn back into razard's exceptions
 in :class:`ControlClient`::
@@ -20,6 +32,7 @@ in :class:`ControlClient`::
     UnknownComponent         org.razar.Error.UnknownComponent
     ConfigError              org.razar.Error.InvalidConfig   (message: every problem)
     any other RazarError     org.razar.Error.Failed
+      (RepairError included: "nothing to roll back", "no diff stored", ...)
     anything unexpected      org.razar.Error.Internal        (logged here, never sent)
 
 The supervisor side is behind :class:`SupervisorControl`; this module holds no
@@ -31,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
@@ -45,7 +59,7 @@ from dbus_fast import (
     RequestNameReply,
 )
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusSignature, DBusStr
+from dbus_fast.annotations import DBusBool, DBusInt32, DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from razard import __version__
@@ -66,6 +80,10 @@ BUSES = ("system", "user")
 DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 DEFAULT_CALL_TIMEOUT = 30.0
 """Seconds razarctl waits for razard to answer one call (connecting included)."""
+HEAL_CALL_TIMEOUT = 3600.0
+"""Seconds razarctl waits for a Heal by default: the ladder may try many agents."""
+NOT_GIVEN = -1
+"""Heal's ``retries`` and ``remote_attempts`` on the bus when the caller gave none."""
 
 # With postponed annotations dbus-fast reads a plain ``-> None`` as the string
 # "None" and fails; this says "no return value" to both it and mypy.
@@ -79,6 +97,10 @@ _NO_OWNER_ERRORS = frozenset(
 )
 _ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 _NO_REPLY = "org.freedesktop.DBus.Error.NoReply"
+
+
+class RazardNotRunning(ControlError):
+    """The bus answered but nobody owns :data:`BUS_NAME`: razard is not running there."""
 
 
 class SupervisorControl(Protocol):
@@ -124,6 +146,49 @@ class SupervisorControl(Protocol):
         """Re-read the config; raises ConfigError (nothing changes) when it is invalid."""
         ...
 
+    def ladder(self) -> dict[str, Any]:
+        """The repair roster and the thresholds in force.
+
+        ``{"roster": [{"name", "kind", "configured", "skip_reason", "max_attempts",
+        "takes_over_after"}], "thresholds": {"rstar", "escalation_warning"},
+        "remote_attempts", "long_task", "restart_attempts": {component: int}}``;
+        ``takes_over_after`` is set for rStar only, ``escalation_warning`` and
+        ``remote_attempts`` are None when off or unbounded.
+        """
+        ...
+
+    def patches(self, name: str) -> list[dict[str, Any]]:
+        """``name``'s patch records, oldest first; raises UnknownComponent.
+
+        Each has ``patch_id, status, agent, diff_hash, files, reason, time``.
+        """
+        ...
+
+    def diff(self, name: str, patch_id: str | None) -> str:
+        """The stored diff of ``patch_id`` (None: the latest applied patch).
+
+        Raises UnknownComponent, or RepairError when there is none.
+        """
+        ...
+
+    async def rollback(self, name: str, to: str | None) -> dict[str, Any]:
+        """Undo ``name``'s last kept patch (or every kept patch from ``to`` on).
+
+        Restarts the unit; returns the ``reverted`` record. Raises
+        UnknownComponent, or RazarError (``...: nothing to roll back``).
+        """
+        ...
+
+    async def heal(
+        self, name: str, long_task: bool, retries: int | None, remote_attempts: int | None
+    ) -> dict[str, Any]:
+        """Run the handover flow for ``name`` now.
+
+        Returns ``{"healed": bool, "attempts": int, "agent": str|None,
+        "patch_id": str|None}``; raises UnknownComponent.
+        """
+        ...
+
 
 def _dbus_error(member: str, exc: Exception) -> DBusError:
     """The D-Bus error a client sees for ``exc`` raised while serving ``member``."""
@@ -143,6 +208,15 @@ def _dbus_error(member: str, exc: Exception) -> DBusError:
         ERROR_INTERNAL,
         f"razard failed internally ({type(exc).__name__}); see its journal",
     )
+
+
+def _optional_count(what: str, value: int) -> int | None:
+    """A count as it crossed the bus: :data:`NOT_GIVEN` is None, other negatives are refused."""
+    if value == NOT_GIVEN:
+        return None
+    if value < 0:
+        raise RazarError(f"{what} must be 0 or more (or {NOT_GIVEN}: not given), got {value}")
+    return value
 
 
 def _to_json(value: object) -> str:
@@ -213,6 +287,54 @@ class ControlInterface(ServiceInterface):
             await self._supervisor.reload()
         except Exception as exc:
             raise _dbus_error("Reload", exc) from None
+
+    @dbus_method()
+    def Ladder(self) -> DBusStr:
+        """The repair roster and thresholds as JSON."""
+        try:
+            return _to_json(self._supervisor.ladder())
+        except Exception as exc:
+            raise _dbus_error("Ladder", exc) from None
+
+    @dbus_method()
+    def Patches(self, name: DBusStr) -> DBusStr:
+        """A component's patch records as a JSON list, oldest first."""
+        try:
+            return _to_json(self._supervisor.patches(name))
+        except Exception as exc:
+            raise _dbus_error(f"Patches({name})", exc) from None
+
+    @dbus_method()
+    def Diff(self, name: DBusStr, patch_id: DBusStr) -> DBusStr:
+        """A patch's stored diff; ``patch_id`` "" is the latest applied patch."""
+        try:
+            return self._supervisor.diff(name, patch_id or None)
+        except Exception as exc:
+            raise _dbus_error(f"Diff({name}, {patch_id!r})", exc) from None
+
+    @dbus_method()
+    async def Rollback(self, name: DBusStr, to: DBusStr) -> DBusStr:
+        """Undo kept patches (``to`` "" = the last one); the ``reverted`` record as JSON."""
+        try:
+            return _to_json(await self._supervisor.rollback(name, to or None))
+        except Exception as exc:
+            raise _dbus_error(f"Rollback({name}, {to!r})", exc) from None
+
+    @dbus_method()
+    async def Heal(
+        self, name: DBusStr, long_task: DBusBool, retries: DBusInt32, remote_attempts: DBusInt32
+    ) -> DBusStr:
+        """Re-run the handover for one component; the outcome as JSON (-1: not given)."""
+        try:
+            outcome = await self._supervisor.heal(
+                name,
+                bool(long_task),
+                _optional_count("retries", retries),
+                _optional_count("remote attempts", remote_attempts),
+            )
+            return _to_json(outcome)
+        except Exception as exc:
+            raise _dbus_error(f"Heal({name})", exc) from None
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:
@@ -342,15 +464,15 @@ class ControlClient:
 
     async def start(self, name: str) -> None:
         """Start ``name`` (also clears an operator stop)."""
-        await self._call("Start", name)
+        await self._call("Start", "s", [name], name=name)
 
     async def stop(self, name: str) -> None:
         """Stop ``name``; razard leaves it stopped."""
-        await self._call("Stop", name)
+        await self._call("Stop", "s", [name], name=name)
 
     async def restart(self, name: str) -> None:
         """Restart ``name``."""
-        await self._call("Restart", name)
+        await self._call("Restart", "s", [name], name=name)
 
     async def quarantine_list(self) -> list[dict[str, Any]]:
         """The quarantine records."""
@@ -361,19 +483,98 @@ class ControlClient:
 
     async def quarantine_release(self, name: str) -> None:
         """Release ``name`` from quarantine."""
-        await self._call("QuarantineRelease", name)
+        await self._call("QuarantineRelease", "s", [name], name=name)
 
     async def reload(self) -> None:
         """Make razard re-read its config; ControlError lists every problem."""
         await self._call("Reload")
 
-    async def _call_str(self, member: str) -> str:
-        body = await self._call(member)
-        if len(body) != 1 or not isinstance(body[0], str):
-            raise ControlError(f"razard sent a malformed reply to {member}")
-        return body[0]
+    async def ladder(self) -> dict[str, Any]:
+        """The repair roster and thresholds (see :meth:`SupervisorControl.ladder`)."""
+        value = json.loads(await self._call_str("Ladder"))
+        if not isinstance(value, dict):
+            raise ControlError("razard sent a malformed ladder (not a JSON object)")
+        return value
 
-    async def _call(self, member: str, name: str | None = None) -> list[Any]:
+    async def patches(self, name: str) -> list[dict[str, Any]]:
+        """``name``'s patch records, oldest first."""
+        value = json.loads(await self._call_str("Patches", "s", [name], name=name))
+        if not isinstance(value, list):
+            raise ControlError("razard sent a malformed patch list (not a JSON list)")
+        return value
+
+    async def diff(self, name: str, patch_id: str | None = None) -> str:
+        """The stored diff of ``patch_id`` (None: the latest applied patch)."""
+        return await self._call_str("Diff", "ss", [name, patch_id or ""], name=name)
+
+    async def rollback(self, name: str, to: str | None = None) -> dict[str, Any]:
+        """Undo ``name``'s last kept patch (or all from ``to``); the ``reverted`` record.
+
+        Raises :class:`RazardNotRunning` when razard is not on the bus.
+        """
+        value = json.loads(await self._call_str("Rollback", "ss", [name, to or ""], name=name))
+        if not isinstance(value, dict):
+            raise ControlError("razard sent a malformed rollback record (not a JSON object)")
+        return value
+
+    async def heal(
+        self,
+        name: str,
+        long_task: bool = False,
+        retries: int | None = None,
+        remote_attempts: int | None = None,
+        deadline_s: float | None = HEAL_CALL_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Run the handover flow for ``name``; the outcome dict.
+
+        ``deadline_s`` replaces the client's per-call deadline for this call;
+        None waits until razard answers. Giving up does not stop razard.
+        """
+        body = [
+            name,
+            long_task,
+            NOT_GIVEN if retries is None else retries,
+            NOT_GIVEN if remote_attempts is None else remote_attempts,
+        ]
+        text = await self._call_str(
+            "Heal",
+            "sbii",
+            body,
+            name=name,
+            deadline_s=math.inf if deadline_s is None else deadline_s,
+        )
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ControlError("razard sent a malformed heal outcome (not a JSON object)")
+        return value
+
+    async def _call_str(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        *,
+        name: str | None = None,
+        deadline_s: float | None = None,
+    ) -> str:
+        reply = await self._call(member, signature, body, name=name, deadline_s=deadline_s)
+        if len(reply) != 1 or not isinstance(reply[0], str):
+            raise ControlError(f"razard sent a malformed reply to {member}")
+        return reply[0]
+
+    async def _call(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        *,
+        name: str | None = None,
+        deadline_s: float | None = None,
+    ) -> list[Any]:
+        """Call ``member``; ``name`` is the component (for UnknownComponent).
+
+        ``deadline_s`` None is the client's deadline, ``math.inf`` none at all.
+        """
         msg = Message(
             destination=BUS_NAME,
             path=OBJECT_PATH,
@@ -382,16 +583,17 @@ class ControlClient:
             # razard is a systemd service, not bus-activated: do not ask the
             # bus to start it, so "not running" is reported as such.
             flags=MessageFlag.NO_AUTOSTART,
-            signature="s" if name is not None else "",
-            body=[name] if name is not None else [],
+            signature=signature,
+            body=body or [],
         )
+        limit = self._timeout if deadline_s is None else deadline_s
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(None if math.isinf(limit) else limit):
                 reply = await self._bus.call(msg)
         except TimeoutError:
             # razard keeps working on the request; only this client gave up.
             raise ControlError(
-                f"razard did not answer {member} within {self._timeout:g} s "
+                f"razard did not answer {member} within {limit:g} s "
                 "(it may still be working on it: see `razarctl status`; --timeout waits longer)"
             ) from None
         except DBusError as exc:
@@ -407,7 +609,7 @@ class ControlClient:
     def _error(self, member: str, name: str | None, error: str, text: str) -> ControlError:
         """Turn a D-Bus error reply into the exception razarctl shows."""
         if error in _NO_OWNER_ERRORS:
-            return ControlError(
+            return RazardNotRunning(
                 f"razard is not running on the {self._bus_name} bus (no owner of {BUS_NAME})"
             )
         if error == ERROR_UNKNOWN_COMPONENT and name is not None:

@@ -2,7 +2,8 @@
 
 Every command is one call on razard's control interface (see
 :mod:`razard.control`); this module only parses arguments and formats what
-comes back.
+comes back. One exception: ``rollback`` with razard stopped works on the
+files directly, through the same patch engine and under the same lock.
 """
 
 from __future__ import annotations
@@ -13,20 +14,32 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
+from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from razard.control import BUSES, DEFAULT_CALL_TIMEOUT, ControlClient
-from razard.errors import ControlError, RazarError, UnknownComponent
+from razard.cli import DEFAULT_CONFIG
+from razard.control import (
+    BUSES,
+    DEFAULT_CALL_TIMEOUT,
+    HEAL_CALL_TIMEOUT,
+    ControlClient,
+    RazardNotRunning,
+)
+from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
 
 T = TypeVar("T")
 
 EXIT_ERROR = 1
 EXIT_UNKNOWN_COMPONENT = 2
+EXIT_INTERRUPTED = 130
+"""Ctrl+C while waiting for razard (128 + SIGINT, as a shell reports it)."""
 
 COMPONENT_KEYS = (
     "name",
@@ -52,6 +65,17 @@ STATE_STYLES = {
     "starting": "cyan",
     "quarantined": "red",
     "failed": "red",
+}
+
+PATCH_KEYS = ("time", "patch_id", "agent", "status", "files", "reason")
+"""The columns of ``patches``, in order."""
+
+PATCH_STYLES = {
+    "applied": "cyan",
+    "kept": "green",
+    "reverted": "yellow",
+    "refused": "red",
+    "aborted": "red",
 }
 
 JOURNAL_OUTPUTS = {"short": "short-iso", "json": "json", "cat": "cat"}
@@ -151,6 +175,100 @@ def quarantine_table(records: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+def _yes_no(value: object) -> Text:
+    return Text("yes", style="green") if value else Text("no", style="red")
+
+
+def ladder_table(ladder: Mapping[str, Any]) -> Table:
+    """The ``ladder`` table: one row per rung, in the order razard tries them."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("agent", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("configured", no_wrap=True)
+    table.add_column("skip reason", overflow="fold")
+    table.add_column("max attempts", justify="right", no_wrap=True)
+    table.add_column("takes over", no_wrap=True)
+    for order, rung in enumerate(ladder.get("roster", []), start=1):
+        after = rung.get("takes_over_after")
+        table.add_row(
+            str(order),
+            _cell(rung.get("name")),
+            _cell(rung.get("kind")),
+            _yes_no(rung.get("configured")),
+            _cell(rung.get("skip_reason")),
+            _cell(rung.get("max_attempts")),
+            "-" if after is None else f"after {after} attempts",
+        )
+    return table
+
+
+def ladder_summary(ladder: Mapping[str, Any]) -> list[str]:
+    """The lines under the ``ladder`` table: the thresholds and modes in force."""
+    thresholds = ladder.get("thresholds", {})
+    rstar = thresholds.get("rstar")
+    warning = thresholds.get("escalation_warning")
+    remote = ladder.get("remote_attempts")
+    parts = [
+        "rStar disabled" if not rstar else f"rStar threshold {rstar} attempts",
+        "escalation warning " + ("off" if warning is None else f"after {warning} escalations"),
+        "remote attempts " + ("unbounded" if remote is None else str(remote)),
+        "long task " + ("on" if ladder.get("long_task") else "off"),
+    ]
+    lines = ["; ".join(parts)]
+    restarts = ladder.get("restart_attempts") or {}
+    if restarts:
+        lines.append(
+            "restart attempts before the ladder: "
+            + ", ".join(f"{name} {restarts[name]}" for name in sorted(restarts))
+        )
+    return lines
+
+
+def patches_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    """The ``patches`` table, in the order given (oldest first), status coloured."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for key, header in zip(
+        PATCH_KEYS, ("time", "patch", "agent", "status", "files", "reason"), strict=True
+    ):
+        table.add_column(header, overflow="fold", no_wrap=key in ("time", "patch_id", "status"))
+    for record in records:
+        status = _cell(record.get("status"))
+        files = record.get("files") or []
+        table.add_row(
+            _since(record.get("time")),
+            _cell(record.get("patch_id")),
+            _cell(record.get("agent")),
+            Text(status, style=PATCH_STYLES.get(status, "")),
+            ", ".join(str(f) for f in files) if isinstance(files, list) else _cell(files),
+            _cell(record.get("reason")),
+        )
+    return table
+
+
+def rollback_line(component: str, record: Mapping[str, Any]) -> str:
+    """One line saying what a rollback reverted: the patch(es) and the files."""
+    undone = [str(u) for u in record.get("undone") or [] if u != record.get("patch_id")]
+    files = record.get("files") or []
+    line = f"rolled back {component}: reverted patch {_cell(record.get('patch_id'))}"
+    if undone:
+        line += f" (and later {', '.join(undone)})"
+    return line + f"; files: {', '.join(str(f) for f in files) if files else '-'}"
+
+
+def heal_line(component: str, outcome: Mapping[str, Any]) -> str:
+    """The outcome of ``heal`` in one line."""
+    attempts = outcome.get("attempts", 0)
+    if not outcome.get("healed"):
+        return f"{component}: not healed after {attempts} attempts"
+    line = f"{component}: healed"
+    if outcome.get("agent"):
+        line += f" by {outcome['agent']}"
+    if outcome.get("patch_id"):
+        line += f" (patch {outcome['patch_id']})"
+    return line
+
+
 def journal_argv(
     name: str,
     unit: str | None,
@@ -237,8 +355,8 @@ def _call(ctx: click.Context, action: Callable[[ControlClient], Awaitable[T]]) -
     cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=(
-        "Exit status: 0 done; 1 razard refused or could not be reached; "
-        "2 unknown component (or a usage error)."
+        "Exit status: 0 done; 1 razard refused or could not be reached (or heal did not "
+        "heal); 2 unknown component (or a usage error); 130 interrupted by Ctrl+C."
     ),
 )
 @click.option(
@@ -264,8 +382,9 @@ def _call(ctx: click.Context, action: Callable[[ControlClient], Awaitable[T]]) -
 @click.version_option(package_name="razar", prog_name="razarctl")
 @click.pass_context
 def main(ctx: click.Context, bus: str, address: str | None, timeout: float) -> None:
-    """Control razard, the self-healing supervisor: status, start/stop, quarantine, logs."""
-    ctx.obj = {"bus": bus, "address": address, "timeout": timeout}
+    """Control razard, the self-healing supervisor: status, start/stop, quarantine, repairs."""
+    given = ctx.get_parameter_source("timeout") is not ParameterSource.DEFAULT
+    ctx.obj = {"bus": bus, "address": address, "timeout": timeout, "timeout_given": given}
 
 
 @main.command()
@@ -396,3 +515,180 @@ def logs(
         os.execvp(argv[0], argv)
     except OSError as exc:
         raise ControlError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+
+
+# --- repairs --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def ladder(ctx: click.Context, as_json: bool) -> None:
+    """Show the repair roster, which rungs are configured, and the thresholds."""
+    result = _call(ctx, lambda c: c.ladder())
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    console = _stdout()
+    console.print(ladder_table(result))
+    for line in ladder_summary(result):
+        console.print(Text(line), soft_wrap=True)
+
+
+@main.command()
+@click.argument("component")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def patches(ctx: click.Context, component: str, as_json: bool) -> None:
+    """List COMPONENT's patch records, oldest first (refused ones too)."""
+    records = _call(ctx, lambda c: c.patches(component))
+    if as_json:
+        click.echo(json.dumps(records, indent=2, sort_keys=True))
+        return
+    if not records:
+        _say(f"no patch records for {component}")
+        return
+    _stdout().print(patches_table(records))
+
+
+@main.command()
+@click.argument("component")
+@click.argument("patch", required=False)
+@click.pass_context
+def diff(ctx: click.Context, component: str, patch: str | None) -> None:
+    """Show the diff of PATCH of COMPONENT (default: the latest applied patch)."""
+    text = _call(ctx, lambda c: c.diff(component, patch))
+    console = Console()
+    if console.is_terminal:
+        console.print(Syntax(text, "diff", background_color="default", word_wrap=True))
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@main.command(short_help="Undo COMPONENT's last kept patch (or back to --to).")
+@click.argument("component")
+@click.option(
+    "--to",
+    "to",
+    metavar="PATCH",
+    default=None,
+    help="Roll back to before this kept patch (undoing every later one too).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="razard's config, used only when razard is not running.",
+)
+@click.pass_context
+def rollback(ctx: click.Context, component: str, to: str | None, config_path: Path) -> None:
+    """Restore COMPONENT's artifacts as they were before its last kept patch.
+
+    Through razard when it runs (it restarts the unit). When razard is not
+    running, the files are restored directly, under the same lock, using
+    --config to find the component and the state directory; the unit is then
+    NOT restarted.
+    """
+    try:
+        record = _call(ctx, lambda c: c.rollback(component, to))
+    except RazardNotRunning as error:
+        _rollback_offline(error, component, to, config_path)
+        return
+    _say(rollback_line(component, record))
+    _say(f"razard restarted {component}")
+
+
+def _rollback_offline(
+    error: RazardNotRunning, component: str, to: str | None, config_path: Path
+) -> None:
+    """``rollback`` with razard down: the patch engine directly, then say how to restart."""
+    # Imported here: every other command only talks to razard.
+    from razard.config import load_config
+    from razard.repair.patch import PatchEngine
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise ControlError(
+            f"{error}; rolling back without it needs razard's config (--config FILE), "
+            f"which cannot be used:\n{exc}"
+        ) from None
+    comp = cfg.component(component)
+    if comp is None:
+        raise UnknownComponent(component)
+    Console(stderr=True).print(
+        Text(f"razarctl: {error}; rolling back {component}'s files directly", style="yellow"),
+        soft_wrap=True,
+    )
+    engine = PatchEngine(cfg.daemon.state_dir)
+    with engine.lock():
+        for line in engine.recover([comp]):
+            _say(line)
+        record = engine.rollback(comp, to)
+    _say(rollback_line(component, record))
+    systemctl = "systemctl --user" if cfg.daemon.bus == "user" else "systemctl"
+    _say(
+        f"razard is not running: {comp.unit} was NOT restarted. Start razard "
+        f"(it starts {component}), or restart the unit yourself: {systemctl} restart {comp.unit}"
+    )
+
+
+@main.command(short_help="Run the repair ladder for COMPONENT now.")
+@click.argument("component")
+@click.option(
+    "--long-task",
+    is_flag=True,
+    help="Keep asking for patches until COMPONENT is healthy (waits until then or Ctrl+C).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Attempts per agent for this run (default: each agent's max_attempts).",
+)
+@click.option(
+    "--remote-attempts",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Bound on remote agent attempts for this run (default: razard's).",
+)
+@click.pass_context
+def heal(
+    ctx: click.Context,
+    component: str,
+    long_task: bool,
+    retries: int | None,
+    remote_attempts: int | None,
+) -> None:
+    """Re-run the handover flow for COMPONENT; exit 0 when healed, 1 when not.
+
+    Waits up to an hour for razard's answer (with --long-task: for as long as
+    it takes), unless the global --timeout is given. Ctrl+C only stops
+    razarctl waiting (exit 130): razard goes on with the repair, a long task
+    until the component is healthy or razard is stopped.
+    """
+    opts: dict[str, Any] = ctx.find_root().obj
+    deadline: float | None
+    if opts["timeout_given"]:
+        deadline = opts["timeout"]
+    else:
+        deadline = None if long_task else HEAL_CALL_TIMEOUT
+    try:
+        outcome = _call(
+            ctx, lambda c: c.heal(component, long_task, retries, remote_attempts, deadline)
+        )
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            Text(
+                f"razarctl: interrupted; razard goes on healing {component} "
+                "(Ctrl+C here does not abort it; see `razarctl status`)",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    _say(heal_line(component, outcome))
+    if not outcome.get("healed"):
+        sys.exit(EXIT_ERROR)

@@ -26,6 +26,10 @@ from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
+from razard.repair.handover import Handover
+from razard.repair.patch import PatchEngine
+from razard.repair.rung import RepairRung
+from razard.repair.setup import build_roster, load_repair
 from razard.supervisor import Supervisor
 from razard.systemd import Systemd
 
@@ -33,6 +37,11 @@ log = logging.getLogger(__name__)
 
 LOG_FILE = "razar.log"
 START_EXTENSION_S = 60.0
+
+
+def _recover(engine: PatchEngine, config: Config) -> list[str]:
+    with engine.lock():
+        return engine.recover(config.components)
 
 
 class Notifier:
@@ -67,9 +76,16 @@ def load(path: Path, retries: int | None) -> Config:
     return cfg.with_retries(retries) if retries is not None else cfg
 
 
-async def run(config_path: Path, retries: int | None = None) -> int:
+async def run(
+    config_path: Path,
+    retries: int | None = None,
+    *,
+    remote_attempts: int | None = None,
+    long_task: bool = False,
+) -> int:
     """Run razard until SIGTERM; returns the process exit code."""
     config = load(config_path, retries)  # invalid config: nothing has been touched yet
+    repair_setup = load_repair(config, os.environ)  # so are invalid agents/registry files
     state_dir = config.daemon.state_dir
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +104,23 @@ async def run(config_path: Path, retries: int | None = None) -> int:
         ) from e
 
     systemd = Systemd(bus=config.daemon.bus)
+    engine = PatchEngine(state_dir)
+    roster = build_roster(
+        repair_setup, os.environ, on_retry=lambda c: metrics.ai_retries.labels(c).inc()
+    )
+    handover = Handover(
+        state_dir,
+        roster,
+        engine,
+        events,
+        metrics,
+        remote_attempts=remote_attempts,
+        escalation_warning=repair_setup.thresholds.escalation_warning,
+    )
+    repair = RepairRung(handover, long_task=long_task) if handover.usable else None
+    # a patch razard did not get to verify before it stopped is undone, never left half-done
+    for line in await asyncio.to_thread(_recover, engine, config):
+        events.emit("patch_recovered", line, priority=Priority.WARNING)
     sup = Supervisor(
         config,
         systemd,
@@ -95,6 +128,14 @@ async def run(config_path: Path, retries: int | None = None) -> int:
         metrics,
         on_change=lambda: notifier.status(sup.summary()),
         reload_config=lambda: load(config_path, retries),
+        repair=repair,
+        engine=engine,
+        ladder_info={
+            "thresholds": {
+                "rstar": repair_setup.thresholds.rstar,
+                "escalation_warning": repair_setup.thresholds.escalation_warning,
+            }
+        },
     )
 
     async def export(bus: MessageBus) -> None:

@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,9 @@ from razard.metrics import Metrics
 from razard.policy import History, Rung, next_rung, plan_waves, settle
 from razard.probes import Prober, ProbeResult
 from razard.quarantine import QuarantineStore
+from razard.repair.handover import FailureInfo
+from razard.repair.patch import PatchEngine
+from razard.repair.rung import RepairRung
 from razard.state import ComponentRecord, StateStore
 from razard.systemd import Systemd, UnitStatus
 from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, remove_unit, write_unit
@@ -60,13 +63,18 @@ class Failure:
 class EscalationRung(Protocol):
     """A rung between restarts and quarantine (layer healer, repair agents).
 
-    ``attempt`` returns True when it believes the component is fixed; the
-    supervisor then brings the unit up and verifies with the probe.
+    ``attempt`` gets a ``verify`` callback (restart the unit, wait for its probe)
+    and returns True only when a change it made was verified.
     """
 
     name: str
 
-    async def attempt(self, component: ComponentConfig, failure: Failure) -> bool: ...
+    async def attempt(
+        self,
+        component: ComponentConfig,
+        failure: Failure,
+        verify: Callable[[], Awaitable[bool]],
+    ) -> bool: ...
 
 
 def _iso(t: float | None) -> str | None:
@@ -84,6 +92,7 @@ class Runner:
         self._expect_running = False
         self.unit_status: UnitStatus | None = None
         self.task: asyncio.Task[None] | None = None
+        self.ladder_log: list[dict[str, Any]] = []  # rungs taken in this failure cycle
 
     @property
     def rec(self) -> ComponentRecord:
@@ -141,6 +150,7 @@ class Runner:
 
     async def _loop(self, *, adopt: bool, force_restart: bool) -> None:
         name = self.cfg.name
+        healthy = False
         if self.rec.status == "quarantined" and not self.sup.quarantine.is_quarantined(name):
             # the file was deleted while razard was not running: that is a release
             self.sup.quarantine.log_release(name, "file removed while razard was down")
@@ -157,13 +167,17 @@ class Runner:
                 self.sup.set_state(self, "stopped")
                 self.settled.set()
                 return
-            failure = await self._bring_up(adopt=adopt, force_restart=force_restart)
-            adopt = force_restart = False
+            failure = (
+                None if healthy else await self._bring_up(adopt=adopt, force_restart=force_restart)
+            )
+            adopt = force_restart = healthy = False
             if failure is None:
                 self.settled.set()
                 failure = await self._monitor()
-            if not await self._climb(failure):
+            next_step = await self._climb(failure)
+            if next_step is None:
                 return
+            healthy = next_step == "healthy"
 
     # ------------------------------------------------------------ bring up
 
@@ -346,8 +360,16 @@ class Runner:
             healthy_since=rec.healthy_since,
         )
 
-    async def _climb(self, failure: Failure) -> bool:
-        """Carry out the ladder's decision; returns False when the runner should end."""
+    async def verify(self) -> bool:
+        """Restart the unit and wait for its probe: did the last change fix it?"""
+        return await self._bring_up(adopt=False, force_restart=True) is None
+
+    async def _climb(self, failure: Failure) -> str | None:
+        """Carry out the ladder's decisions for ``failure``.
+
+        Returns "restart" (bring the unit up again), "healthy" (an escalation rung
+        fixed and verified it) or None (quarantined: the runner ends).
+        """
         cfg, sup, rec = self.cfg, self.sup, self.rec
         self._expect_running = False
         now = time.time()
@@ -357,39 +379,64 @@ class Runner:
         rec.last_error = failure.error
         sup.metrics.failures.labels(cfg.name, cfg.layer, failure.kind).inc()
         sup.metrics.healthy.labels(cfg.name, cfg.layer).set(0)
-        decision = next_rung(hist, cfg.restart, len(sup.rungs), sup.rng)
-        sup.metrics.rungs.labels(cfg.name, decision.rung.value).inc()
-        sup.event(
-            self,
-            "component_failed",
-            f"{failure.error}; next: {decision.reason}",
-            priority=Priority.ERR,
-            failure_kind=failure.kind,
-            rung=decision.rung.value,
-            unit_result=failure.unit_result or None,
-            exit_status=failure.exit_status,
-        )
-        if decision.rung is Rung.RESTART:
-            rec.restarts += 1
-            rec.restarts_total += 1
-            rec.last_restart = now
-            sup.set_state(self, "restarting", note=f"{decision.reason} in {decision.delay:.2f}s")
-            sup.metrics.restarts.labels(cfg.name, cfg.layer).inc()
-            await asyncio.sleep(decision.delay)
-            return True
-        if decision.rung is Rung.ESCALATE:
+        if not hist.restarts and not hist.escalations:
+            self.ladder_log = []  # a new failure cycle
+        while True:
+            decision = next_rung(self._history(), cfg.restart, len(sup.rungs), sup.rng)
+            sup.metrics.rungs.labels(cfg.name, decision.rung.value).inc()
+            self.ladder_log.append(
+                {
+                    "rung": decision.rung.value,
+                    "reason": decision.reason,
+                    "error": failure.error,
+                    "time": _iso(time.time()),
+                }
+            )
+            sup.event(
+                self,
+                "component_failed",
+                f"{failure.error}; next: {decision.reason}",
+                priority=Priority.ERR,
+                failure_kind=failure.kind,
+                rung=decision.rung.value,
+                unit_result=failure.unit_result or None,
+                exit_status=failure.exit_status,
+            )
+            if decision.rung is Rung.RESTART:
+                rec.restarts += 1
+                rec.restarts_total += 1
+                rec.last_restart = now
+                sup.set_state(
+                    self, "restarting", note=f"{decision.reason} in {decision.delay:.2f}s"
+                )
+                sup.metrics.restarts.labels(cfg.name, cfg.layer).inc()
+                await asyncio.sleep(decision.delay)
+                return "restart"
+            if decision.rung is Rung.QUARANTINE:
+                await self.quarantine(decision.reason, self.ladder_log)
+                return None
             rung = sup.rungs[decision.attempt - 1]
             rec.escalations += 1
             sup.set_state(self, "escalating", note=f"{decision.reason}: {rung.name}")
             try:
-                fixed = await rung.attempt(cfg, failure)
+                fixed = await rung.attempt(cfg, failure, self.verify)
             except RazarError as e:
                 fixed = False
                 sup.event(self, "escalation_error", f"{rung.name}: {e}", priority=Priority.ERR)
-            sup.event(self, "escalation_result", f"{rung.name}: {'fixed' if fixed else 'failed'}")
-            return True
-        await self.quarantine(decision.reason)
-        return False
+            records = getattr(rung, "records", None)
+            self.ladder_log.append(
+                {
+                    "rung": rung.name,
+                    "fixed": fixed,
+                    "attempts": records(cfg.name) if callable(records) else [],
+                }
+            )
+            sup.event(
+                self, "escalation_result", f"{rung.name}: {'fixed' if fixed else 'not fixed'}"
+            )
+            if fixed:
+                return "healthy"
+            # not fixed: the unit is down; the next rung decides without another bring-up
 
     async def quarantine(self, reason: str, history: list[dict[str, Any]] | None = None) -> None:
         """Stop the unit, write the quarantine file and alert the operator."""
@@ -440,6 +487,9 @@ class Supervisor:
         metrics: Metrics,
         *,
         rungs: Sequence[EscalationRung] = (),
+        repair: RepairRung | None = None,
+        engine: PatchEngine | None = None,
+        ladder_info: Mapping[str, Any] | None = None,
         on_change: Callable[[], None] | None = None,
         reload_config: Callable[[], Config] | None = None,
         rng: random.Random | None = None,
@@ -448,7 +498,10 @@ class Supervisor:
         self.systemd = systemd
         self.events = events
         self.metrics = metrics
-        self.rungs = list(rungs)
+        self.repair = repair
+        self.rungs: list[EscalationRung] = list(rungs) + ([repair] if repair else [])
+        self.engine = engine or PatchEngine(config.daemon.state_dir)
+        self.ladder_info = dict(ladder_info or {})
         self.rng = rng or random.Random()
         self.state = StateStore(config.daemon.state_dir)
         self.quarantine = QuarantineStore(config.daemon.state_dir)
@@ -781,6 +834,80 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(RESTART_REPLY_WAIT):
                 await runner.settled.wait()
+
+    def ladder(self) -> dict[str, Any]:
+        """The repair roster, which rungs are usable here, and the thresholds in force."""
+        roster = self.repair.handover.describe() if self.repair else []
+        return {
+            **self.ladder_info,
+            "roster": roster,
+            "long_task": bool(self.repair and self.repair.long_task),
+            "remote_attempts": self.repair.handover.remote_attempts if self.repair else None,
+            "restart_attempts": {
+                n: r.cfg.restart.attempts for n, r in sorted(self.runners.items())
+            },
+        }
+
+    def patches(self, name: str) -> list[dict[str, Any]]:
+        self._runner(name)
+        return self.engine.patches(name)
+
+    def diff(self, name: str, patch_id: str | None) -> str:
+        self._runner(name)
+        return self.engine.diff(name, patch_id)
+
+    async def rollback(self, name: str, to: str | None) -> dict[str, Any]:
+        """Restore the artifacts before the last kept patch (or ``to``), then restart the unit."""
+        runner = self._runner(name)
+        cfg = runner.cfg
+
+        def locked() -> dict[str, Any]:
+            with self.engine.lock():
+                return self.engine.rollback(cfg, to)
+
+        record = await asyncio.to_thread(locked)
+        self.event(
+            runner,
+            "patch_rolled_back",
+            f"operator rolled back to before {record.get('patch_id')}; restarting",
+            priority=Priority.NOTICE,
+            patch_id=record.get("patch_id"),
+        )
+        if runner.rec.status != "quarantined":
+            await self.restart_component(name)
+        return record
+
+    async def heal(
+        self, name: str, long_task: bool, retries: int | None, remote_attempts: int | None
+    ) -> dict[str, Any]:
+        """Re-run the handover for one component now (the runbook's recovery step)."""
+        runner = self._runner(name)
+        if self.repair is None:
+            raise ControlError("no repair agents are configured (razar_ai_agents.json)")
+        async with self._lock:
+            await runner.cancel()
+        for i in range(retries or 0):  # plain restarts first, when asked
+            if await runner.verify():
+                runner.spawn(adopt=True)
+                return {"healed": True, "attempts": i + 1, "agent": "restart", "patch_id": None}
+        failure = Failure(name, "operator", runner.rec.last_error or "operator requested heal")
+        try:
+            outcome = await self.repair.handover.run(
+                runner.cfg,
+                FailureInfo(error=failure.error),
+                runner.verify,
+                long_task=long_task,
+                remote_attempts=remote_attempts,
+            )
+        finally:
+            runner.settled.clear()
+            runner.spawn(adopt=True)
+        return {
+            "healed": outcome.healed,
+            "attempts": outcome.attempts,
+            "agent": outcome.agent,
+            "patch_id": outcome.patch_id,
+        }
 
     def quarantined(self) -> list[dict[str, Any]]:
         return self.quarantine.list()

@@ -41,3 +41,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+
+# The opencode repair rung's tests drive the real CLI (npm package, pinned, project-local).
+if command -v npm >/dev/null; then
+  scripts/install_opencode.sh >/dev/null
+else
+  echo "==> npm not found: the opencode rung's tests will be skipped (apt-get install npm)"
+fi

@@ -79,13 +79,20 @@ class Razard:
         )
         if wait_ready:
             wait_for(lambda: self._ready_or_dead(), 60, "razard to be ready")
+        else:  # at least on the bus, so razarctl answers
+            wait_for(lambda: self._ready_or_dead(need_ready=False), 60, "razard on the bus")
 
-    def _ready_or_dead(self) -> bool:
+    def _ready_or_dead(self, need_ready: bool = True) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"razard exited {self.proc.returncode}:\n{self.stderr_text()}")
         st = self.status(check=False)
-        return bool(st and st.get("ready"))
+        return bool(st and (st.get("ready") or not need_ready))
+
+    def metrics_text(self) -> str:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""

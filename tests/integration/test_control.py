@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -32,7 +33,8 @@ from razard.control import (
     export_control,
     unexport_control,
 )
-from razard.errors import ConfigError, ConfigProblem, ControlError, UnknownComponent
+from razard.errors import ConfigError, ConfigProblem, ControlError, RazarError, UnknownComponent
+from razard.repair.types import RepairError
 
 pytestmark = [
     pytest.mark.integration,
@@ -60,6 +62,87 @@ def _component(name: str, layer: str, priority: int, state: str, **extra: Any) -
     return record
 
 
+PATCH_ID = "20260102T030405Z-a1b2c3"
+REFUSED_ID = "20260102T030300Z-0f0f0f"
+DIFF = "--- a/app.sh\n+++ b/app.sh\n@@ -1,2 +1,2 @@\n #!/bin/sh\n-port=80\n+port=8080\n"
+
+
+def _ladder() -> dict[str, Any]:
+    return {
+        "roster": [
+            {
+                "name": "registry",
+                "kind": "registry",
+                "configured": True,
+                "skip_reason": None,
+                "max_attempts": 1,
+                "takes_over_after": None,
+            },
+            {
+                "name": "Crown",
+                "kind": "openai",
+                "configured": True,
+                "skip_reason": None,
+                "max_attempts": 3,
+                "takes_over_after": None,
+            },
+            {
+                "name": "K2 Coder",
+                "kind": "openai",
+                "configured": False,
+                "skip_reason": "KIMI_K2_URL is not set",
+                "max_attempts": 2,
+                "takes_over_after": None,
+            },
+            {
+                "name": "rStar",
+                "kind": "openai",
+                "configured": True,
+                "skip_reason": None,
+                "max_attempts": 4,
+                "takes_over_after": 9,
+            },
+        ],
+        "thresholds": {"rstar": 9, "escalation_warning": 3},
+        "remote_attempts": 5,
+        "long_task": False,
+        "restart_attempts": {"api": 5, "gpu-worker": 2},
+    }
+
+
+def _patch_records() -> list[dict[str, Any]]:
+    return [
+        {
+            "component": "api",
+            "patch_id": REFUSED_ID,
+            "status": "refused",
+            "agent": "Crown",
+            "diff_hash": "ab" * 32,
+            "files": ["/etc/passwd"],
+            "reason": "/etc/passwd: absolute paths are not allowed",
+            "time": "2026-01-02T03:03:00+00:00",
+        },
+        {
+            "component": "api",
+            "patch_id": PATCH_ID,
+            "status": "applied",
+            "agent": "registry",
+            "diff_hash": "cd" * 32,
+            "files": ["app.sh"],
+            "time": "2026-01-02T03:04:05+00:00",
+        },
+        {
+            "component": "api",
+            "patch_id": PATCH_ID,
+            "status": "kept",
+            "agent": "registry",
+            "diff_hash": "cd" * 32,
+            "files": ["app.sh"],
+            "time": "2026-01-02T03:04:09+00:00",
+        },
+    ]
+
+
 @dataclass
 class FakeSupervisor:
     """An in-memory SupervisorControl that records what it was asked to do."""
@@ -85,6 +168,22 @@ class FakeSupervisor:
     calls: list[tuple[str, str]] = field(default_factory=list)
     reload_error: Exception | None = None
     restart_delay: float = 0.0
+    ladder_state: dict[str, Any] = field(default_factory=_ladder)
+    patch_records: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"api": _patch_records()}
+    )
+    diffs: dict[tuple[str, str], str] = field(default_factory=lambda: {("api", PATCH_ID): DIFF})
+    heal_outcome: dict[str, Any] = field(
+        default_factory=lambda: {
+            "healed": True,
+            "attempts": 2,
+            "agent": "registry",
+            "patch_id": PATCH_ID,
+        }
+    )
+    heal_calls: list[tuple[str, bool, int | None, int | None]] = field(default_factory=list)
+    heal_forever: bool = False
+    heal_called: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _get(self, name: str) -> dict[str, Any]:
         if name not in self.components:
@@ -144,6 +243,48 @@ class FakeSupervisor:
         if self.reload_error is not None:
             raise self.reload_error
         self.calls.append(("reload", ""))
+
+    def ladder(self) -> dict[str, Any]:
+        return self.ladder_state
+
+    def patches(self, name: str) -> list[dict[str, Any]]:
+        self._get(name)
+        return self.patch_records.get(name, [])
+
+    def diff(self, name: str, patch_id: str | None) -> str:
+        self._get(name)
+        if patch_id is None:
+            applied = [r for r in self.patches(name) if r["status"] == "applied"]
+            if not applied:
+                raise RepairError(f"{name}: no patch has been applied")
+            patch_id = applied[-1]["patch_id"]
+        if (name, patch_id) not in self.diffs:
+            raise RepairError(f"{name}: no diff stored for patch {patch_id}")
+        return self.diffs[(name, patch_id)]
+
+    async def rollback(self, name: str, to: str | None) -> dict[str, Any]:
+        self._get(name)
+        kept = [r for r in self.patches(name) if r["status"] == "kept"]
+        if not kept or (to is not None and to not in {r["patch_id"] for r in kept}):
+            raise RazarError(f"{name}: nothing to roll back (no kept patch)")
+        self.calls.append(("rollback", f"{name} {to or ''}".strip()))
+        return {
+            **kept[-1],
+            "status": "reverted",
+            "by": "operator",
+            "reason": f"operator rollback to before patch {kept[-1]['patch_id']}",
+            "undone": [kept[-1]["patch_id"]],
+        }
+
+    async def heal(
+        self, name: str, long_task: bool, retries: int | None, remote_attempts: int | None
+    ) -> dict[str, Any]:
+        self._get(name)
+        self.heal_calls.append((name, long_task, retries, remote_attempts))
+        self.heal_called.set()
+        if self.heal_forever:
+            await asyncio.sleep(3600)
+        return self.heal_outcome
 
 
 @dataclass
@@ -555,3 +696,219 @@ async def test_call_refused_by_bus_policy_says_permission_denied(tmp_path: Path)
     )
     assert allowed.rc == 0, allowed.err
     assert supervisor.calls == [("stop", "api")]
+
+
+# --- repairs: ladder, patches, diff, rollback, heal ------------------------------
+
+
+async def test_ladder_table_shows_roster_in_order_and_thresholds(served: Served) -> None:
+    """`razarctl ladder` lists the rungs in order with configured/skip/attempts, then thresholds."""
+    run = await razarctl(served.address, "ladder")
+    assert run.rc == 0, run.err
+    lines = run.out.splitlines()
+    header = lines[0]
+    for column in ("agent", "kind", "configured", "skip reason", "max attempts", "takes over"):
+        assert column in header
+    rows = lines[1:5]
+    assert [row.split()[0] for row in rows] == ["1", "2", "3", "4"]
+    assert rows[0].split()[1:4] == ["registry", "registry", "yes"]
+    assert "K2 Coder" in rows[2] and " no " in rows[2] and "KIMI_K2_URL is not set" in rows[2]
+    assert "rStar" in rows[3] and rows[3].rstrip().endswith("after 9 attempts")
+    assert lines[5] == (
+        "rStar threshold 9 attempts; escalation warning after 3 escalations; "
+        "remote attempts 5; long task off"
+    )
+    assert lines[6] == "restart attempts before the ladder: api 5, gpu-worker 2"
+
+
+async def test_ladder_says_when_thresholds_are_off(served: Served) -> None:
+    """rStar 0, no warning threshold and no remote bound read as disabled, off, unbounded."""
+    served.supervisor.ladder_state.update(
+        thresholds={"rstar": 0, "escalation_warning": None},
+        remote_attempts=None,
+        long_task=True,
+        restart_attempts={},
+    )
+    run = await razarctl(served.address, "ladder")
+    assert run.rc == 0, run.err
+    assert run.out.splitlines()[-1] == (
+        "rStar disabled; escalation warning off; remote attempts unbounded; long task on"
+    )
+
+
+async def test_ladder_json_is_razards_dict(served: Served) -> None:
+    """`razarctl ladder --json` prints razard's ladder as parseable JSON."""
+    run = await razarctl(served.address, "ladder", "--json")
+    assert run.rc == 0, run.err
+    assert json.loads(run.out) == _ladder()
+
+
+async def test_patches_table_lists_every_record(served: Served) -> None:
+    """`razarctl patches api` shows time, id, agent, status, files and reason, oldest first."""
+    run = await razarctl(served.address, "patches", "api")
+    assert run.rc == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0].split() == ["time", "patch", "agent", "status", "files", "reason"]
+    refused, applied, kept = lines[1:4]
+    assert refused.split()[2:6] == [REFUSED_ID, "Crown", "refused", "/etc/passwd"]
+    assert "absolute paths are not allowed" in refused
+    assert applied.split()[2:6] == [PATCH_ID, "registry", "applied", "app.sh"]
+    assert kept.split()[2:6] == [PATCH_ID, "registry", "kept", "app.sh"]
+    assert "None" not in run.out
+
+
+async def test_patches_json_and_empty_list(served: Served) -> None:
+    """`patches --json` parses to the records; a component without any says so."""
+    as_json = await razarctl(served.address, "patches", "api", "--json")
+    assert as_json.rc == 0, as_json.err
+    assert json.loads(as_json.out) == _patch_records()
+    empty = await razarctl(served.address, "patches", "netcheck")
+    assert (empty.rc, empty.out.strip()) == (0, "no patch records for netcheck")
+
+
+async def test_patches_of_unknown_component_exits_2(served: Served) -> None:
+    """`razarctl patches nope` says the component is unknown and exits 2."""
+    run = await razarctl(served.address, "patches", "nope")
+    assert run.rc == 2 and run.out == ""
+    assert run.err.strip() == "razarctl: unknown component 'nope'"
+
+
+async def test_diff_prints_the_stored_text(served: Served) -> None:
+    """`razarctl diff api [PATCH]` prints the diff exactly, without colour when piped."""
+    latest = await razarctl(served.address, "diff", "api")
+    named = await razarctl(served.address, "diff", "api", PATCH_ID)
+    assert (latest.rc, named.rc) == (0, 0), latest.err + named.err
+    assert latest.out == DIFF and named.out == DIFF
+    assert "\x1b[" not in latest.out
+
+
+async def test_diff_without_patch_is_a_clear_error(served: Served) -> None:
+    """A RepairError from razard (no patch applied) reaches the operator as its message, exit 1."""
+    none_applied = await razarctl(served.address, "diff", "netcheck")
+    assert none_applied.rc == 1
+    assert none_applied.err.strip() == "razarctl: netcheck: no patch has been applied"
+    missing = await razarctl(served.address, "diff", "api", REFUSED_ID)
+    assert missing.rc == 1
+    assert missing.err.strip() == f"razarctl: api: no diff stored for patch {REFUSED_ID}"
+
+
+async def test_rollback_through_razard_prints_the_reverted_record(served: Served) -> None:
+    """`razarctl rollback api` asks razard, then names the reverted patch and its files."""
+    run = await razarctl(served.address, "rollback", "api", "--to", PATCH_ID)
+    assert run.rc == 0, run.err
+    assert run.out.splitlines() == [
+        f"rolled back api: reverted patch {PATCH_ID}; files: app.sh",
+        "razard restarted api",
+    ]
+    assert served.supervisor.calls == [("rollback", f"api {PATCH_ID}")]
+
+
+async def test_rollback_with_nothing_to_roll_back_exits_1(served: Served) -> None:
+    """With no kept patch, rollback exits 1 with razard's message and changes nothing."""
+    run = await razarctl(served.address, "rollback", "netcheck")
+    assert run.rc == 1 and run.out == ""
+    assert run.err.strip() == "razarctl: netcheck: nothing to roll back (no kept patch)"
+    assert served.supervisor.calls == []
+
+
+async def test_heal_healed_exits_0_and_passes_the_options(served: Served) -> None:
+    """`razarctl heal` prints who healed it with which patch, exit 0; options reach razard."""
+    run = await razarctl(served.address, "heal", "api", "--retries", "2", "--remote-attempts", "0")
+    assert run.rc == 0, run.err
+    assert run.out.strip() == f"api: healed by registry (patch {PATCH_ID})"
+    plain = await razarctl(served.address, "heal", "gpu-worker")
+    assert plain.rc == 0, plain.err
+    assert served.supervisor.heal_calls == [("api", False, 2, 0), ("gpu-worker", False, None, None)]
+
+
+async def test_heal_not_healed_exits_1(served: Served) -> None:
+    """When the ladder does not heal the component, heal says after how many attempts, exit 1."""
+    served.supervisor.heal_outcome = {
+        "healed": False,
+        "attempts": 7,
+        "agent": None,
+        "patch_id": None,
+    }
+    run = await razarctl(served.address, "heal", "api", "--long-task")
+    assert run.rc == 1
+    assert run.out.strip() == "api: not healed after 7 attempts"
+    assert served.supervisor.heal_calls == [("api", True, None, None)]
+
+
+async def test_heal_of_unknown_component_exits_2(served: Served) -> None:
+    """`razarctl heal nope` exits 2 naming the component."""
+    run = await razarctl(served.address, "heal", "nope")
+    assert run.rc == 2
+    assert run.err.strip() == "razarctl: unknown component 'nope'"
+
+
+async def test_heal_ctrl_c_exits_130_and_leaves_razard_working(served: Served) -> None:
+    """Ctrl+C during `heal --long-task` exits 130 and says razard goes on; no traceback."""
+    served.supervisor.heal_forever = True
+    proc = await asyncio.create_subprocess_exec(
+        RAZARCTL,
+        "--bus",
+        "user",
+        "--address",
+        served.address,
+        "heal",
+        "api",
+        "--long-task",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(CLI_DEADLINE):
+        await served.supervisor.heal_called.wait()
+        proc.send_signal(signal.SIGINT)
+        out, err = await proc.communicate()
+    assert proc.returncode == 130
+    assert "interrupted; razard goes on healing api" in err.decode()
+    assert "Traceback" not in err.decode() and out == b""
+
+
+async def test_heal_deadline_from_timeout(served: Served) -> None:
+    """An explicit --timeout bounds heal's wait; razard is not interrupted by it."""
+    served.supervisor.heal_forever = True
+    run = await razarctl(served.address, "--timeout", "0.5", "heal", "api")
+    assert run.rc == 1
+    assert run.err.startswith("razarctl: razard did not answer Heal within 0.5 s (")
+
+
+async def test_heal_refuses_negative_counts_on_the_bus(served: Served) -> None:
+    """Heal with a count below -1 is refused as Failed; -1 means not given."""
+    bus = await MessageBus(bus_address=served.address).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination=BUS_NAME,
+                path=OBJECT_PATH,
+                interface=INTERFACE,
+                member="Heal",
+                signature="sbii",
+                body=["api", False, -2, -1],
+            )
+        )
+    finally:
+        bus.disconnect()
+    assert reply.message_type is MessageType.ERROR
+    assert reply.error_name == "org.razar.Error.Failed"
+    assert "retries must be 0 or more" in reply.body[0]
+    assert served.supervisor.heal_calls == []
+
+
+async def test_client_round_trips_repair_calls(served: Served) -> None:
+    """ControlClient's ladder, patches, diff, rollback and heal return razard's values."""
+    async with await ControlClient.connect("user", served.address) as client:
+        assert (await client.ladder())["thresholds"]["rstar"] == 9
+        assert [r["status"] for r in await client.patches("api")] == [
+            "refused",
+            "applied",
+            "kept",
+        ]
+        assert await client.diff("api") == DIFF
+        record = await client.rollback("api")
+        assert (record["status"], record["by"]) == ("reverted", "operator")
+        assert (await client.heal("api", retries=1))["healed"] is True
+        with pytest.raises(UnknownComponent):
+            await client.rollback("nope")
+    assert served.supervisor.heal_calls == [("api", False, 1, None)]

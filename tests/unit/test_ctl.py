@@ -1,4 +1,4 @@
-"""razarctl's pure parts: the journalctl command line, the status table and JSON."""
+"""razarctl's pure parts: journalctl argv, status/ladder/patches tables, lines, heal's deadline."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from click.testing import CliRunner
 from rich.console import Console
 from rich.text import Text
 
-from razard.control import bus_address
+from razard import ctl
+from razard.control import HEAL_CALL_TIMEOUT, bus_address
 from razard.ctl import (
     COMPONENT_KEYS,
+    heal_line,
     journal_argv,
+    ladder_summary,
+    ladder_table,
     main,
+    patches_table,
     quarantine_table,
+    rollback_line,
     status_json,
     status_table,
 )
@@ -228,3 +234,170 @@ def test_cli_error_is_one_line_without_traceback(monkeypatch: pytest.MonkeyPatch
     assert result.exit_code == 1
     assert result.output.startswith("razarctl: no user bus")
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+LADDER: dict[str, Any] = {
+    "roster": [
+        {
+            "name": "registry",
+            "kind": "registry",
+            "configured": True,
+            "skip_reason": None,
+            "max_attempts": 1,
+            "takes_over_after": None,
+        },
+        {
+            "name": "Kimi-cho",
+            "kind": "opencode",
+            "configured": False,
+            "skip_reason": "opencode is not installed",
+            "max_attempts": 2,
+            "takes_over_after": None,
+        },
+        {
+            "name": "rStar",
+            "kind": "openai",
+            "configured": True,
+            "skip_reason": None,
+            "max_attempts": 3,
+            "takes_over_after": 9,
+        },
+    ],
+    "thresholds": {"rstar": 9, "escalation_warning": None},
+    "remote_attempts": None,
+    "long_task": False,
+    "restart_attempts": {},
+}
+
+
+def test_ladder_table_rows_in_roster_order() -> None:
+    """The ladder table numbers rungs in order, says yes/no, the skip reason and rStar's turn."""
+    lines = render(ladder_table(LADDER)).splitlines()
+    assert lines[0].split()[:3] == ["#", "agent", "kind"]
+    assert lines[1].split() == ["1", "registry", "registry", "yes", "-", "1", "-"]
+    assert lines[2].split()[:4] == ["2", "Kimi-cho", "opencode", "no"]
+    assert "opencode is not installed" in lines[2]
+    assert lines[3].split() == ["3", "rStar", "openai", "yes", "-", "3", "after", "9", "attempts"]
+
+
+def test_ladder_summary_names_each_threshold() -> None:
+    """The summary line says the rStar threshold, warning off, unbounded remote attempts."""
+    assert ladder_summary(LADDER) == [
+        "rStar threshold 9 attempts; escalation warning off; remote attempts unbounded; "
+        "long task off"
+    ]
+    off = {**LADDER, "thresholds": {"rstar": 0, "escalation_warning": 2}, "long_task": True}
+    assert ladder_summary(off)[0].startswith("rStar disabled; escalation warning after 2 ")
+
+
+def test_patches_table_shows_each_field_and_colours_status() -> None:
+    """The patches table has time, id, agent, status, files and reason; status is coloured."""
+    records = [
+        {
+            "patch_id": "20260102T030405Z-a1b2c3",
+            "status": "kept",
+            "agent": "registry",
+            "files": ["app.sh", "conf.d/main.conf"],
+            "time": "2026-01-02T03:04:05",
+        },
+        {
+            "patch_id": "20260102T030500Z-d4e5f6",
+            "status": "refused",
+            "agent": "Crown",
+            "files": ["../x"],
+            "reason": "../x: '..' is not allowed in a path",
+            "time": "2026-01-02T03:05:00",
+        },
+    ]
+    table = patches_table(records)
+    lines = render(table).splitlines()
+    assert lines[0].split() == ["time", "patch", "agent", "status", "files", "reason"]
+    assert lines[1].split() == [
+        "2026-01-02",
+        "03:04:05",
+        "20260102T030405Z-a1b2c3",
+        "registry",
+        "kept",
+        "app.sh,",
+        "conf.d/main.conf",
+        "-",
+    ]
+    assert "'..' is not allowed" in lines[2]
+    styles = {c.plain: str(c.style) for c in table.columns[3].cells if isinstance(c, Text)}
+    assert styles == {"kept": "green", "refused": "red"}
+
+
+def test_rollback_line_names_patch_later_patches_and_files() -> None:
+    """The rollback line names the reverted patch, any later ones it undid, and the files."""
+    record = {"patch_id": "P1", "undone": ["P1", "P2"], "files": ["a", "b"]}
+    assert (
+        rollback_line("web", record)
+        == "rolled back web: reverted patch P1 (and later P2); files: a, b"
+    )
+    assert (
+        rollback_line("web", {"patch_id": "P1"}) == "rolled back web: reverted patch P1; files: -"
+    )
+
+
+def test_heal_line_healed_and_not() -> None:
+    """Healed names the agent and patch; not healed gives the attempt count."""
+    healed = {"healed": True, "attempts": 1, "agent": "registry", "patch_id": "P"}
+    assert heal_line("web", healed) == "web: healed by registry (patch P)"
+    assert heal_line("web", {"healed": True, "attempts": 1, "agent": None, "patch_id": None}) == (
+        "web: healed"
+    )
+    assert heal_line("web", {"healed": False, "attempts": 4}) == "web: not healed after 4 attempts"
+
+
+class _FakeClient:
+    """Stands in for ControlClient: records heal's deadline, or raises what it is told."""
+
+    deadlines: list[float | None] = []
+    raise_on_heal: BaseException | None = None
+
+    @classmethod
+    async def connect(cls, *args: Any, **kwargs: Any) -> _FakeClient:
+        return cls()
+
+    async def close(self) -> None:
+        return None
+
+    async def heal(
+        self,
+        name: str,
+        long_task: bool,
+        retries: int | None,
+        remote_attempts: int | None,
+        deadline_s: float | None,
+    ) -> dict[str, Any]:
+        if self.raise_on_heal is not None:
+            raise self.raise_on_heal
+        self.deadlines.append(deadline_s)
+        return {"healed": True, "attempts": 1, "agent": "registry", "patch_id": "P"}
+
+
+@pytest.fixture
+def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[_FakeClient]:
+    """razarctl talking to a _FakeClient instead of a bus."""
+    monkeypatch.setattr(ctl, "ControlClient", _FakeClient)
+    monkeypatch.setattr(_FakeClient, "deadlines", [])
+    monkeypatch.setattr(_FakeClient, "raise_on_heal", None)
+    return _FakeClient
+
+
+def test_heal_waits_an_hour_forever_or_as_told(fake_client: type[_FakeClient]) -> None:
+    """heal waits HEAL_CALL_TIMEOUT, without limit with --long-task, or the given --timeout."""
+    runner = CliRunner()
+    assert runner.invoke(main, ["--address", "unix:path=/x", "heal", "web"]).exit_code == 0
+    assert runner.invoke(main, ["heal", "web", "--long-task"]).exit_code == 0
+    result = runner.invoke(main, ["--timeout", "5", "heal", "web", "--long-task"])
+    assert result.exit_code == 0
+    assert fake_client.deadlines == [HEAL_CALL_TIMEOUT, None, 5.0]
+
+
+def test_heal_ctrl_c_exits_130(fake_client: type[_FakeClient]) -> None:
+    """Ctrl+C while waiting for heal exits 130 and says razard goes on."""
+    fake_client.raise_on_heal = KeyboardInterrupt()
+    result = CliRunner().invoke(main, ["heal", "web", "--long-task"])
+    assert result.exit_code == 130
+    assert "interrupted; razard goes on healing web" in result.output

@@ -1,0 +1,442 @@
+"""Artifact files on disk: reached without following symlinks, snapshotted by content.
+
+razard runs as root and writes into directories a component's own user may
+be able to change, so a path checked once could be swapped for a symlink
+before it is written. Every access here therefore walks from the artifact
+root one directory file descriptor at a time with ``O_NOFOLLOW``: a symlink
+anywhere on the way is an `UnsafePath`, never followed.
+
+Snapshots are content-addressed: each file's bytes are stored once under
+``snapshots/blobs/<sha256>``; a manifest ``snapshots/<component>/<id>.json``
+maps each relative path to its blob, or to null for a file that was absent
+(restoring removes it again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import posixpath
+import re
+import secrets
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from razard.repair.types import RepairError
+from razard.storage import read_json, write_json_atomic
+
+NEW_FILE_MODE: Final = 0o644
+NEW_DIR_MODE: Final = 0o755
+# Blobs hold artifact bytes, which may include secrets (tokens in a config file).
+BLOB_MODE: Final = 0o600
+_CHUNK: Final = 1024 * 1024
+_TMP_RE: Final = re.compile(r"^\..+\.razar-[0-9a-f]{8}\.tmp$")
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class UnsafePath(RepairError):
+    """An artifact path crosses a symlink, is not a regular file, or is too big."""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A regular artifact file as read: its bytes, permission bits and owner."""
+
+    data: bytes
+    mode: int
+    uid: int
+    gid: int
+
+
+def describe_mode(mode: int) -> str:
+    """A word for a non-regular file type, for refusal messages."""
+    kinds = (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a fifo"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((word for test, word in kinds if test(mode)), "not a regular file")
+
+
+# --------------------------------------------------------------------------- safe access
+
+
+@contextlib.contextmanager
+def open_root(root: str) -> Iterator[int]:
+    """A directory fd on the artifact root (its own symlinks resolved once, by configuration)."""
+    try:
+        fd = os.open(os.path.realpath(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafePath(f"artifact_root {root}: {exc.strerror or exc}") from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def open_parent(root_fd: int, rel: str, *, create: bool = False) -> Iterator[int | None]:
+    """An fd on the directory holding ``rel``; None if a directory on the way is missing.
+
+    With ``create``, missing directories are made (mode 0755). A symlink or a
+    non-directory on the way raises `UnsafePath`.
+    """
+    parts = rel.split("/")[:-1]
+    fd = os.dup(root_fd)
+    try:
+        for k, part in enumerate(parts):
+            where = "/".join(parts[: k + 1])
+            try:
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not create:
+                    yield None
+                    return
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, NEW_DIR_MODE, dir_fd=fd)
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"{rel}: {where} is {describe_mode(st.st_mode)}")
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:  # swapped for a symlink since the stat: ELOOP / ENOTDIR
+                raise UnsafePath(f"{rel}: {where}: {exc.strerror or exc}") from exc
+            os.close(fd)
+            fd = nfd
+        yield fd
+    except OSError as exc:
+        raise UnsafePath(f"{rel}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def read_regular(
+    root_fd: int, rel: str, limit: int | None = None, *, head: int | None = None
+) -> FileState | None:
+    """The regular file ``rel`` under the root, or None if absent; `UnsafePath` otherwise.
+
+    A fifo is never opened (that would block) and a device never read. With
+    ``limit``, a file larger than ``limit`` bytes raises `UnsafePath`; with
+    ``head``, only its first ``head`` bytes are read.
+    """
+    name = posixpath.basename(rel)
+    with open_parent(root_fd, rel) as dfd:
+        if dfd is None:
+            return None
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{rel} is {describe_mode(st.st_mode)}")
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd
+            )
+        except OSError as exc:
+            raise UnsafePath(f"{rel}: {exc.strerror or exc}") from exc
+        try:
+            fst = os.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
+                raise UnsafePath(f"{rel} changed while it was opened")
+            if limit is not None and fst.st_size > limit:
+                raise UnsafePath(f"{rel} is {fst.st_size} bytes, more than the {limit} byte limit")
+            data = _read_all(fd, limit if head is None else head - 1)[:head]
+            if limit is not None and len(data) > limit:
+                raise UnsafePath(f"{rel} is more than the {limit} byte limit")
+        finally:
+            os.close(fd)
+    return FileState(data, stat.S_IMODE(fst.st_mode), fst.st_uid, fst.st_gid)
+
+
+def _read_all(fd: int, limit: int | None) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = os.read(fd, _CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if limit is not None and size > limit:  # enough for a head, or the file grew
+            return b"".join(chunks)
+
+
+def write_atomic(
+    root_fd: int, rel: str, data: bytes, mode: int, owner: tuple[int, int] | None = None
+) -> None:
+    """Replace ``rel`` with ``data`` atomically: temp file beside it, fsync, rename, dir fsync.
+
+    Missing parent directories are created. ``owner`` (uid, gid) is applied
+    when it differs from razard's own and razard may set it.
+    """
+    name = posixpath.basename(rel)
+    with open_parent(root_fd, rel, create=True) as dfd:
+        assert dfd is not None  # create=True never yields None
+        tmp = f".{name}.razar-{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dfd,
+            )
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if owner is not None and owner != (os.geteuid(), os.getegid()):
+                    # Not root: the file stays ours; the content matters more than its owner.
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(fd, *owner)
+                os.fchmod(fd, mode)  # after fchown, which clears setuid/setgid bits
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise UnsafePath(f"{rel}: cannot write: {exc.strerror or exc}") from exc
+
+
+def remove_file(root_fd: int, rel: str) -> bool:
+    """Remove ``rel`` if present (not following symlinks); True if something was removed."""
+    with open_parent(root_fd, rel) as dfd:
+        if dfd is None:
+            return False
+        try:
+            os.unlink(posixpath.basename(rel), dir_fd=dfd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise UnsafePath(f"{rel}: cannot remove: {exc.strerror or exc}") from exc
+        os.fsync(dfd)
+        return True
+
+
+def remove_stale_temps(root_fd: int, rel: str) -> int:
+    """Remove the temp files `write_atomic` left in ``rel``'s directory when killed mid-write."""
+    removed = 0
+    with contextlib.suppress(UnsafePath), open_parent(root_fd, rel) as dfd:
+        if dfd is None:
+            return 0
+        for entry in os.listdir(dfd):
+            if _TMP_RE.match(entry):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry, dir_fd=dfd)
+                    removed += 1
+    return removed
+
+
+def list_artifact_files(root_fd: int, artifacts: Iterable[str]) -> list[str]:
+    """Every regular file the declared artifacts name or hold, as sorted relative paths.
+
+    A declared directory (``"x/"``) is walked without following symlinks;
+    symlinks, devices and fifos are left out, as is anything behind a symlink.
+    """
+    found: set[str] = set()
+    for entry in artifacts:
+        norm = posixpath.normpath(entry)
+        try:
+            if entry.endswith("/"):
+                found.update(_walk(root_fd, norm))
+            elif read_kind(root_fd, norm) == "file":
+                found.add(norm)
+        except UnsafePath:
+            continue  # not patchable either: check() refuses the same paths
+    return sorted(found)
+
+
+def read_kind(root_fd: int, rel: str) -> str:
+    """``"file"``, ``"absent"`` or a word for another kind of file; `UnsafePath` for symlinks."""
+    with open_parent(root_fd, rel) as dfd:
+        if dfd is None:
+            return "absent"
+        try:
+            st = os.stat(posixpath.basename(rel), dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return "absent"
+        return "file" if stat.S_ISREG(st.st_mode) else describe_mode(st.st_mode)
+
+
+def _walk(root_fd: int, top: str) -> list[str]:
+    out: list[str] = []
+    with open_parent(root_fd, f"{top}/x") as dfd:
+        if dfd is None:
+            return out
+        for dirpath, _dirs, files, dirfd in os.fwalk(".", dir_fd=dfd, follow_symlinks=False):
+            for f in files:
+                if _TMP_RE.match(f):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISREG(os.stat(f, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                        out.append(posixpath.normpath(posixpath.join(top, dirpath, f)))
+    return out
+
+
+def missing_dirs(root_fd: int, rel: str) -> list[str]:
+    """The parent directories of ``rel`` that do not exist yet, outermost first."""
+    parts = rel.split("/")[:-1]
+    for k in range(len(parts)):
+        if read_kind(root_fd, "/".join(parts[: k + 1])) == "absent":
+            return ["/".join(parts[: j + 1]) for j in range(k, len(parts))]
+    return []
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class SnapshotStore:
+    """Content-addressed snapshots of a component's artifacts under ``<state_dir>/snapshots``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.base = state_dir / "snapshots"
+        self.blobs = self.base / "blobs"
+
+    def manifest_path(self, component: str, snapshot_id: str) -> Path:
+        """Where the manifest of ``snapshot_id`` lives."""
+        return self.base / component / f"{snapshot_id}.json"
+
+    def take(
+        self,
+        root_fd: int,
+        component: str,
+        snapshot_id: str,
+        files: Iterable[str],
+        absent_dirs: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Store every file in ``files`` (absent ones as null) and write the manifest.
+
+        ``absent_dirs`` are directories a patch is about to create, removed
+        again (when empty) on restore.
+        """
+        entries: dict[str, str | None] = {}
+        modes: dict[str, int] = {}
+        owners: dict[str, list[int]] = {}
+        for rel in sorted(set(files)):
+            state = read_regular(root_fd, rel)
+            if state is None:
+                entries[rel] = None
+                continue
+            entries[rel] = self._store_blob(state.data)
+            modes[rel] = state.mode
+            owners[rel] = [state.uid, state.gid]
+        manifest: dict[str, Any] = {
+            "snapshot_id": snapshot_id,
+            "component": component,
+            "files": entries,
+            "modes": modes,
+            "owners": owners,
+            "absent_dirs": sorted(set(absent_dirs)),
+        }
+        write_json_atomic(self.manifest_path(component, snapshot_id), manifest)
+        return manifest
+
+    def load(self, component: str, snapshot_id: str) -> dict[str, Any]:
+        """The manifest of ``snapshot_id``; `RepairError` if it is missing or unreadable."""
+        manifest = read_json(self.manifest_path(component, snapshot_id))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise RepairError(f"{component}: snapshot {snapshot_id} is missing or damaged")
+        return manifest
+
+    def restore(
+        self,
+        root_fd: int,
+        manifest: Mapping[str, Any],
+        also_absent: Iterable[str] = (),
+        also_absent_dirs: Iterable[str] = (),
+    ) -> list[str]:
+        """Put every file back as the manifest has it; return the paths that changed.
+
+        Files recorded as absent, and ``also_absent`` ones not in the manifest,
+        are removed; so are the manifest's absent directories and
+        ``also_absent_dirs``, when empty. A file already holding the right bytes and mode is left
+        alone, so restoring twice (after a crash mid-restore) is harmless.
+        """
+        files: dict[str, str | None] = dict(manifest["files"])
+        for rel in also_absent:
+            files.setdefault(rel, None)
+        modes: Mapping[str, int] = manifest.get("modes", {})
+        owners: Mapping[str, list[int]] = manifest.get("owners", {})
+        changed: list[str] = []
+        for parent in {posixpath.dirname(rel) for rel in files}:
+            remove_stale_temps(root_fd, posixpath.join(parent, "x"))
+        for rel, digest in sorted(files.items()):
+            if digest is None:
+                if read_kind(root_fd, rel) == "directory":
+                    raise UnsafePath(f"{rel}: cannot restore as absent: it is now a directory")
+                if remove_file(root_fd, rel):
+                    changed.append(rel)
+                continue
+            data = self._read_blob(digest, rel)
+            mode = int(modes.get(rel, NEW_FILE_MODE))
+            try:
+                current = read_regular(root_fd, rel)
+            except UnsafePath:
+                current = None  # replaced below by a regular file (rename does not follow links)
+            if current is not None and current.data == data and current.mode == mode:
+                continue
+            owner = owners.get(rel)
+            write_atomic(root_fd, rel, data, mode, (owner[0], owner[1]) if owner else None)
+            changed.append(rel)
+        dirs = set(manifest.get("absent_dirs", [])) | set(also_absent_dirs)
+        for d in sorted(dirs, key=len, reverse=True):
+            with contextlib.suppress(OSError, UnsafePath), open_parent(root_fd, d) as dfd:
+                if dfd is not None:
+                    os.rmdir(posixpath.basename(d), dir_fd=dfd)  # only if empty
+        return changed
+
+    def _store_blob(self, data: bytes) -> str:
+        digest = sha256(data)
+        path = self.blobs / digest
+        if path.exists():
+            return digest
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            tmp = self.blobs / f".{digest}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dfd = os.open(self.blobs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise RepairError(
+                f"{self.blobs}: cannot store snapshot: {exc.strerror or exc}"
+            ) from exc
+        return digest
+
+    def _read_blob(self, digest: str, rel: str) -> bytes:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise RepairError(f"{rel}: snapshot names a bad blob {digest!r}")
+        try:
+            data = (self.blobs / digest).read_bytes()
+        except OSError as exc:
+            code = errno.errorcode.get(exc.errno or 0, "")
+            raise RepairError(f"{rel}: snapshot blob {digest} unreadable ({code})") from exc
+        if sha256(data) != digest:
+            raise RepairError(f"{rel}: snapshot blob {digest} is corrupted")
+        return data

@@ -1,0 +1,179 @@
+"""The repair rung end to end: a real razard, a real user manager, real files, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from razard.sandbox import UserManager
+from tests.integration.fake_openai import FakeOpenAI, completion
+from tests.integration.harness import Razard, py, script, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+APP = """\
+import pathlib, sys, time
+mode = pathlib.Path("app.conf").read_text().split("=")[1].strip()
+if mode != "ok":
+    print(f"error: unknown mode '{mode}'", file=sys.stderr, flush=True)
+    sys.exit(2)
+print("app: serving", flush=True)
+time.sleep(100000)
+"""
+
+
+def component(name: str, workdir: Path) -> str:
+    return f"""
+        [[component]]
+        name = "{name}"
+        layer = "throat"
+        priority = 1
+        command = ["{py()}", "{workdir / "app.py"}"]
+        working_directory = "{workdir}"
+        artifacts = ["app.conf"]
+        restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
+        """
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "app"
+    d.mkdir()
+    script(d / "app.py", APP)
+    (d / "app.conf").write_text("# app settings\nmode = brokn\n")
+    return d
+
+
+@pytest.fixture
+def run_razard(
+    user_manager: UserManager, journald: object, tmp_path: Path
+) -> Iterator[list[Razard]]:
+    made: list[Razard] = []
+    yield made
+    for r in made:
+        r.stop()
+        r.cleanup_units([f"razar-{n}.service" for n in ("it-reg", "it-ai")])
+
+
+def test_registry_heals_known_fault_and_rollback_restores_it(
+    user_manager: UserManager, tmp_path: Path, app_dir: Path, run_razard: list[Razard]
+) -> None:
+    """A known fault is patched by the registry agent and verified; rollback restores the bytes."""
+    original = (app_dir / "app.conf").read_bytes()
+    r = Razard(user_manager, tmp_path, component("it-reg", app_dir))
+    run_razard.append(r)
+    shutil.copy(ROOT / "config" / "error_registry.toml", tmp_path / "error_registry.toml")
+    (tmp_path / "razar_ai_agents.json").write_text(
+        json.dumps({"active": "registry", "agents": [{"name": "registry", "kind": "registry"}]})
+    )
+    r.start(wait_ready=False)
+    c = r.wait_state("it-reg", "healthy", 60)
+    assert (app_dir / "app.conf").read_text() == "# app settings\nmode = ok\n"
+    assert c["state"] == "healthy"
+    history = _jsonl(r.state_dir / "patch_history.jsonl")
+    assert [h["status"] for h in history] == ["applied", "kept"]
+    inv = _jsonl(r.state_dir / "razar_ai_invocations.json")
+    healed = [i for i in inv if i["status"] == "healed"]
+    assert healed and healed[0]["agent"] == "registry"
+    assert healed[0]["signature"] == "demo-unknown-mode"
+
+    listed = json.loads(r.ctl("patches", "it-reg", "--json").stdout)
+    assert any(p["status"] == "kept" for p in listed)
+    assert "+mode = ok" in r.ctl("diff", "it-reg").stdout
+
+    out = r.ctl("rollback", "it-reg")
+    assert out.returncode == 0
+    assert (app_dir / "app.conf").read_bytes() == original
+    assert _jsonl(r.state_dir / "patch_history.jsonl")[-1]["status"] == "reverted"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class ThreadedFake:
+    """FakeOpenAI served from its own event loop thread, for a test that is synchronous."""
+
+    def __enter__(self) -> FakeOpenAI:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = FakeOpenAI()
+        asyncio.run_coroutine_threadsafe(self.server.__aenter__(), self.loop).result(10)
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.__aexit__(None, None, None), self.loop).result(
+            10
+        )
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _edit(search: str, replace: str, path: str = "app.conf") -> str:
+    return json.dumps(
+        {
+            "rationale": f"set {replace}",
+            "edits": [{"path": path, "search": search, "replace": replace}],
+        }
+    )
+
+
+def test_openai_rung_reverts_bad_refuses_outside_keeps_good(
+    user_manager: UserManager, tmp_path: Path, app_dir: Path, run_razard: list[Razard]
+) -> None:
+    """A model's wrong patch is reverted, one outside the artifacts refused, the right one kept."""
+    with ThreadedFake() as server:
+        server.queue(
+            completion(_edit("mode = brokn", "mode = fast")),  # applies, probe fails: reverted
+            completion(_edit("", "x", path="../escape.txt")),  # outside artifacts: refused
+            completion(_edit("mode = brokn", "mode = ok")),  # heals
+        )
+        (tmp_path / "razar_ai_agents.json").write_text(
+            json.dumps(
+                {
+                    "active": "crown",
+                    "agents": [
+                        {
+                            "name": "crown",
+                            "kind": "openai",
+                            "endpoint": server.url,
+                            "auth": "none",
+                            "model": "test-model",
+                            "timeout": 20,
+                            "max_attempts": 3,
+                        }
+                    ],
+                }
+            )
+        )
+        r = Razard(user_manager, tmp_path, component("it-ai", app_dir))
+        run_razard.append(r)
+        r.start(wait_ready=False)
+        r.wait_state("it-ai", "healthy", 90)
+        assert (app_dir / "app.conf").read_text() == "# app settings\nmode = ok\n"
+        assert not (tmp_path / "escape.txt").exists()
+        statuses = [
+            i["status"]
+            for i in _jsonl(r.state_dir / "razar_ai_invocations.json")
+            if i["status"] != "started"
+        ]
+        assert statuses == ["reverted", "refused", "healed"]
+        hist = [h["status"] for h in _jsonl(r.state_dir / "patch_history.jsonl")]
+        assert hist == ["applied", "reverted", "applied", "kept"]
+        body = server.requests[0].json()
+        assert body["model"] == "test-model"
+        assert "unknown mode 'brokn'" in json.dumps(body)  # the journal reached the model
+        wait_for(lambda: "razar_ai_invocation_success_total" in r.metrics_text(), 5, "metrics")
+        text = r.metrics_text()
+        assert 'razar_ai_invocation_success_total{component="it-ai"} 1.0' in text
+        assert 'razar_ai_invocation_failure_total{component="it-ai"} 2.0' in text
