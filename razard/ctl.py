@@ -256,6 +256,19 @@ def rollback_line(component: str, record: Mapping[str, Any]) -> str:
     return line + f"; files: {', '.join(str(f) for f in files) if files else '-'}"
 
 
+def rollback_restart_line(component: str, record: Mapping[str, Any]) -> str:
+    """What razard did with the unit after a rollback (``restarted`` in the record, if told)."""
+    restarted = record.get("restarted")
+    if restarted is True:
+        return f"razard restarted {component}"
+    if restarted is False:
+        return (
+            f"razard did not restart {component} (it is quarantined): "
+            f"`razarctl quarantine release {component}` starts it"
+        )
+    return f"razard restarts {component} unless it is quarantined"
+
+
 def heal_line(component: str, outcome: Mapping[str, Any]) -> str:
     """The outcome of ``heal`` in one line."""
     attempts = outcome.get("attempts", 0)
@@ -597,7 +610,7 @@ def rollback(ctx: click.Context, component: str, to: str | None, config_path: Pa
         _rollback_offline(error, component, to, config_path)
         return
     _say(rollback_line(component, record))
-    _say(f"razard restarted {component}")
+    _say(rollback_restart_line(component, record))
 
 
 def _rollback_offline(
@@ -646,7 +659,7 @@ def _rollback_offline(
     "--retries",
     type=click.IntRange(min=0),
     default=None,
-    help="Attempts per agent for this run (default: each agent's max_attempts).",
+    help="Plain restarts to try before the repair agents (default: none).",
 )
 @click.option(
     "--remote-attempts",

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: A component without a probe counts as healthy once its unit stayed active this long.
 NO_PROBE_UPTIME = 1.0
+#: Seconds before a failure cycle's first failure whose journal lines still belong to it.
+CYCLE_LOOKBACK = 10.0
 #: How long `razarctl restart` waits for the component to settle before answering.
 RESTART_REPLY_WAIT = 20.0
 
@@ -58,6 +60,7 @@ class Failure:
     probe_output: str = ""
     unit_result: str = ""
     exit_status: int | None = None
+    cycle_started: float | None = None  # when this failure cycle began (unix time)
 
 
 class EscalationRung(Protocol):
@@ -93,6 +96,7 @@ class Runner:
         self.unit_status: UnitStatus | None = None
         self.task: asyncio.Task[None] | None = None
         self.ladder_log: list[dict[str, Any]] = []  # rungs taken in this failure cycle
+        self.cycle_started: float | None = None
 
     @property
     def rec(self) -> ComponentRecord:
@@ -381,6 +385,8 @@ class Runner:
         sup.metrics.healthy.labels(cfg.name, cfg.layer).set(0)
         if not hist.restarts and not hist.escalations:
             self.ladder_log = []  # a new failure cycle
+            # its output may precede the failure razard saw: take a little before it too
+            self.cycle_started = now - CYCLE_LOOKBACK
         while True:
             decision = next_rung(self._history(), cfg.restart, len(sup.rungs), sup.rng)
             sup.metrics.rungs.labels(cfg.name, decision.rung.value).inc()
@@ -419,7 +425,9 @@ class Runner:
             rec.escalations += 1
             sup.set_state(self, "escalating", note=f"{decision.reason}: {rung.name}")
             try:
-                fixed = await rung.attempt(cfg, failure, self.verify)
+                fixed = await rung.attempt(
+                    cfg, replace(failure, cycle_started=self.cycle_started), self.verify
+                )
             except RazarError as e:
                 fixed = False
                 sup.event(self, "escalation_error", f"{rung.name}: {e}", priority=Priority.ERR)
@@ -873,7 +881,8 @@ class Supervisor:
             priority=Priority.NOTICE,
             patch_id=record.get("patch_id"),
         )
-        if runner.rec.status != "quarantined":
+        record = {**record, "restarted": runner.rec.status != "quarantined"}
+        if record["restarted"]:
             await self.restart_component(name)
         return record
 

@@ -51,6 +51,8 @@ class FailureInfo:
     probe_output: str = ""
     exit_status: int | None = None
     unit_result: str = ""
+    since: float | None = None  # unix time this failure cycle began: older journal lines are
+    # another incident's and would mislead the agents
 
 
 @dataclass
@@ -80,7 +82,9 @@ def _now() -> tuple[str, float]:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds"), t
 
 
-async def journal_tail(unit: str, lines: int = JOURNAL_LINES) -> tuple[str, ...]:
+async def journal_tail(
+    unit: str, since: float | None = None, lines: int = JOURNAL_LINES
+) -> tuple[str, ...]:
     """The unit's last journal lines (its own output), best effort and bounded in time."""
     ident = unit.removesuffix(".service")
     try:
@@ -91,6 +95,7 @@ async def journal_tail(unit: str, lines: int = JOURNAL_LINES) -> tuple[str, ...]
             "cat",
             "-n",
             str(lines),
+            *([f"--since=@{since:.0f}"] if since is not None else []),
             f"_SYSTEMD_UNIT={unit}",
             "+",
             f"_SYSTEMD_USER_UNIT={unit}",
@@ -124,7 +129,7 @@ class Handover:
         *,
         remote_attempts: int | None = None,
         escalation_warning: int | None = None,
-        journal: Callable[[str], Awaitable[tuple[str, ...]]] = journal_tail,
+        journal: Callable[[str, float | None], Awaitable[tuple[str, ...]]] = journal_tail,
     ) -> None:
         self.state_dir = state_dir
         self.roster = list(roster)
@@ -295,7 +300,7 @@ class Handover:
             probe_output=failure.probe_output,
             exit_status=failure.exit_status,
             unit_result=failure.unit_result,
-            journal=await self._journal(comp.unit),
+            journal=await self._journal(comp.unit, failure.since),
             history=tuple(self.history(comp.name)[-HISTORY_SHOWN:]),
             artifacts=(
                 await asyncio.to_thread(self.engine.read_artifacts, comp)

@@ -25,6 +25,7 @@ class RepairRung:
             probe_output=failure.probe_output,
             exit_status=failure.exit_status,
             unit_result=failure.unit_result,
+            since=getattr(failure, "cycle_started", None),
         )
         outcome = await self.handover.run(component, info, verify, long_task=self.long_task)
         self.last[component.name] = outcome

@@ -274,6 +274,7 @@ class FakeSupervisor:
             "by": "operator",
             "reason": f"operator rollback to before patch {kept[-1]['patch_id']}",
             "undone": [kept[-1]["patch_id"]],
+            "restarted": not self.components[name]["quarantined"],
         }
 
     async def heal(
@@ -800,7 +801,14 @@ async def test_rollback_through_razard_prints_the_reverted_record(served: Served
         f"rolled back api: reverted patch {PATCH_ID}; files: app.sh",
         "razard restarted api",
     ]
-    assert served.supervisor.calls == [("rollback", f"api {PATCH_ID}")]
+    served.supervisor.components["api"]["quarantined"] = True
+    again = await razarctl(served.address, "rollback", "api")
+    assert again.rc == 0, again.err
+    assert again.out.splitlines()[1] == (
+        "razard did not restart api (it is quarantined): "
+        "`razarctl quarantine release api` starts it"
+    )
+    assert served.supervisor.calls == [("rollback", f"api {PATCH_ID}"), ("rollback", "api")]
 
 
 async def test_rollback_with_nothing_to_roll_back_exits_1(served: Served) -> None:

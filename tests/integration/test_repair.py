@@ -61,7 +61,7 @@ def run_razard(
     yield made
     for r in made:
         r.stop()
-        r.cleanup_units([f"razar-{n}.service" for n in ("it-reg", "it-ai")])
+        r.cleanup_units([f"razar-{n}.service" for n in ("it-reg", "it-ai", "it-unfix")])
 
 
 def test_registry_heals_known_fault_and_rollback_restores_it(
@@ -177,3 +177,52 @@ def test_openai_rung_reverts_bad_refuses_outside_keeps_good(
         text = r.metrics_text()
         assert 'razar_ai_invocation_success_total{component="it-ai"} 1.0' in text
         assert 'razar_ai_invocation_failure_total{component="it-ai"} 2.0' in text
+
+
+def test_unfixable_is_quarantined_with_the_ladder_history(
+    user_manager: UserManager, tmp_path: Path, run_razard: list[Razard]
+) -> None:
+    """When no rung fixes it, the quarantine record carries every rung and agent attempt."""
+    s = script(tmp_path / "die.sh", "#!/bin/sh\necho 'fatal: nothing anyone knows' >&2\nexit 9\n")
+    shutil.copy(ROOT / "config" / "error_registry.toml", tmp_path / "error_registry.toml")
+    (tmp_path / "razar_ai_agents.json").write_text(
+        json.dumps(
+            {
+                "active": "registry",
+                "agents": [
+                    {"name": "registry", "kind": "registry"},
+                    {
+                        "name": "k2-coder",
+                        "kind": "openai",
+                        "endpoint_env": "KIMI_K2_URL",
+                        "auth": "bearer",
+                        "token_env": "KIMI_K2_TOKEN",
+                    },
+                ],
+            }
+        )
+    )
+    r = Razard(
+        user_manager,
+        tmp_path,
+        f"""
+        [[component]]
+        name = "it-unfix"
+        layer = "crown"
+        priority = 1
+        command = ["{s}"]
+        restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
+        """,
+    )
+    run_razard.append(r)
+    r.start(wait_ready=False)
+    r.wait_state("it-unfix", "quarantined", 60)
+    record = json.loads((r.state_dir / "quarantine" / "it-unfix.json").read_text())
+    rungs = [step["rung"] for step in record["ladder"]]
+    assert rungs[0] == "restart" and "repair agents" in rungs and rungs[-1] == "quarantine"
+    repair = next(step for step in record["ladder"] if step["rung"] == "repair agents")
+    assert repair["fixed"] is False
+    assert [a["agent"] for a in repair["attempts"]] == ["registry"]
+    assert "no registry entry matches" in repair["attempts"][0]["reason"]
+    skipped = [e for e in r.events("it-unfix") if e["event"] == "agent_skipped"]
+    assert any("set KIMI_K2_URL" in e["message"] for e in skipped)

@@ -21,6 +21,7 @@ from razard.ctl import (
     patches_table,
     quarantine_table,
     rollback_line,
+    rollback_restart_line,
     status_json,
     status_table,
 )
@@ -337,6 +338,15 @@ def test_rollback_line_names_patch_later_patches_and_files() -> None:
     assert (
         rollback_line("web", {"patch_id": "P1"}) == "rolled back web: reverted patch P1; files: -"
     )
+
+
+def test_rollback_restart_line_follows_the_record() -> None:
+    """Restarted, not restarted (quarantined), or not said: each reads as what razard did."""
+    assert rollback_restart_line("web", {"restarted": True}) == "razard restarted web"
+    assert "did not restart web (it is quarantined)" in rollback_restart_line(
+        "web", {"restarted": False}
+    )
+    assert rollback_restart_line("web", {}) == "razard restarts web unless it is quarantined"
 
 
 def test_heal_line_healed_and_not() -> None:
