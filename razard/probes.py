@@ -60,12 +60,15 @@ class Prober:
         self._env = dict(env) if env is not None else None
         self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
 
-    async def run(self, probe: ProbeConfig) -> ProbeResult:
-        """Run ``probe`` once within ``probe.timeout``; never raises for a failing probe."""
+    async def run(self, probe: ProbeConfig, *, cwd: str | None = None) -> ProbeResult:
+        """Run ``probe`` once within ``probe.timeout``; never raises for a failing probe.
+
+        ``cwd``: where an exec probe runs (the component's working directory).
+        """
         start = time.monotonic()
         try:
             if probe.kind == "exec":
-                ok, detail, output = await self._exec(probe)
+                ok, detail, output = await self._exec(probe, cwd)
             elif probe.kind == "http":
                 ok, detail, output = await self._http(probe)
             elif probe.kind == "tcp":
@@ -130,7 +133,7 @@ class Prober:
                 await writer.wait_closed()
         return True, f"connected to {where}", ""
 
-    async def _exec(self, probe: ProbeConfig) -> tuple[bool, str, str]:
+    async def _exec(self, probe: ProbeConfig, cwd: str | None) -> tuple[bool, str, str]:
         if not probe.command:
             return False, "no command configured", ""
         program = probe.command[0]
@@ -141,6 +144,7 @@ class Prober:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self._env,
+                cwd=cwd or None,
                 start_new_session=True,
             )
         except FileNotFoundError:

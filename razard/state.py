@@ -33,6 +33,7 @@ class ComponentRecord:
     last_error: str | None = None
     since: float = field(default_factory=time.time)  # unix time of the last status change
     operator_stopped: bool = False
+    in_escalation: bool = False  # a rung was running; if razard died then, it is retried
 
     @classmethod
     def from_json(cls, raw: Any) -> ComponentRecord:

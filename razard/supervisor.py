@@ -155,6 +155,17 @@ class Runner:
     async def _loop(self, *, adopt: bool, force_restart: bool) -> None:
         name = self.cfg.name
         healthy = False
+        if self.rec.in_escalation and self.rec.escalations > 0:
+            # razard stopped in the middle of a rung (its unverified patch has been undone):
+            # that rung did not get its chance, so it is tried again rather than skipped
+            self.rec.escalations -= 1
+            self.rec.in_escalation = False
+            self.sup.event(
+                self,
+                "escalation_interrupted",
+                "the last escalation was interrupted by a razard restart; it will be tried again",
+                priority=Priority.WARNING,
+            )
         if self.rec.status == "quarantined" and not self.sup.quarantine.is_quarantined(name):
             # the file was deleted while razard was not running: that is a release
             self.sup.quarantine.log_release(name, "file removed while razard was down")
@@ -283,7 +294,7 @@ class Runner:
         probe = self.cfg.probe
         if probe is None:
             return None
-        result = await self.sup.prober.run(probe)
+        result = await self.sup.prober.run(probe, cwd=self.cfg.working_directory or None)
         m = self.sup.metrics
         m.probe_duration.labels(self.cfg.name, probe.kind).observe(result.duration)
         m.probes.labels(self.cfg.name, probe.kind, "ok" if result.ok else "failed").inc()
@@ -423,6 +434,7 @@ class Runner:
                 return None
             rung = sup.rungs[decision.attempt - 1]
             rec.escalations += 1
+            rec.in_escalation = True  # persisted: a razard killed mid-rung retries the rung
             sup.set_state(self, "escalating", note=f"{decision.reason}: {rung.name}")
             try:
                 fixed = await rung.attempt(
@@ -431,6 +443,7 @@ class Runner:
             except RazarError as e:
                 fixed = False
                 sup.event(self, "escalation_error", f"{rung.name}: {e}", priority=Priority.ERR)
+            rec.in_escalation = False
             records = getattr(rung, "records", None)
             self.ladder_log.append(
                 {

@@ -39,6 +39,8 @@ INVOCATIONS_FILE: Final = "razar_ai_invocations.json"
 LONG_TASK_FILE: Final = "razar_long_task.json"
 HISTORY_SHOWN: Final = 20  # earlier invocations told to the agents
 JOURNAL_LINES: Final = 30
+LONG_TASK_PAUSE: Final = 1.0  # between rounds of a long task, doubling up to the cap
+LONG_TASK_PAUSE_CAP: Final = 60.0
 
 Verify = Callable[[], Awaitable[bool]]
 
@@ -149,7 +151,7 @@ class Handover:
         return [
             r
             for r in read_jsonl(self.invocations)
-            if r.get("component") == component and r.get("status") != "started"
+            if r.get("component") == component and r.get("status") not in ("started", "skipped")
         ]
 
     def _record(self, path: Path, rec: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +223,9 @@ class Handover:
                 self._emit(
                     comp, "agent_skipped", f"{entry.name}: {entry.skip_reason}", agent=entry.name
                 )
+        pause = LONG_TASK_PAUSE
         while True:
+            tried_this_round = 0
             for entry in self.roster:
                 if entry.factory is None:
                     continue
@@ -254,23 +258,27 @@ class Handover:
                             agent=entry.name,
                         )
                         break
+                    rec = await self._attempt(
+                        comp, failure, verify, entry, agent, n, cumulative + 1, long_task
+                    )
+                    outcome.records.append(rec)
+                    if rec["status"] == "skipped":  # not an attempt: nothing was asked of it
+                        break
                     if entry.remote:
                         remote_used += 1
                     cumulative += 1
                     outcome.attempts += 1
-                    rec = await self._attempt(
-                        comp, failure, verify, entry, agent, n, cumulative, long_task
-                    )
-                    outcome.records.append(rec)
-                    if rec["status"] == "skipped":
-                        break
+                    tried_this_round += 1
                     if rec["status"] == "healed":
                         outcome.healed = True
                         outcome.agent = entry.name
                         outcome.patch_id = rec.get("patch_id")
                         return outcome
-            if not long_task or outcome.attempts == 0:
-                return outcome
+            if not long_task or tried_this_round == 0:
+                return outcome  # a long task with nothing left to ask ends instead of spinning
+            self._emit(comp, "long_task_round", f"not healed yet; asking again in {pause:g}s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONG_TASK_PAUSE_CAP)
 
     async def _attempt(
         self,
@@ -359,8 +367,23 @@ class Handover:
             return self._finish(
                 comp, base, "refused", str(e), long_task, rationale=proposal.rationale
             )
+        applying = asyncio.ensure_future(asyncio.to_thread(self.engine.apply, comp, prepared))
         try:
-            applied: AppliedPatch = await asyncio.to_thread(self.engine.apply, comp, prepared)
+            # shielded: a cancel must not lose track of an apply still running in its thread
+            applied: AppliedPatch = await asyncio.shield(applying)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                done = await applying
+                await asyncio.to_thread(self.engine.abort, comp, done)
+                self.metrics.patches.labels(comp.name, "reverted").inc()
+                self._finish(
+                    comp,
+                    {**base, "patch_id": done.patch_id},
+                    "aborted",
+                    "aborted while the patch was being applied",
+                    long_task,
+                )
+            raise
         except PatchRefused as e:  # the file changed between check and apply
             self.metrics.patches.labels(comp.name, "refused").inc()
             return self._finish(

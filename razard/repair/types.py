@@ -86,7 +86,11 @@ class RepairContext:
         if self.history:
             lines = [
                 f"- attempt {h.get('attempt')} by {h.get('agent')}: {h.get('status')}"
-                + (f" ({h.get('error')})" if h.get("error") else "")
+                + (
+                    f" ({h.get('reason') or h.get('error')})"
+                    if h.get("reason") or h.get("error")
+                    else ""
+                )
                 for h in self.history
             ]
             parts.append(

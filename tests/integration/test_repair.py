@@ -61,7 +61,7 @@ def run_razard(
     yield made
     for r in made:
         r.stop()
-        r.cleanup_units([f"razar-{n}.service" for n in ("it-reg", "it-ai", "it-unfix")])
+        r.cleanup_units([f"razar-{n}.service" for n in ("it-reg", "it-ai", "it-unfix", "it-kill9")])
 
 
 def test_registry_heals_known_fault_and_rollback_restores_it(
@@ -226,3 +226,46 @@ def test_unfixable_is_quarantined_with_the_ladder_history(
     assert "no registry entry matches" in repair["attempts"][0]["reason"]
     skipped = [e for e in r.events("it-unfix") if e["event"] == "agent_skipped"]
     assert any("set KIMI_K2_URL" in e["message"] for e in skipped)
+
+
+def test_razard_killed_while_verifying_restores_the_artifacts(
+    user_manager: UserManager, tmp_path: Path, app_dir: Path, run_razard: list[Razard]
+) -> None:
+    """SIGKILL during a patch's verification: the next razard restores the bytes, then re-heals."""
+    import signal
+
+    original = (app_dir / "app.conf").read_bytes()
+    shutil.copy(ROOT / "config" / "error_registry.toml", tmp_path / "error_registry.toml")
+    (tmp_path / "razar_ai_agents.json").write_text(
+        json.dumps({"active": "registry", "agents": [{"name": "registry", "kind": "registry"}]})
+    )
+    slow_probe = '["/bin/sh", "-c", "sleep 4; grep -q \\"mode = ok\\" app.conf"]'
+    r = Razard(
+        user_manager,
+        tmp_path,
+        component("it-kill9", app_dir)
+        + f"""
+        start_timeout = 20
+        [component.probe]
+        type = "exec"
+        command = {slow_probe}
+        timeout = 10
+        interval = 1
+        """,
+    )
+    run_razard.append(r)
+    r.start(wait_ready=False)
+    history = r.state_dir / "patch_history.jsonl"
+    wait_for(lambda: history.exists() and "applied" in history.read_text(), 60, "a patch")
+    assert (app_dir / "app.conf").read_text().endswith("mode = ok\n")  # applied, unverified
+    r.stop(signal.SIGKILL)
+    r.start(wait_ready=False)
+    recovered = [h for h in _jsonl(history) if h["status"] == "reverted"]
+    assert recovered and "restarted before the patch was verified" in recovered[0]["reason"]
+    # the restore happened before the new razard did anything else: the original bytes came
+    # back (the registry then heals again, through a new patch that is verified and kept)
+    assert any(e["event"] == "patch_recovered" for e in r.events())
+    r.wait_state("it-kill9", "healthy", 90)
+    statuses = [h["status"] for h in _jsonl(history)]
+    assert statuses[:2] == ["applied", "reverted"] and statuses[-1] == "kept"
+    assert original != (app_dir / "app.conf").read_bytes()
