@@ -269,3 +269,50 @@ def test_razard_killed_while_verifying_restores_the_artifacts(
     statuses = [h["status"] for h in _jsonl(history)]
     assert statuses[:2] == ["applied", "reverted"] and statuses[-1] == "kept"
     assert original != (app_dir / "app.conf").read_bytes()
+
+
+def test_openai_rung_survives_hang_garbage_and_throttling(
+    user_manager: UserManager, tmp_path: Path, app_dir: Path, run_razard: list[Razard]
+) -> None:
+    """A reply that never comes and a malformed one fail their attempts; 429/500 are retried."""
+    from tests.integration.fake_openai import Reply, error
+
+    with ThreadedFake() as server:
+        server.queue(
+            Reply(hang=True),  # attempt 1: no reply within the agent's timeout
+            completion("this is not JSON"),  # attempt 2: malformed
+            error(429, "slow down", ("Retry-After", "1")),  # attempt 3: throttled, retried,
+            error(500, "boom"),  # then a server error, retried,
+            completion(_edit("mode = brokn", "mode = ok")),  # then the fix
+        )
+        (tmp_path / "razar_ai_agents.json").write_text(
+            json.dumps(
+                {
+                    "active": "crown",
+                    "agents": [
+                        {
+                            "name": "crown",
+                            "kind": "openai",
+                            "endpoint": server.url,
+                            "auth": "none",
+                            "model": "m",
+                            "timeout": 3,
+                            "max_attempts": 3,
+                        }
+                    ],
+                }
+            )
+        )
+        r = Razard(user_manager, tmp_path, component("it-ai", app_dir))
+        run_razard.append(r)
+        r.start(wait_ready=False)
+        r.wait_state("it-ai", "healthy", 90)
+        done = [
+            i for i in _jsonl(r.state_dir / "razar_ai_invocations.json") if i["status"] != "started"
+        ]
+        assert [i["status"] for i in done] == ["failed", "failed", "healed"]
+        assert "no reply within" in done[0]["reason"]
+        assert "malformed reply" in done[1]["reason"]
+        assert (app_dir / "app.conf").read_text() == "# app settings\nmode = ok\n"
+        text = r.metrics_text()
+        assert 'razar_ai_invocation_retries_total{component="it-ai"} 2.0' in text
