@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -137,8 +138,8 @@ def unit_name_for(name: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Reader:
-    """Collects problems while reading typed values out of TOML tables."""
+class Reader:
+    """Collects problems while reading typed values out of parsed TOML or JSON objects."""
 
     def __init__(self, file: str) -> None:
         self.file = file
@@ -149,26 +150,26 @@ class _Reader:
 
     def table(self, value: Any, key: str) -> Mapping[str, Any] | None:
         if not isinstance(value, dict):
-            self.problem(key, f"expected a table, got {_typename(value)}")
+            self.problem(key, f"expected a table, got {typename(value)}")
             return None
         return value
 
-    def unknown(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+    def unknown(self, table: Mapping[str, Any], prefix: str, allowed: AbstractSet[str]) -> None:
         for k in table:
             if k not in allowed:
                 hint = f"; expected one of: {', '.join(sorted(allowed))}"
-                self.problem(_join(prefix, k), f"unknown key{hint}")
+                self.problem(join_key(prefix, k), f"unknown key{hint}")
 
     def string(
         self, table: Mapping[str, Any], prefix: str, key: str, default: str | None = None
     ) -> str | None:
         if key not in table:
             if default is None:
-                self.problem(_join(prefix, key), "required key is missing")
+                self.problem(join_key(prefix, key), "required key is missing")
             return default
         value = table[key]
         if not isinstance(value, str):
-            self.problem(_join(prefix, key), f"expected a string, got {_typename(value)}")
+            self.problem(join_key(prefix, key), f"expected a string, got {typename(value)}")
             return default
         return value
 
@@ -183,14 +184,14 @@ class _Reader:
     ) -> int | None:
         if key not in table:
             if default is None:
-                self.problem(_join(prefix, key), "required key is missing")
+                self.problem(join_key(prefix, key), "required key is missing")
             return default
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(_join(prefix, key), f"expected an integer, got {_typename(value)}")
+            self.problem(join_key(prefix, key), f"expected an integer, got {typename(value)}")
             return default
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            self.problem(_join(prefix, key), f"must be between {lo} and {hi}, got {value}")
+            self.problem(join_key(prefix, key), f"must be between {lo} and {hi}, got {value}")
             return default
         return value
 
@@ -210,7 +211,7 @@ class _Reader:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.problem(
-                _join(prefix, key), f"expected a number of seconds, got {_typename(value)}"
+                join_key(prefix, key), f"expected a number of seconds, got {typename(value)}"
             )
             return default
         try:
@@ -219,7 +220,7 @@ class _Reader:
             f = math.inf if value > 0 else -math.inf
         if f != f or f > hi or f < lo or (lo_open and f == lo):
             op = ">" if lo_open else ">="
-            self.problem(_join(prefix, key), f"must be {op} {lo:g} and <= {hi:g}, got {value}")
+            self.problem(join_key(prefix, key), f"must be {op} {lo:g} and <= {hi:g}, got {value}")
             return default
         return f
 
@@ -227,21 +228,21 @@ class _Reader:
         value = table[key]
         if isinstance(value, str):
             self.problem(
-                _join(prefix, key),
+                join_key(prefix, key),
                 'expected a list of strings (argv), e.g. ["/usr/bin/app", "--port", "80"]',
             )
             return None
         if not isinstance(value, list) or not value:
-            self.problem(_join(prefix, key), "expected a non-empty list of strings (argv)")
+            self.problem(join_key(prefix, key), "expected a non-empty list of strings (argv)")
             return None
         if not all(isinstance(v, str) for v in value):
-            self.problem(_join(prefix, key), "every element must be a string")
+            self.problem(join_key(prefix, key), "every element must be a string")
             return None
         if any(has_control(v) for v in value):
-            self.problem(_join(prefix, key), "arguments cannot contain control characters")
+            self.problem(join_key(prefix, key), "arguments cannot contain control characters")
             return None
         if not value[0]:
-            self.problem(_join(prefix, key), "the program (first element) is empty")
+            self.problem(join_key(prefix, key), "the program (first element) is empty")
             return None
         return tuple(value)
 
@@ -251,11 +252,13 @@ def has_control(text: str) -> bool:
     return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
 
 
-def _join(prefix: str, key: str) -> str:
+def join_key(prefix: str, key: str) -> str:
+    """``prefix.key`` (or ``key`` at the top level): how a problem names its key."""
     return f"{prefix}.{key}" if prefix else key
 
 
-def _typename(value: Any) -> str:
+def typename(value: Any) -> str:
+    """How a problem names the type it got: "a table", "an array", ..."""
     return {
         dict: "a table",
         list: "an array",
@@ -303,7 +306,7 @@ def _resolve(base: Path, raw: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def _resolve_key(r: _Reader, base: Path, raw: str, key: str) -> Path | None:
+def _resolve_key(r: Reader, base: Path, raw: str, key: str) -> Path | None:
     """`_resolve`, recording a problem (not raising) when ``~`` or ``~user`` cannot expand."""
     try:
         return _resolve(base, raw)
@@ -312,7 +315,7 @@ def _resolve_key(r: _Reader, base: Path, raw: str, key: str) -> Path | None:
         return None
 
 
-def _parse_daemon(r: _Reader, raw: Any, base: Path, env: Mapping[str, str]) -> DaemonConfig:
+def _parse_daemon(r: Reader, raw: Any, base: Path, env: Mapping[str, str]) -> DaemonConfig:
     t = r.table(raw, "razard") if raw is not None else {}
     if t is None:
         return DaemonConfig()
@@ -349,7 +352,7 @@ def _parse_daemon(r: _Reader, raw: Any, base: Path, env: Mapping[str, str]) -> D
     )
 
 
-def _parse_probe(r: _Reader, raw: Any, prefix: str) -> ProbeConfig | None:
+def _parse_probe(r: Reader, raw: Any, prefix: str) -> ProbeConfig | None:
     t = r.table(raw, prefix)
     if t is None:
         return None
@@ -358,12 +361,12 @@ def _parse_probe(r: _Reader, raw: Any, prefix: str) -> ProbeConfig | None:
     if kind is None:
         return None
     if kind not in _PROBE_ONLY:
-        r.problem(_join(prefix, "type"), f'must be "exec", "http" or "tcp", got {kind!r}')
+        r.problem(join_key(prefix, "type"), f'must be "exec", "http" or "tcp", got {kind!r}')
         return None
     for other, keys in _PROBE_ONLY.items():
         if other != kind:
             for k in keys & set(t) - _PROBE_ONLY[kind]:
-                r.problem(_join(prefix, k), f"only valid for {other} probes, this is {kind}")
+                r.problem(join_key(prefix, k), f"only valid for {other} probes, this is {kind}")
     interval = r.number(t, prefix, "interval", DEFAULT_PROBE_INTERVAL, 0.0, 86400.0, lo_open=True)
     timeout = r.number(t, prefix, "timeout", DEFAULT_PROBE_TIMEOUT, 0.0, 3600.0, lo_open=True)
     threshold = r.integer(t, prefix, "failure_threshold", DEFAULT_PROBE_THRESHOLD, 1, 1000)
@@ -374,13 +377,13 @@ def _parse_probe(r: _Reader, raw: Any, prefix: str) -> ProbeConfig | None:
     port = 0
     if kind == "exec":
         if "command" not in t:
-            r.problem(_join(prefix, "command"), "required for exec probes")
+            r.problem(join_key(prefix, "command"), "required for exec probes")
         else:
             command = r.argv(t, prefix, "command") or ()
     elif kind == "http":
         url = r.string(t, prefix, "url") or ""
         if url and not re.match(r"^https?://[^/\s]+", url):
-            r.problem(_join(prefix, "url"), f"expected an http:// or https:// URL, got {url!r}")
+            r.problem(join_key(prefix, "url"), f"expected an http:// or https:// URL, got {url!r}")
         expect_status = r.integer(t, prefix, "expect_status", 200, 100, 599) or 200
     else:
         host = r.string(t, prefix, "host", "127.0.0.1") or "127.0.0.1"
@@ -398,7 +401,7 @@ def _parse_probe(r: _Reader, raw: Any, prefix: str) -> ProbeConfig | None:
     )
 
 
-def _parse_restart(r: _Reader, raw: Any, prefix: str) -> RestartPolicy:
+def _parse_restart(r: Reader, raw: Any, prefix: str) -> RestartPolicy:
     t = r.table(raw, prefix)
     if t is None:
         return RestartPolicy()
@@ -407,7 +410,9 @@ def _parse_restart(r: _Reader, raw: Any, prefix: str) -> RestartPolicy:
     base = r.number(t, prefix, "backoff_base", DEFAULT_BACKOFF_BASE, 0.0, 3600.0)
     cap = r.number(t, prefix, "backoff_cap", DEFAULT_BACKOFF_CAP, 0.0, 86400.0)
     if cap < base:
-        r.problem(_join(prefix, "backoff_cap"), f"must be >= backoff_base ({base:g}), got {cap:g}")
+        r.problem(
+            join_key(prefix, "backoff_cap"), f"must be >= backoff_base ({base:g}), got {cap:g}"
+        )
     window = r.number(t, prefix, "healthy_window", DEFAULT_HEALTHY_WINDOW, 0.0, 7 * 86400.0)
     jitter = r.number(t, prefix, "jitter", DEFAULT_JITTER, 0.0, 1.0)
     return RestartPolicy(
@@ -419,7 +424,7 @@ def _parse_restart(r: _Reader, raw: Any, prefix: str) -> RestartPolicy:
     )
 
 
-def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None:
+def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
     prefix = f"component[{index}]"
     t = r.table(raw, prefix)
     if t is None:
@@ -429,7 +434,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
     if name is not None:
         if not NAME_RE.fullmatch(name):
             r.problem(
-                _join(prefix, "name"),
+                join_key(prefix, "name"),
                 f"{name!r} is not a valid name: lower-case letters, digits, _ and -, "
                 "starting with a letter or digit, at most 63 characters",
             )
@@ -438,7 +443,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
     r.unknown(t, prefix, _COMPONENT_KEYS)
     layer = r.string(t, prefix, "layer")
     if layer is not None and layer not in LAYERS:
-        r.problem(_join(prefix, "layer"), f"must be one of {', '.join(LAYERS)}; got {layer!r}")
+        r.problem(join_key(prefix, "layer"), f"must be one of {', '.join(LAYERS)}; got {layer!r}")
     priority = r.integer(t, prefix, "priority", None, 0, 1_000_000)
 
     unit = ""
@@ -451,31 +456,31 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
     elif has_unit:
         unit = r.string(t, prefix, "unit") or ""
         if unit and not UNIT_RE.fullmatch(unit):
-            r.problem(_join(prefix, "unit"), f"{unit!r} is not a unit name like app.service")
+            r.problem(join_key(prefix, "unit"), f"{unit!r} is not a unit name like app.service")
         for k in ("environment", "working_directory", "user"):
             if k in t:
                 r.problem(
-                    _join(prefix, k),
+                    join_key(prefix, k),
                     "only valid with `command`: razard does not edit units it does not own",
                 )
     else:
         command = r.argv(t, prefix, "command") or ()
         if command and not command[0].startswith("/"):
             r.problem(
-                _join(prefix, "command"),
+                join_key(prefix, "command"),
                 f"the program must be an absolute path (systemd runs it without a shell), "
                 f"got {command[0]!r}",
             )
 
     environment: list[tuple[str, str]] = []
     if "environment" in t:
-        env_t = r.table(t["environment"], _join(prefix, "environment"))
+        env_t = r.table(t["environment"], join_key(prefix, "environment"))
         for k, v in (env_t or {}).items():
-            key = _join(_join(prefix, "environment"), k)
+            key = join_key(join_key(prefix, "environment"), k)
             if not ENV_NAME_RE.fullmatch(k):
                 r.problem(key, "not a valid environment variable name")
             elif not isinstance(v, str):
-                r.problem(key, f"expected a string, got {_typename(v)}")
+                r.problem(key, f"expected a string, got {typename(v)}")
             elif has_control(v):
                 r.problem(key, "value cannot contain control characters (newline, CR, NUL...)")
             else:
@@ -485,15 +490,16 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
         not working_directory.startswith("/") or has_control(working_directory)
     ):
         r.problem(
-            _join(prefix, "working_directory"), "must be an absolute path without newlines or NUL"
+            join_key(prefix, "working_directory"),
+            "must be an absolute path without newlines or NUL",
         )
     user = r.string(t, prefix, "user", "") or ""
     if user and not USER_RE.fullmatch(user):
-        r.problem(_join(prefix, "user"), f"{user!r} is not a valid user name")
+        r.problem(join_key(prefix, "user"), f"{user!r} is not a valid user name")
 
-    probe = _parse_probe(r, t["probe"], _join(prefix, "probe")) if "probe" in t else None
+    probe = _parse_probe(r, t["probe"], join_key(prefix, "probe")) if "probe" in t else None
     restart = (
-        _parse_restart(r, t["restart"], _join(prefix, "restart"))
+        _parse_restart(r, t["restart"], join_key(prefix, "restart"))
         if "restart" in t
         else RestartPolicy()
     )
@@ -501,7 +507,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
     artifacts: list[str] = []
     if "artifacts" in t:
         raw_a = t["artifacts"]
-        key = _join(prefix, "artifacts")
+        key = join_key(prefix, "artifacts")
         if not isinstance(raw_a, list) or not all(isinstance(a, str) for a in raw_a):
             r.problem(key, "expected a list of path strings")
         else:
@@ -517,11 +523,11 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
                     artifacts.append(a)
     artifact_root = r.string(t, prefix, "artifact_root", "") or ""
     if artifact_root and (not artifact_root.startswith("/") or has_control(artifact_root)):
-        r.problem(_join(prefix, "artifact_root"), "must be an absolute path")
+        r.problem(join_key(prefix, "artifact_root"), "must be an absolute path")
     artifact_root = artifact_root or working_directory
     if artifacts and not artifact_root:
         r.problem(
-            _join(prefix, "artifact_root"),
+            join_key(prefix, "artifact_root"),
             "required with artifacts (or set working_directory): the directory they are in",
         )
     start_timeout = r.number(
@@ -529,7 +535,7 @@ def _parse_component(r: _Reader, raw: Any, index: int) -> ComponentConfig | None
     )
     description = r.string(t, prefix, "description", "") or ""
     if has_control(description):
-        r.problem(_join(prefix, "description"), "cannot contain control characters")
+        r.problem(join_key(prefix, "description"), "cannot contain control characters")
 
     if len(r.problems) > n_before or name is None or layer is None or priority is None:
         return None
@@ -556,7 +562,7 @@ def parse_config(
 ) -> Config:
     """Turn a parsed TOML document into a `Config`, or raise `ConfigError` with every problem."""
     env = os.environ if env is None else env
-    r = _Reader(str(source))
+    r = Reader(str(source))
     r.unknown(data, "", {"razard", "component"})
     base = source.parent
     daemon = _parse_daemon(r, data.get("razard"), base, env)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from razard.config import ENV_NAME_RE, NAME_RE
+from razard.config import ENV_NAME_RE, NAME_RE, Reader, join_key, typename
 from razard.errors import ConfigError, ConfigProblem
 from razard.repair.types import AgentSkipped
 
@@ -146,11 +146,11 @@ def load_roster(path: Path) -> Roster:
 
 def parse_roster(data: Any, source: Path) -> Roster:
     """Turn a parsed JSON document into a `Roster`, or raise `ConfigError` with every problem."""
-    r = _Reader(str(source))
+    r = Reader(str(source))
     if not isinstance(data, dict):
         r.problem(
             "(document)",
-            f'expected a JSON object {{"active": ..., "agents": [...]}}, got {_typename(data)}',
+            f'expected a JSON object {{"active": ..., "agents": [...]}}, got {typename(data)}',
         )
         raise ConfigError(r.problems)
     r.unknown(data, "", _TOP_KEYS)
@@ -161,7 +161,7 @@ def parse_roster(data: Any, source: Path) -> Roster:
         r.problem("agents", "required key is missing")
         raw_agents = []
     elif not isinstance(raw_agents, list):
-        r.problem("agents", f"expected an array of agent objects, got {_typename(raw_agents)}")
+        r.problem("agents", f"expected an array of agent objects, got {typename(raw_agents)}")
         raw_agents = []
     elif not raw_agents:
         r.problem("agents", "at least one agent is required")
@@ -182,7 +182,7 @@ def parse_roster(data: Any, source: Path) -> Roster:
     names = [
         a["name"] for a in raw_agents if isinstance(a, dict) and isinstance(a.get("name"), str)
     ]
-    active = r.string(data, "", "active", required=True)
+    active = r.string(data, "", "active")
     if active is not None and names and active not in names:
         r.problem("active", f"{active!r} is not an agent here; expected one of: {', '.join(names)}")
     if r.problems:
@@ -190,31 +190,31 @@ def parse_roster(data: Any, source: Path) -> Roster:
     return Roster(source=source, active=active or "", agents=tuple(agents))
 
 
-def _parse_agent(r: _Reader, raw: Any, prefix: str, base: Path) -> AgentSpec | None:
+def _parse_agent(r: Reader, raw: Any, prefix: str, base: Path) -> AgentSpec | None:
     if not isinstance(raw, dict):
-        r.problem(prefix, f"expected an agent object, got {_typename(raw)}")
+        r.problem(prefix, f"expected an agent object, got {typename(raw)}")
         return None
     before = len(r.problems)
     r.unknown(raw, prefix, _AGENT_KEYS)
-    name = r.string(raw, prefix, "name", required=True)
+    name = r.string(raw, prefix, "name")
     if name is not None and not NAME_RE.fullmatch(name):
         r.problem(
             f"{prefix}.name",
             f"{name!r} is not a valid name: lower-case letters, digits, _ and -, "
             "starting with a letter or digit, at most 63 characters",
         )
-    kind = r.string(raw, prefix, "kind", required=True)
+    kind = r.string(raw, prefix, "kind")
     if kind is not None and kind not in KINDS:
         r.problem(f"{prefix}.kind", f"must be one of {', '.join(KINDS)}; got {kind!r}")
-    endpoint = r.string(raw, prefix, "endpoint") or ""
+    endpoint = r.string(raw, prefix, "endpoint", "") or ""
     if endpoint and not _URL_RE.fullmatch(endpoint):
         r.problem(f"{prefix}.endpoint", f"expected an http:// or https:// URL, got {endpoint!r}")
-    endpoint_env = r.env_name(raw, prefix, "endpoint_env")
-    auth = r.string(raw, prefix, "auth") or "none"
+    endpoint_env = _env_name(r, raw, prefix, "endpoint_env")
+    auth = r.string(raw, prefix, "auth", "none") or "none"
     if auth not in AUTHS:
         r.problem(f"{prefix}.auth", f"must be one of {', '.join(AUTHS)}; got {auth!r}")
-    token_env = r.env_name(raw, prefix, "token_env")
-    token_file = r.string(raw, prefix, "token_file") or ""
+    token_env = _env_name(r, raw, prefix, "token_env")
+    token_file = r.string(raw, prefix, "token_file", "") or ""
     if token_file:
         if "\0" in token_file or "\n" in token_file:
             r.problem(f"{prefix}.token_file", "cannot contain newlines or NUL")
@@ -223,15 +223,20 @@ def _parse_agent(r: _Reader, raw: Any, prefix: str, base: Path) -> AgentSpec | N
                 token_file = str(base / Path(token_file).expanduser())
             except RuntimeError as e:  # ~user that does not exist
                 r.problem(f"{prefix}.token_file", f"cannot expand {token_file!r}: {e}")
-    model = r.string(raw, prefix, "model") or ""
-    timeout = r.number(raw, prefix, "timeout", DEFAULT_AGENT_TIMEOUT, MAX_AGENT_TIMEOUT)
-    max_attempts = r.integer(raw, prefix, "max_attempts", DEFAULT_MAX_ATTEMPTS, MAX_MAX_ATTEMPTS)
+    model = r.string(raw, prefix, "model", "") or ""
+    timeout = r.number(
+        raw, prefix, "timeout", DEFAULT_AGENT_TIMEOUT, 0.0, MAX_AGENT_TIMEOUT, lo_open=True
+    )
+    max_attempts = (
+        r.integer(raw, prefix, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1, MAX_MAX_ATTEMPTS)
+        or DEFAULT_MAX_ATTEMPTS
+    )
     config: dict[str, Any] = {}
     if "config" in raw:
         if kind != "opencode":
             r.problem(f"{prefix}.config", "only valid for opencode agents")
         elif not isinstance(raw["config"], dict):
-            r.problem(f"{prefix}.config", f"expected an object, got {_typename(raw['config'])}")
+            r.problem(f"{prefix}.config", f"expected an object, got {typename(raw['config'])}")
         else:
             config = raw["config"]
     cfg = raw.get("config")  # a config that is not an object is reported above, not twice here
@@ -272,87 +277,12 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _typename(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
-
-
-class _Reader:
-    """Collects problems while reading typed values out of JSON objects."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[ConfigProblem] = []
-
-    def problem(self, key: str, reason: str) -> None:
-        self.problems.append(ConfigProblem(self.file, key, reason))
-
-    def unknown(self, obj: Mapping[str, Any], prefix: str, allowed: frozenset[str]) -> None:
-        for k in obj:
-            if k not in allowed:
-                self.problem(
-                    _join(prefix, k), f"unknown key; expected one of: {', '.join(sorted(allowed))}"
-                )
-
-    def string(
-        self, obj: Mapping[str, Any], prefix: str, key: str, *, required: bool = False
-    ) -> str | None:
-        if key not in obj:
-            if required:
-                self.problem(_join(prefix, key), "required key is missing")
-            return None
-        value = obj[key]
-        if not isinstance(value, str):
-            self.problem(_join(prefix, key), f"expected a string, got {_typename(value)}")
-            return None
-        return value
-
-    def env_name(self, obj: Mapping[str, Any], prefix: str, key: str) -> str:
-        value = self.string(obj, prefix, key) or ""
-        if value and not ENV_NAME_RE.fullmatch(value):
-            self.problem(_join(prefix, key), f"{value!r} is not an environment variable name")
-            return ""
-        return value
-
-    def number(
-        self, obj: Mapping[str, Any], prefix: str, key: str, default: float, hi: float
-    ) -> float:
-        if key not in obj:
-            return default
-        value = obj[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(
-                _join(prefix, key), f"expected a number of seconds, got {_typename(value)}"
-            )
-            return default
-        if not 0 < value <= hi:  # NaN fails this too
-            self.problem(_join(prefix, key), f"must be > 0 and <= {hi:g}, got {value}")
-            return default
-        return float(value)
-
-    def integer(self, obj: Mapping[str, Any], prefix: str, key: str, default: int, hi: int) -> int:
-        if key not in obj:
-            return default
-        value = obj[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(_join(prefix, key), f"expected an integer, got {_typename(value)}")
-            return default
-        if not 1 <= value <= hi:
-            self.problem(_join(prefix, key), f"must be between 1 and {hi}, got {value}")
-            return default
-        return value
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
+def _env_name(r: Reader, obj: Mapping[str, Any], prefix: str, key: str) -> str:
+    value = r.string(obj, prefix, key, "") or ""
+    if value and not ENV_NAME_RE.fullmatch(value):
+        r.problem(join_key(prefix, key), f"{value!r} is not an environment variable name")
+        return ""
+    return value
 
 
 # --------------------------------------------------------------------------- the environment
