@@ -5,7 +5,7 @@
 #   OPENCODE_PREFIX=/opt/oc scripts/...    -> another prefix
 #
 # Idempotent: when the pinned version is already there, nothing is downloaded.
-# razard's opencode rung finds the binary through PATH or the roster's `binary` setting;
+# razard's opencode rung finds the binary on its PATH (put .tools/opencode/bin there);
 # the integration test looks in .tools/opencode/bin as well.
 set -euo pipefail
 

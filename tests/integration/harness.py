@@ -49,6 +49,8 @@ class Razard:
         self.write_config(components)
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = base / "razard.stderr"
+        #: set or override variables in the environment of razard and razarctl
+        self.extra_env: dict[str, str] = {}
 
     def write_config(self, components: str) -> None:
         self.config.write_text(
@@ -66,6 +68,7 @@ class Razard:
         env = self.um.env()
         env.pop("NOTIFY_SOCKET", None)
         env.pop("JOURNAL_STREAM", None)
+        env.update(self.extra_env)
         return env
 
     def start(self, *extra: str, wait_ready: bool = True) -> None:
