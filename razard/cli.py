@@ -103,6 +103,15 @@ def check_config(file: Path) -> None:
         f"{file}: ok, {len(cfg.components)} component(s), bus={cfg.daemon.bus}, "
         f"state_dir={cfg.daemon.state_dir}"
     )
+    for comp in cfg.components:
+        root = Path(comp.artifact_root) if comp.artifact_root else None
+        if comp.artifacts and root is not None and root.exists() and not os.access(root, os.W_OK):
+            click.secho(
+                f"warning: {comp.name}: artifact_root {root} is not writable here; repairs "
+                "cannot patch it (under razard.service add ReadWritePaths= for it)",
+                fg="yellow",
+                err=True,
+            )
     agents, registry = repair_files(cfg)
     click.echo(f"repair roster: {agents or 'none (no razar_ai_agents.json beside the config)'}")
     click.echo(f"error registry: {registry or 'none (no error_registry.toml beside the config)'}")

@@ -9,6 +9,7 @@ files directly, through the same patch engine and under the same lock.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import sys
@@ -619,6 +620,7 @@ def _rollback_offline(
     """``rollback`` with razard down: the patch engine directly, then say how to restart."""
     # Imported here: every other command only talks to razard.
     from razard.config import load_config
+    from razard.daemon import STATE_LOCK
     from razard.repair.patch import PatchEngine
 
     try:
@@ -635,6 +637,22 @@ def _rollback_offline(
         Text(f"razarctl: {error}; rolling back {component}'s files directly", style="yellow"),
         soft_wrap=True,
     )
+    # a razard that is alive but not on the bus (starting, reconnecting) holds this lock:
+    # recovering now would undo the patch it is verifying
+    lock_path = cfg.daemon.state_dir / STATE_LOCK
+    if lock_path.exists():
+        fd = os.open(lock_path, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ControlError(
+                    f"razard is running (it holds {lock_path}) but is not answering on the "
+                    "bus yet; try again in a moment"
+                ) from None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
     engine = PatchEngine(cfg.daemon.state_dir)
     with engine.lock():
         for line in engine.recover([comp]):

@@ -11,6 +11,7 @@ is sent from the event loop itself, so a wedged loop is caught by systemd.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import signal
@@ -36,12 +37,34 @@ from razard.systemd import Systemd
 log = logging.getLogger(__name__)
 
 LOG_FILE = "razar.log"
+STATE_LOCK = "razard.lock"
 START_EXTENSION_S = 60.0
 
 
-def _recover(engine: PatchEngine, config: Config) -> list[str]:
+def _recover(engine: PatchEngine, config: Config) -> tuple[list[str], set[str]]:
+    """Undo unverified patches; returns what was done and which components it touched."""
+    pending = {
+        c.name
+        for c in config.components
+        if (config.daemon.state_dir / "repair" / f"{c.name}.pending.json").exists()
+    }
     with engine.lock():
-        return engine.recover(config.components)
+        return engine.recover(config.components), pending
+
+
+def hold_state_lock(state_dir: Path) -> int:
+    """Hold ``razard.lock`` for razard's life: one razard per state directory, and razarctl's
+    offline rollback can tell a razard that is alive but not (yet) on the bus."""
+    fd = os.open(state_dir / STATE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateError(
+            f"{state_dir}: another razard is running on this state directory "
+            f"(it holds {STATE_LOCK})"
+        ) from None
+    return fd
 
 
 class Notifier:
@@ -91,6 +114,7 @@ async def run(
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StateError(f"{state_dir}: cannot create state directory: {e.strerror}") from e
+    lock_fd = hold_state_lock(state_dir)  # released by the kernel when razard exits
     events = EventLog(state_dir / LOG_FILE, mirror_to_stderr="JOURNAL_STREAM" not in os.environ)
     notifier = Notifier()
     metrics = Metrics(__version__)
@@ -119,7 +143,8 @@ async def run(
     )
     repair = RepairRung(handover, long_task=long_task) if handover.usable else None
     # a patch razard did not get to verify before it stopped is undone, never left half-done
-    for line in await asyncio.to_thread(_recover, engine, config):
+    lines, touched = await asyncio.to_thread(_recover, engine, config)
+    for line in lines:
         events.emit("patch_recovered", line, priority=Priority.WARNING)
     sup = Supervisor(
         config,
@@ -130,6 +155,8 @@ async def run(
         reload_config=lambda: load(config_path, retries),
         repair=repair,
         engine=engine,
+        # their files were restored but the process may still run the patched code
+        restart_on_boot=touched,
         ladder_info={
             "thresholds": {
                 "rstar": repair_setup.thresholds.rstar,
@@ -230,6 +257,7 @@ async def run(
             t.cancel()
         await sup.shutdown()
         await systemd.close()
+        os.close(lock_fd)
     return 0
 
 

@@ -42,7 +42,10 @@ def write_json_atomic(path: Path, obj: object) -> None:
         StateError: the file or its directory could not be written.
     """
     # Serialise first: a programming error must not leave a temp file behind.
-    data = (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    # backslashreplace: a lone surrogate from outside (a model's reply) must not fail a write
+    data = (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(
+        "utf-8", "backslashreplace"
+    )
     directory = path.parent
     tmp_name: str | None = None
     try:
@@ -94,7 +97,7 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
         StateError: the file cannot be opened, locked or written.
     """
     # json.dumps escapes control characters inside strings, so the record is one line.
-    line = (json.dumps(dict(record), ensure_ascii=False) + "\n").encode()
+    line = (json.dumps(dict(record), ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
     _append_locked(path, line, heal_torn_line=True)
 
 
@@ -136,7 +139,7 @@ def append_text(path: Path, text: str) -> None:
     Raises:
         StateError: the file cannot be opened, locked or written.
     """
-    _append_locked(path, text.encode(), heal_torn_line=False)
+    _append_locked(path, text.encode("utf-8", "backslashreplace"), heal_torn_line=False)
 
 
 def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool) -> None:

@@ -511,6 +511,7 @@ class Supervisor:
         repair: RepairRung | None = None,
         engine: PatchEngine | None = None,
         ladder_info: Mapping[str, Any] | None = None,
+        restart_on_boot: set[str] | None = None,
         on_change: Callable[[], None] | None = None,
         reload_config: Callable[[], Config] | None = None,
         rng: random.Random | None = None,
@@ -523,6 +524,7 @@ class Supervisor:
         self.rungs: list[EscalationRung] = list(rungs) + ([repair] if repair else [])
         self.engine = engine or PatchEngine(config.daemon.state_dir)
         self.ladder_info = dict(ladder_info or {})
+        self._restart_on_boot = set(restart_on_boot or ())
         self.rng = rng or random.Random()
         self.state = StateStore(config.daemon.state_dir)
         self.quarantine = QuarantineStore(config.daemon.state_dir)
@@ -645,7 +647,7 @@ class Supervisor:
             if c.owned
             and (self.unit_dir / c.unit).exists()
             and read_fingerprint(self.unit_dir / c.unit) != fingerprint(c)
-        }
+        } | (self._restart_on_boot & {c.name for c in self.config.components})
         await self._write_units(self.config.components)
         for cfg in self.config.components:
             await self._add_runner(cfg)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from razard.config import ComponentConfig
+from razard.errors import StateError
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.patch import AppliedPatch, PatchEngine
@@ -32,8 +34,11 @@ from razard.repair.types import (
     Proposal,
     RepairAgent,
     RepairContext,
+    RepairError,
 )
 from razard.storage import append_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
 
 INVOCATIONS_FILE: Final = "razar_ai_invocations.json"
 LONG_TASK_FILE: Final = "razar_long_task.json"
@@ -216,7 +221,12 @@ class Handover:
         outcome = Outcome(healed=False)
         remote_cap = remote_attempts if remote_attempts is not None else self.remote_attempts
         remote_used = 0
-        cumulative = sum(1 for r in self.history(comp.name))
+        # attempts of this failure cycle only: an old incident's must not bring rStar in early
+        cumulative = sum(
+            1
+            for r in self.history(comp.name)
+            if failure.since is None or float(r.get("unix", 0)) >= failure.since
+        )
         escalations = 0
         for entry in self.roster:
             if entry.factory is None:
@@ -229,7 +239,11 @@ class Handover:
             for entry in self.roster:
                 if entry.factory is None:
                     continue
-                agent = entry.factory(comp)
+                try:
+                    agent = entry.factory(comp)
+                except AgentSkipped as e:  # e.g. a token that cannot be sent
+                    self._emit(comp, "agent_skipped", f"{entry.name}: {e}", agent=entry.name)
+                    continue
                 if entry.takes_over_after is not None and cumulative < entry.takes_over_after:
                     self._emit(
                         comp,
@@ -330,6 +344,11 @@ class Handover:
             if entry_name:
                 base = {**base, "signature": entry_name}
             return self._finish(comp, base, "failed", str(e), long_task)
+        except Exception as e:  # a broken reply must not end supervision
+            log.exception("agent %s failed unexpectedly", entry.name)
+            return self._finish(
+                comp, base, "failed", f"agent error: {type(e).__name__}: {e}"[:500], long_task
+            )
         finally:
             self.metrics.agent_duration.labels(entry.name).observe(time.monotonic() - t0)
         return await self._patch(comp, base, proposal, verify, long_task)
@@ -389,6 +408,8 @@ class Handover:
             return self._finish(
                 comp, base, "refused", str(e), long_task, rationale=proposal.rationale
             )
+        except (RepairError, StateError) as e:  # a failed write (already undone), disk full
+            return self._finish(comp, base, "failed", f"apply: {e}", long_task)
         self.metrics.patches.labels(comp.name, "applied").inc()
         self._emit(
             comp,
@@ -403,7 +424,8 @@ class Handover:
         except asyncio.CancelledError:
             # operator abort (long task) or razard stopping: never leave an unverified patch
             with contextlib.suppress(Exception):
-                self.engine.abort(comp, applied)
+                # off the event loop, and shielded so a second cancel cannot leave it pending
+                await asyncio.shield(asyncio.to_thread(self.engine.abort, comp, applied))
                 self.metrics.patches.labels(comp.name, "reverted").inc()
                 self._finish(
                     comp,
@@ -419,7 +441,10 @@ class Handover:
             "snapshot_id": applied.snapshot_id,
         }
         if ok:
-            await asyncio.to_thread(self.engine.keep, comp, applied)
+            try:
+                await asyncio.to_thread(self.engine.keep, comp, applied)
+            except (RepairError, StateError) as e:
+                return self._finish(comp, {**base, **extra}, "failed", f"keep: {e}", long_task)
             return self._finish(
                 comp,
                 {**base, **extra},
@@ -429,7 +454,12 @@ class Handover:
                 rationale=proposal.rationale,
                 patched=True,
             )
-        await asyncio.to_thread(self.engine.revert, comp, applied, "probe failed after the patch")
+        try:
+            await asyncio.to_thread(
+                self.engine.revert, comp, applied, "probe failed after the patch"
+            )
+        except (RepairError, StateError) as e:
+            return self._finish(comp, {**base, **extra}, "failed", f"revert: {e}", long_task)
         self.metrics.patches.labels(comp.name, "reverted").inc()
         return self._finish(
             comp,

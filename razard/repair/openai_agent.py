@@ -213,7 +213,7 @@ class OpenAIAgent:
         text = body.decode("utf-8", "replace")
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict):  # {"error": {"message": ...}} or {"error": "..."}
             err = data.get("error")
@@ -226,7 +226,7 @@ class OpenAIAgent:
     def _proposal(self, body: bytes) -> Proposal:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             text = self._clean(body.decode("utf-8", "replace"))
             raise AgentFailed(f"malformed reply: the response is not JSON: {text}") from None
         choice = _first_choice(data)
@@ -305,7 +305,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     value = value.strip()
     try:
         seconds = float(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     else:
         return seconds if seconds >= 0 and seconds == seconds else None

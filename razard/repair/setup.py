@@ -87,7 +87,8 @@ def _factory(
         registry = RegistryAgent(setup.registry, max_attempts=spec.max_attempts)
         return lambda comp: registry
     if spec.kind == "openai":
-        endpoint, token = resolve_endpoint(spec, env), read_token(spec, env)
+        endpoint = resolve_endpoint(spec, env)
+        token = read_token(spec, env) if spec.auth == "bearer" else None
         agents: dict[str, OpenAIAgent] = {}
 
         def openai_for(comp: ComponentConfig) -> RepairAgent:
@@ -105,7 +106,7 @@ def _factory(
     if endpoint and "provider" not in config:
         # point opencode at the configured OpenAI-compatible endpoint
         options = {"baseURL": endpoint}
-        token = read_token(spec, env)
+        token = read_token(spec, env) if spec.auth == "bearer" else None
         if token:
             options["apiKey"] = token
         config["provider"] = {

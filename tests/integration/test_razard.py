@@ -641,3 +641,20 @@ def test_operator_stop_during_boot_lets_the_boot_go_on(razard: Factory) -> None:
     st = r.status()
     assert st is not None and st["ready"] is True
     assert r.component("it-slow")["state"] == "stopped"
+
+
+def test_second_razard_on_the_same_state_dir_refuses(razard: Factory) -> None:
+    """Two razards on one state directory would fight: the second one refuses to start."""
+    r = razard(sleeper("it-lock"))
+    r.start()
+    p = subprocess.run(
+        [str(BIN / "razard"), "--config", str(r.config)],
+        env=r.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert p.returncode == 1
+    assert "another razard is running on this state directory" in p.stderr
+    assert r.component("it-lock")["state"] == "healthy"

@@ -227,3 +227,10 @@ def test_appended_file_mode_is_0644_under_usual_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "razar.log").stat().st_mode) == 0o644
+
+
+def test_lone_surrogate_from_outside_does_not_fail_an_append(tmp_path: Path) -> None:
+    """A record carrying a lone surrogate (a model's reply) is appended and reads back intact."""
+    path = tmp_path / "log.jsonl"
+    storage.append_jsonl(path, {"reason": "bad \ud800 reply"})
+    assert storage.read_jsonl(path) == [{"reason": "bad \ud800 reply"}]
