@@ -9,6 +9,13 @@ copy, with a deadline after which its whole process group is killed. A project-l
 outside the scratch copy, no autoupdate, no sharing, no snapshots) overlaid with the
 roster's ``config`` (provider settings, model, permissions). The real component files
 are never touched: the patch engine applies the returned diff.
+
+The copy reads artifact files only through the symlink-refusing walk of
+`razard.repair.snapshots` and leaves out opencode's own control files (``.opencode/``,
+``opencode.json``, ``AGENTS.md``, ...), which opencode would load as config, plugins or
+instructions. opencode runs with an allowlisted environment and a HOME and XDG
+directories of its own inside the scratch directory, removed with it. Secrets found in
+``config`` (apiKey, token, authorization) are masked in everything the agent returns.
 """
 
 from __future__ import annotations
@@ -16,16 +23,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import posixpath
 import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Final
 
 from razard.repair.registry import run_with_deadline
+from razard.repair.snapshots import UnsafePath, open_parent, open_root, read_regular
 from razard.repair.types import AgentFailed, AgentSkipped, Proposal, RepairContext
 
 DEFAULT_DEADLINE: Final = 300.0
@@ -54,6 +63,30 @@ INSTRUCTIONS: Final = (
     "change nothing else. Finish with one short paragraph: what you changed and why."
 )
 
+#: opencode's own files, never copied from the artifacts to the top of the scratch copy: its
+#: project config, config dir (plugins run code), and instruction/skill files it loads.
+CONTROL_NAMES: Final = frozenset(
+    {
+        CONFIG_FILE,
+        "opencode.jsonc",
+        ".opencode",
+        "AGENTS.md",
+        "CLAUDE.md",
+        "CONTEXT.md",
+        ".claude",
+        ".agents",
+    }
+)
+#: razard's environment variables that opencode gets (besides LC_*): nothing else of it.
+ENV_KEPT: Final = frozenset({"PATH", "LANG", "TZ", "TMPDIR"})
+#: Keys (any case) of ``config`` whose string values are masked in what the agent returns.
+SECRET_KEYS: Final = frozenset({"apikey", "api_key", "token", "authorization"})
+#: Shorter secret values are not masked (it would garble every message, and reveal little).
+MIN_SECRET: Final = 4
+MASK: Final = "***"
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
 _GIT_ENV: Final = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": os.devnull,
@@ -78,6 +111,7 @@ class OpencodeAgent:
         deadline: float = DEFAULT_DEADLINE,
         max_attempts: int = 1,
         config: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.artifact_root = Path(artifact_root)
@@ -87,9 +121,24 @@ class OpencodeAgent:
         self.deadline = deadline
         self.max_attempts = max_attempts
         self.config = dict(config) if config is not None else None
+        #: Extra variables for opencode (OPENCODE_*, npm_config_*), set over the allowlist.
+        self.env = dict(env) if env is not None else {}
+        self._secrets = _secret_values(self.config or {})
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret value of ``config`` replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
 
     async def propose(self, ctx: RepairContext) -> Proposal:
         """Let opencode edit a scratch copy of the artifacts; return its change as a diff."""
+        try:
+            return await self._propose(ctx)
+        except AgentFailed as e:
+            raise AgentFailed(self.mask(str(e))) from None  # no chained unmasked text
+
+    async def _propose(self, ctx: RepairContext) -> Proposal:
         exe = shutil.which(self.binary)
         if exe is None:
             raise AgentSkipped(NOT_INSTALLED)
@@ -99,24 +148,27 @@ class OpencodeAgent:
         try:
             work = scratch / "work"
             skipped = await asyncio.to_thread(self._prepare, work)
-            stdout = await self._run(exe, work, ctx)
+            stdout = await self._run(exe, scratch, work, ctx)
             change = await asyncio.to_thread(_read_change, work, self.artifacts, skipped)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        raw = stdout.decode("utf-8", "replace")
+        raw = self.mask(stdout.decode("utf-8", "replace"))
         events = parse_events(raw)
-        note = ""
-        if change.dropped:
-            shown = ", ".join(change.dropped[:10])
-            more = f" and {len(change.dropped) - 10} more" if len(change.dropped) > 10 else ""
-            note = f"dropped edits outside the artifacts: {shown}{more}"
+        note = "; ".join(
+            x
+            for x in (
+                _listing("dropped edits outside the artifacts", change.dropped),
+                _listing("not copied (symlinks, special, huge or opencode's files)", skipped),
+            )
+            if x
+        )
         if not change.diff:
             why = "; ".join(x for x in (event_error(events), note) if x)
             raise AgentFailed("opencode made no change" + (f" ({why})" if why else ""))
         text = last_text(events) or "opencode changed " + ", ".join(change.changed)
         return Proposal(
             agent=self.name,
-            rationale=f"{text}\n\n({note})" if note else text,
+            rationale=self.mask(f"{text}\n\n({note})" if note else text),
             diff=change.diff,
             raw=raw if len(raw) <= RAW_LIMIT else raw[:RAW_LIMIT] + "\n...(truncated)",
         )
@@ -126,31 +178,39 @@ class OpencodeAgent:
     def _prepare(self, work: Path) -> frozenset[str]:
         """Copy the artifacts into ``work``, commit them, write opencode.json.
 
-        Returns the artifact paths that were not copied (symlinks, special or huge files, and
-        everything under a symlinked directory): a change to one of them is dropped like an
-        edit outside the artifacts.
+        Files are read by a walk from the artifact root that refuses a symlink at every
+        step. Returns the artifact paths that were not copied (symlinks, anything reached
+        through one, special or huge files, opencode's control files): a change to one of
+        them is dropped like an edit outside the artifacts. ``.git`` entries are left out.
         """
         work.mkdir()
         skipped: set[str] = set()
-        for artifact in self.artifacts:
-            rel = _clean(artifact)
-            if rel is None:
-                continue
-            src = self.artifact_root / rel
-            if artifact.endswith("/"):
-                if src.is_symlink() or (os.path.lexists(src) and not src.is_dir()):
-                    skipped.add(rel)
-                elif src.is_dir():
-                    _copy_tree(src, work / rel, rel, skipped)
-            elif not _copy_file(src, work / rel):
-                if os.path.lexists(src):
-                    skipped.add(rel)
+        try:
+            with open_root(str(self.artifact_root)) as root_fd:
+                for artifact in self.artifacts:
+                    parsed = _artifact(artifact)
+                    if parsed is None:
+                        continue
+                    rel, is_dir = parsed
+                    if _refused(rel):
+                        skipped.add(rel)
+                    elif not is_dir:
+                        _copy_file(root_fd, rel, rel, work, skipped)
+                    else:
+                        try:
+                            with open_parent(root_fd, posixpath.join(rel, "x")) as dfd:
+                                if dfd is not None:
+                                    _copy_dir(dfd, rel, work, skipped)
+                        except (UnsafePath, OSError):
+                            skipped.add(rel)
+        except UnsafePath as e:
+            raise AgentFailed(str(e)) from None
         git = _Git(work)
         git("init", "--quiet")
         git("add", "--all", "--force")
         git("commit", "--quiet", "--allow-empty", "--no-verify", "-m", "artifacts before repair")
-        if CONFIG_FILE not in self.artifacts:
-            (work / CONFIG_FILE).write_text(json.dumps(self.opencode_config(), indent=2) + "\n")
+        # never an artifact's own opencode.json: that one is a control file, not copied
+        (work / CONFIG_FILE).write_text(json.dumps(self.opencode_config(), indent=2) + "\n")
         return frozenset(skipped)
 
     def opencode_config(self) -> dict[str, Any]:
@@ -163,7 +223,27 @@ class OpencodeAgent:
                 merged[key] = value
         return merged
 
-    async def _run(self, exe: str, work: Path, ctx: RepairContext) -> bytes:
+    def environment(self, scratch: Path, work: Path) -> dict[str, str]:
+        """opencode's environment: PATH, locale, TZ, TMPDIR of razard's; HOME and XDG dirs
+        inside ``scratch``; then ``env``. Nothing else of razard's (tokens, sockets, GIT_*)."""
+        env = {k: v for k, v in os.environ.items() if k in ENV_KEPT or k.startswith("LC_")}
+        env.setdefault("PATH", os.defpath)
+        home = scratch / "home"
+        env["HOME"] = str(home)
+        for var, sub in (
+            ("XDG_CONFIG_HOME", ".config"),
+            ("XDG_DATA_HOME", ".local/share"),
+            ("XDG_CACHE_HOME", ".cache"),
+            ("XDG_STATE_HOME", ".local/state"),
+        ):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+            env[var] = str(home / sub)
+        env["OPENCODE_DISABLE_AUTOUPDATE"] = "1"
+        env.update(self.env)
+        env["PWD"] = str(work)  # opencode takes its project directory from $PWD, not getcwd()
+        return env
+
+    async def _run(self, exe: str, scratch: Path, work: Path, ctx: RepairContext) -> bytes:
         message = ctx.prompt() + "\n\n" + INSTRUCTIONS
         argv = [exe, "run", "--format", "json"]
         if self.model:
@@ -174,11 +254,7 @@ class OpencodeAgent:
             stdin = message.encode()
         else:
             argv.append(message)
-        env = _without_git_vars(os.environ)
-        env["PWD"] = str(work)  # opencode takes its project directory from $PWD, not getcwd()
-        env.setdefault("OPENCODE_DISABLE_AUTOUPDATE", "1")
-        if CONFIG_FILE in self.artifacts:  # the artifact keeps its name; the config goes by env
-            env["OPENCODE_CONFIG_CONTENT"] = json.dumps(self.opencode_config())
+        env = self.environment(scratch, work)
         try:
             run = await run_with_deadline(
                 argv, deadline=self.deadline, cwd=work, env=env, stdin=stdin
@@ -211,13 +287,18 @@ class Change:
 
 
 def inside(path: str, artifacts: Sequence[str]) -> bool:
-    """True when relative ``path`` is a declared artifact or lies under an artifact directory."""
+    """True when relative ``path`` is a declared artifact or lies under an artifact directory.
+
+    As for the patch engine, a directory is declared with a trailing ``/``; ``"./"`` is the
+    whole artifact root.
+    """
     for artifact in artifacts:
-        rel = _clean(artifact)
-        if rel is None:
+        parsed = _artifact(artifact)
+        if parsed is None:
             continue
-        if artifact.endswith("/"):
-            if path.startswith(rel + "/"):
+        rel, is_dir = parsed
+        if is_dir:
+            if not rel or path.startswith(rel + "/"):
                 return True
         elif path == rel:
             return True
@@ -266,40 +347,116 @@ def event_error(events: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
-def _clean(artifact: str) -> str | None:
-    """A declared artifact as a clean relative POSIX path, or None if it is not one."""
-    rel = artifact.rstrip("/")
-    p = PurePosixPath(rel)
-    if not rel or p.is_absolute() or ".." in p.parts or ".git" in p.parts:
+def _artifact(artifact: str) -> tuple[str, bool] | None:
+    """A declared artifact as (normalised relative POSIX path, is a directory), or None.
+
+    ``"./"`` is the root directory, ``""``; an absolute path, ``..`` or ``.git`` is None.
+    """
+    is_dir = artifact.endswith("/")
+    if not artifact or artifact.startswith("/") or ".." in artifact.split("/"):
         return None
-    return p.as_posix()
+    rel = posixpath.normpath(artifact)
+    if rel == ".":
+        return ("", True) if is_dir else None  # "." names no file (as in the patch engine)
+    if ".git" in rel.split("/"):
+        return None
+    return rel, is_dir
 
 
-def _copy_file(src: Path, dst: Path) -> bool:
-    """Copy a regular file of bounded size (never following a symlink); False if not copied."""
+def _refused(rel: str) -> bool:
+    """True for opencode's own files: a control name at the top, ``.opencode`` anywhere."""
+    parts = rel.split("/")
+    return parts[0] in CONTROL_NAMES or ".opencode" in parts
+
+
+def _copy_file(dfd: int, name: str, rel: str, work: Path, skipped: set[str]) -> None:
+    """Copy the bytes of regular file ``name`` under ``dfd`` to ``work/rel``; else skip it."""
     try:
-        st = src.lstat()
+        state = read_regular(dfd, name, MAX_FILE_BYTES)  # no symlink at any step
+    except UnsafePath:
+        skipped.add(rel)
+        return
+    if state is None:
+        return
+    dst = work / rel
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(dst, flags, 0o600)
+        try:
+            view = memoryview(state.data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, (state.mode & 0o777) | 0o600)
+        finally:
+            os.close(fd)
     except OSError:
-        return False
-    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
-        return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dst, follow_symlinks=False)
-    return True
+        skipped.add(rel)
 
 
-def _copy_tree(src: Path, dst: Path, rel: str, skipped: set[str]) -> None:
-    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-        base = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        for d in list(dirnames):
-            if (base / d).is_symlink():
-                dirnames.remove(d)
-                skipped.add(_rel(base / d, src, rel))
-        for f in filenames:
-            target = dst / (base / f).relative_to(src)
-            if not _copy_file(base / f, target):
-                skipped.add(_rel(base / f, src, rel))
+def _copy_dir(dfd: int, rel: str, work: Path, skipped: set[str]) -> None:
+    """Copy the directory open as ``dfd`` (artifact path ``rel``) without following links."""
+    for name in sorted(os.listdir(dfd)):
+        path = posixpath.join(rel, name)
+        if name == ".git":  # a repository, or a file pointing git at one
+            continue
+        if _refused(path):
+            skipped.add(path)
+            continue
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            _copy_file(dfd, name, path, work, skipped)
+        elif stat.S_ISDIR(st.st_mode):
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            except OSError:  # swapped for a symlink since the stat, or unreadable
+                skipped.add(path)
+                continue
+            try:
+                _copy_dir(sub, path, work, skipped)
+            except OSError:
+                skipped.add(path)
+            finally:
+                os.close(sub)
+        else:
+            skipped.add(path)
+
+
+def _secret_values(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The string values under secret-named keys anywhere in ``config``, longest first.
+
+    Each also as it appears inside a JSON string, and an ``Authorization`` value's last
+    word (the token of ``Bearer <token>``) on its own.
+    """
+    found: set[str] = set()
+
+    def walk(node: object, secret: bool) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, secret or str(key).lower() in SECRET_KEYS)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value, secret)
+        elif secret and isinstance(node, str):
+            for value in (node, node.strip(), *node.split()[-1:]):
+                if len(value) >= MIN_SECRET:
+                    found.add(value)
+                    found.add(json.dumps(value)[1:-1])
+
+    walk(config, False)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _listing(label: str, paths: Collection[str]) -> str:
+    """``"label: a, b"`` for at most ten sorted paths ("" for none)."""
+    if not paths:
+        return ""
+    shown = sorted(paths)
+    more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
+    return f"{label}: {', '.join(shown[:10])}{more}"
 
 
 def _without_git_vars(env: Mapping[str, str]) -> dict[str, str]:
@@ -309,10 +466,6 @@ def _without_git_vars(env: Mapping[str, str]) -> dict[str, str]:
 
 def _under_any(path: str, paths: frozenset[str]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in paths)
-
-
-def _rel(path: Path, src: Path, rel: str) -> str:
-    return f"{rel}/{path.relative_to(src).as_posix()}"
 
 
 _GIT_SETTINGS: Final = (
@@ -348,9 +501,9 @@ def _read_change(work: Path, artifacts: Sequence[str], skipped: frozenset[str]) 
     dropped: list[str] = []
     for record in filter(None, status.split("\0")):
         code, path = record[:2], record[3:]
-        if path == CONFIG_FILE and CONFIG_FILE not in artifacts:
+        if path == CONFIG_FILE:
             continue  # ours
-        if inside(path, artifacts) and not _under_any(path, skipped):
+        if inside(path, artifacts) and not _under_any(path, skipped) and not _refused(path):
             kept.append(path)
             if code == "??":
                 untracked.append(path)

@@ -127,6 +127,8 @@ def _factory(
         deadline=spec.timeout,
         max_attempts=spec.max_attempts,
         config=config,
+        # the operator's explicit opencode/npm settings; nothing else of razard's environment
+        env={k: v for k, v in env.items() if k.startswith(("OPENCODE_", "npm_config_"))},
     )
 
 

@@ -201,6 +201,6 @@ def test_razard_heals_with_the_real_opencode_cli(
     assert "unknown mode 'brokn'" in json.dumps(agent_turns[0]["messages"])
     results = [m for m in agent_turns[-1]["messages"] if m.get("role") == "tool"]
     assert len(results) == 1  # opencode ran the edit and sent back its result
-    # with razard's environment: its private data dir, and the scratch copy is gone
-    assert (home / ".local" / "share" / "opencode").is_dir()
+    # opencode ran with its own HOME inside the scratch copy, and the copy is gone
+    assert not (home / ".local" / "share" / "opencode").exists()  # private HOME
     assert not list(scratch.glob("razar-opencode-*"))  # opencode's own temp files may stay
