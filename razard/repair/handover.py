@@ -330,6 +330,7 @@ class Handover:
                 else {}
             ),
             attempt=cumulative,
+            cycle_started=failure.since,
         )
         self._emit(
             comp, "agent_invoked", f"asking {entry.name} (attempt {attempt})", agent=entry.name

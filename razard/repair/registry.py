@@ -361,10 +361,16 @@ class RegistryAgent:
         self.command_deadline = command_deadline
 
     def tried(self, ctx: RepairContext) -> set[str]:
-        """Names of the entries this agent already proposed for ``ctx.component``."""
+        """Entries this agent already tried without success in this failure cycle.
+
+        A fix that healed an earlier incident is offered again (after a rollback, or when
+        the fault comes back); one that failed last week does not block it today.
+        """
         names: set[str] = set()
         for record in ctx.history:
-            if record.get("agent") != self.name:
+            if record.get("agent") != self.name or record.get("status") == "healed":
+                continue
+            if ctx.cycle_started is not None and float(record.get("unix", 0)) < ctx.cycle_started:
                 continue
             if record.get("component", ctx.component) != ctx.component:
                 continue

@@ -68,6 +68,7 @@ class RepairContext:
     history: tuple[dict[str, Any], ...] = ()  # earlier records from razar_ai_invocations.json
     artifacts: dict[str, str] = field(default_factory=dict)  # relative path -> current text
     attempt: int = 1
+    cycle_started: float | None = None  # unix time this failure cycle began
 
     def prompt(self) -> str:
         """The context as one plain-text message for a model."""

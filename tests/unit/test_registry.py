@@ -252,6 +252,30 @@ async def test_entries_already_tried_for_the_component_are_skipped() -> None:
         await agent.propose(_ctx("boom", history=both))
 
 
+async def test_a_fix_that_healed_or_failed_in_an_older_cycle_is_offered_again() -> None:
+    """Only this cycle's unsuccessful tries count: a known fix comes back after a rollback."""
+    agent = RegistryAgent([_entry("fix", "boom", _patch(replace="1"))])
+    healed = {
+        "component": "app",
+        "agent": "registry",
+        "signature": "fix",
+        "status": "healed",
+        "unix": 200.0,
+    }
+    old_failure = {
+        "component": "app",
+        "agent": "registry",
+        "signature": "fix",
+        "status": "reverted",
+        "unix": 50.0,
+    }
+    ctx = _ctx("boom", history=(old_failure, healed), cycle_started=100.0)
+    assert (await agent.propose(ctx)).edits[0].replace == "1"
+    this_cycle = {**old_failure, "unix": 150.0}
+    with pytest.raises(AgentFailed, match="already tried: fix"):
+        await agent.propose(_ctx("boom", history=(this_cycle,), cycle_started=100.0))
+
+
 async def test_patch_templates_are_filled_and_stale_ones_passed_over() -> None:
     """{component} and named groups are filled in; a search absent from the file is skipped."""
     entries = [
