@@ -96,6 +96,8 @@ class Runner:
         self.unit_status: UnitStatus | None = None
         self.task: asyncio.Task[None] | None = None
         self.ladder_log: list[dict[str, Any]] = []  # rungs taken in this failure cycle
+        self.heal_task: asyncio.Task[dict[str, Any]] | None = None  # a razarctl heal
+        self.last_failure: Failure | None = None
         self.cycle_started: float | None = None
 
     @property
@@ -125,6 +127,18 @@ class Runner:
         self.task = asyncio.get_running_loop().create_task(
             self._main(adopt=adopt, force_restart=force_restart), name=f"runner:{self.cfg.name}"
         )
+
+    @property
+    def healing(self) -> bool:
+        return self.heal_task is not None and not self.heal_task.done()
+
+    async def cancel_heal(self) -> None:
+        """Cancel a running `razarctl heal` of this component (its patch is restored)."""
+        task = self.heal_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RazarError):
+                await task
 
     async def cancel(self) -> None:
         """Stop supervising; a boot wave waiting on this component moves on."""
@@ -163,7 +177,8 @@ class Runner:
             self.sup.event(
                 self,
                 "escalation_interrupted",
-                "the last escalation was interrupted by a razard restart; it will be tried again",
+                "the last escalation was interrupted (razard restarted, or an operator "
+                "command); it will be tried again",
                 priority=Priority.WARNING,
             )
         if self.rec.status == "quarantined" and not self.sup.quarantine.is_quarantined(name):
@@ -392,6 +407,7 @@ class Runner:
         rec.restarts, rec.escalations = hist.restarts, hist.escalations
         rec.healthy_since = None
         rec.last_error = failure.error
+        self.last_failure = failure
         sup.metrics.failures.labels(cfg.name, cfg.layer, failure.kind).inc()
         sup.metrics.healthy.labels(cfg.name, cfg.layer).set(0)
         if not hist.restarts and not hist.escalations:
@@ -831,6 +847,7 @@ class Supervisor:
         async with self._lock:
             if runner.rec.status == "quarantined":
                 raise ControlError(f"{name} is quarantined (its unit is already stopped)")
+            await runner.cancel_heal()
             await runner.cancel()
             runner.rec.operator_stopped = True
             self.event(runner, "operator_stop", "stopped by operator; razard will not heal it")
@@ -848,6 +865,7 @@ class Supervisor:
                 raise ControlError(
                     f"{name} is quarantined; release it first (razarctl quarantine release {name})"
                 )
+            await runner.cancel_heal()
             await runner.cancel()
             runner.rec.operator_stopped = False
             self.event(runner, "operator_restart", "restart requested by operator")
@@ -883,6 +901,7 @@ class Supervisor:
         """Restore the artifacts before the last kept patch (or ``to``), then restart the unit."""
         runner = self._runner(name)
         cfg = runner.cfg
+        await runner.cancel_heal()  # its unverified patch is restored first
 
         def locked() -> dict[str, Any]:
             with self.engine.lock():
@@ -904,28 +923,64 @@ class Supervisor:
     async def heal(
         self, name: str, long_task: bool, retries: int | None, remote_attempts: int | None
     ) -> dict[str, Any]:
-        """Re-run the handover for one component now (the runbook's recovery step)."""
+        """Re-run the handover for one component now (the runbook's recovery step).
+
+        The heal runs as the component's own task: `razarctl stop`, `restart` or
+        `rollback` cancel it (an unverified patch is then restored).
+        """
         runner = self._runner(name)
         if self.repair is None:
             raise ControlError("no repair agents are configured (razar_ai_agents.json)")
+        if runner.rec.status == "quarantined":
+            raise ControlError(
+                f"{name} is quarantined; release it first (razarctl quarantine release {name})"
+            )
+        if runner.healing:
+            raise ControlError(f"a heal of {name} is already running")
         async with self._lock:
             await runner.cancel()
-        for i in range(retries or 0):  # plain restarts first, when asked
-            if await runner.verify():
-                runner.spawn(adopt=True)
-                return {"healed": True, "attempts": i + 1, "agent": "restart", "patch_id": None}
-        failure = Failure(name, "operator", runner.rec.last_error or "operator requested heal")
+            runner.rec.operator_stopped = False
+            runner.heal_task = asyncio.get_running_loop().create_task(
+                self._heal(runner, long_task, retries, remote_attempts), name=f"heal:{name}"
+            )
         try:
+            return await runner.heal_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # razard itself is stopping
+            raise ControlError(
+                f"the heal of {name} was cancelled (the component was stopped, restarted or "
+                "rolled back)"
+            ) from None
+
+    async def _heal(
+        self, runner: Runner, long_task: bool, retries: int | None, remote_attempts: int | None
+    ) -> dict[str, Any]:
+        assert self.repair is not None
+        last = runner.last_failure
+        info = FailureInfo(
+            error=(last.error if last else None) or runner.rec.last_error or "operator heal",
+            probe_output=last.probe_output if last else "",
+            exit_status=last.exit_status if last else None,
+            unit_result=last.unit_result if last else "",
+            since=time.time() - CYCLE_LOOKBACK,
+        )
+        try:
+            for i in range(retries or 0):  # plain restarts first, when asked
+                if await runner.verify():
+                    return {"healed": True, "attempts": i + 1, "agent": "restart", "patch_id": None}
             outcome = await self.repair.handover.run(
                 runner.cfg,
-                FailureInfo(error=failure.error),
+                info,
                 runner.verify,
                 long_task=long_task,
                 remote_attempts=remote_attempts,
             )
         finally:
+            runner.heal_task = None
             runner.settled.clear()
-            runner.spawn(adopt=True)
+            runner.spawn(adopt=True)  # back under normal supervision (stop cancels it again)
         return {
             "healed": outcome.healed,
             "attempts": outcome.attempts,

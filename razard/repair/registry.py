@@ -49,6 +49,7 @@ DEFAULT_COMMAND_DEADLINE: Final = 60.0
 #: How much of a command's output is kept for the records and error messages.
 OUTPUT_LIMIT: Final = 16 * 1024
 HEALERS_UNAVAILABLE: Final = "layer healers are not available yet"
+UNSUCCESSFUL: Final = frozenset({"failed", "refused", "reverted"})
 
 FixType = Literal["patch", "command", "healer"]
 _Problem = Callable[[str, str], None]
@@ -368,7 +369,8 @@ class RegistryAgent:
         """
         names: set[str] = set()
         for record in ctx.history:
-            if record.get("agent") != self.name or record.get("status") == "healed":
+            # aborted (interrupted) or healed attempts did not show the fix to be wrong
+            if record.get("agent") != self.name or record.get("status") not in UNSUCCESSFUL:
                 continue
             if ctx.cycle_started is not None and float(record.get("unix", 0)) < ctx.cycle_started:
                 continue

@@ -316,3 +316,27 @@ def test_openai_rung_survives_hang_garbage_and_throttling(
         assert (app_dir / "app.conf").read_text() == "# app settings\nmode = ok\n"
         text = r.metrics_text()
         assert 'razar_ai_invocation_retries_total{component="it-ai"} 2.0' in text
+
+
+def test_razarctl_heal_runs_the_ladder_for_a_component_now(
+    user_manager: UserManager, tmp_path: Path, app_dir: Path, run_razard: list[Razard]
+) -> None:
+    """`razarctl heal` runs the ladder at once, even when it interrupts razard's own attempt."""
+    shutil.copy(ROOT / "config" / "error_registry.toml", tmp_path / "error_registry.toml")
+    (tmp_path / "razar_ai_agents.json").write_text(
+        json.dumps({"active": "registry", "agents": [{"name": "registry", "kind": "registry"}]})
+    )
+    (app_dir / "app.conf").write_text("# app settings\nmode = ok\n")
+    r = Razard(user_manager, tmp_path, component("it-heal", app_dir))
+    run_razard.append(r)
+    r.start()
+    r.wait_state("it-heal", "healthy")
+    # the operator breaks the config by hand, then asks for a heal right away
+    (app_dir / "app.conf").write_text("# app settings\nmode = brokn\n")
+    r.um.systemctl("kill", "-s", "KILL", "razar-it-heal.service")
+    out = r.ctl("heal", "it-heal", check=False, timeout=120)
+    assert (app_dir / "app.conf").read_text().endswith("mode = ok\n")
+    assert r.wait_state("it-heal", "healthy")["state"] == "healthy"
+    # healed by the heal, or by razard's own ladder just before it: never left unverified
+    assert out.returncode in (0, 1), out.stderr
+    assert _jsonl(r.state_dir / "patch_history.jsonl")[-1]["status"] == "kept"
