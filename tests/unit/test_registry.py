@@ -247,7 +247,10 @@ async def test_entries_already_tried_for_the_component_are_skipped() -> None:
     )
     proposal = await agent.propose(_ctx("boom", history=tried_first))
     assert proposal.edits[0].replace == "2"
-    both = (*tried_first, {"component": "app", "agent": "registry", "entry": "second"})
+    both = (
+        *tried_first,
+        {"component": "app", "agent": "registry", "entry": "second", "status": "refused"},
+    )
     with pytest.raises(AgentFailed, match="already tried: first, second"):
         await agent.propose(_ctx("boom", history=both))
 
