@@ -27,6 +27,7 @@ import pytest
 from razard.sandbox import UserManager
 from tests.integration.harness import Razard, py, script
 from tests.integration.test_opencode_agent import ModelServer
+from tests.integration.test_repair import APP
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +37,6 @@ NAME = "it-opencode"
 UNIT = f"razar-{NAME}.service"
 MODEL = "razar-fake"
 RATIONALE = "Set mode to ok: 'brokn' is not a mode this app knows."
-
-APP = """\
-import pathlib, sys, time
-mode = pathlib.Path("app.conf").read_text().split("=")[1].strip()
-if mode != "ok":
-    print(f"error: unknown mode '{mode}'", file=sys.stderr, flush=True)
-    sys.exit(2)
-print("app: serving", flush=True)
-time.sleep(100000)
-"""
 
 
 def _opencode() -> str:
