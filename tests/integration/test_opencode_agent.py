@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,6 +221,22 @@ def real_opencode(razard_home: Path) -> Iterator[str]:
     assert _tree(razard_home) == before  # opencode wrote nothing into razard's HOME
 
 
+def _real_agent(
+    binary: str, root: Path, url: str, artifacts: Sequence[str] = ARTIFACTS
+) -> OpencodeAgent:
+    """The agent on the real CLI, pointed at the test's model server, offline."""
+    return OpencodeAgent(
+        "opencode",
+        root,
+        artifacts,
+        binary=binary,
+        model="razar-test/fake",
+        deadline=120,
+        config=_provider(url),
+        env=OFFLINE,
+    )
+
+
 def _provider(url: str) -> dict[str, Any]:
     return {
         "provider": {
@@ -245,16 +261,7 @@ async def test_real_opencode_edit_becomes_a_diff_of_that_file(
         "arguments": {"filePath": "app.conf", "oldString": "brokn", "newString": "ok"},
     }
     async with ModelServer([edit], "Set mode to ok: 'brokn' is not a mode.") as server:
-        agent = OpencodeAgent(
-            "opencode",
-            root,
-            ARTIFACTS,
-            binary=real_opencode,
-            model="razar-test/fake",
-            deadline=120,
-            config=_provider(server.url),
-            env=OFFLINE,
-        )
+        agent = _real_agent(real_opencode, root, server.url)
         proposal = await agent.propose(_ctx())
     assert _diff_paths(proposal.diff) == ["app.conf"]
     assert "-mode = brokn" in proposal.diff and "+mode = ok" in proposal.diff
@@ -279,16 +286,7 @@ async def test_real_opencode_edits_outside_the_artifacts_are_dropped(
         {"name": "write", "arguments": {"filePath": str(outside), "content": "pwned\n"}},
     ]
     async with ModelServer(turns, "Fixed app.conf.") as server:
-        agent = OpencodeAgent(
-            "opencode",
-            root,
-            ARTIFACTS,
-            binary=real_opencode,
-            model="razar-test/fake",
-            deadline=120,
-            config=_provider(server.url),
-            env=OFFLINE,
-        )
+        agent = _real_agent(real_opencode, root, server.url)
         proposal = await agent.propose(_ctx())
     assert _diff_paths(proposal.diff) == ["app.conf"]
     assert "secret.txt" not in proposal.diff
@@ -320,16 +318,7 @@ async def test_real_opencode_loads_no_control_file_of_the_artifacts(
         "arguments": {"filePath": "app.conf", "oldString": "brokn", "newString": "ok"},
     }
     async with ModelServer([edit], "Set mode to ok.") as server:
-        agent = OpencodeAgent(
-            "opencode",
-            root,
-            ["./"],
-            binary=real_opencode,
-            model="razar-test/fake",
-            deadline=120,
-            config=_provider(server.url),
-            env=OFFLINE,
-        )
+        agent = _real_agent(real_opencode, root, server.url, ["./"])
         proposal = await agent.propose(_ctx())
     assert _diff_paths(proposal.diff) == ["app.conf"]
     sent = json.dumps(server.requests)

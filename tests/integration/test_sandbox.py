@@ -23,24 +23,9 @@ from razard.sandbox import (
     start_user_manager,
     write_unit,
 )
+from tests.processes import all_gone, gone
 
 pytestmark = pytest.mark.integration
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _all_gone(pids: list[int], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while not all(_gone(p) for p in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _main_pid(um: UserManager, unit: str) -> int:
@@ -52,7 +37,7 @@ def _processes_of(runtime_dir: Path) -> list[int]:
     found = []
     for p in psutil.process_iter():
         try:
-            if p.environ().get("XDG_RUNTIME_DIR") == str(runtime_dir) and not _gone(p.pid):
+            if p.environ().get("XDG_RUNTIME_DIR") == str(runtime_dir) and not gone(p.pid):
                 found.append(p.pid)
         except psutil.Error:
             continue
@@ -138,10 +123,10 @@ def test_stop_leaves_no_unit_process_alive(tmp_path_factory: pytest.TempPathFact
         while len(forker.children()) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)  # Type=simple: start returns before the shell forks
         pids = [um.pid, sleeper, forker.pid, *(c.pid for c in forker.children())]
-        assert len(pids) == 5 and not any(_gone(p) for p in pids)
+        assert len(pids) == 5 and not any(gone(p) for p in pids)
     finally:
         um.stop()
-    assert _all_gone(pids, within=5), [p for p in pids if not _gone(p)]
+    assert all_gone(pids, within=5), [p for p in pids if not gone(p)]
     assert not any(cg.exists() for cg in um.cgroups)
     um.stop()  # a second stop is harmless
 
@@ -156,11 +141,11 @@ def test_stop_after_the_manager_crashed_still_kills_its_units(
         um.systemctl("start", "sleeper.service")
         sleeper = _main_pid(um, "sleeper.service")
         os.kill(um.pid, signal.SIGKILL)
-        assert _all_gone([um.pid], within=5)
-        assert not _gone(sleeper)  # orphaned, still running
+        assert all_gone([um.pid], within=5)
+        assert not gone(sleeper)  # orphaned, still running
     finally:
         um.stop()
-    assert _all_gone([sleeper], within=5)
+    assert all_gone([sleeper], within=5)
     assert _processes_of(um.runtime_dir) == []
 
 
@@ -182,7 +167,7 @@ def test_start_failure_raises_and_leaves_nothing(tmp_path_factory: pytest.TempPa
     with pytest.raises(SandboxError, match="did not come up") as info:
         start_user_manager(base, timeout=0.001)
     assert "manager log" in str(info.value)
-    assert _all_gone(_processes_of(base / "run"), within=5)
+    assert all_gone(_processes_of(base / "run"), within=5)
 
 
 def test_too_long_base_is_refused_clearly(tmp_path: Path) -> None:
@@ -215,8 +200,8 @@ def test_sandboxes_of_dead_creators_are_reaped(tmp_path_factory: pytest.TempPath
         check=True,
     ).stdout.split()
     unit_pid, manager_pid = int(out[0]), int(out[1])
-    assert not _gone(unit_pid) and not _gone(manager_pid)
+    assert not gone(unit_pid) and not gone(manager_pid)
     killed = reap_stale_sandboxes()
     assert {unit_pid, manager_pid} <= set(killed)
-    assert _all_gone([unit_pid, manager_pid], within=5)
+    assert all_gone([unit_pid, manager_pid], within=5)
     assert _processes_of(base / "run") == []

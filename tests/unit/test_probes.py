@@ -6,7 +6,6 @@ import asyncio
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +16,7 @@ import pytest
 
 from razard.config import ProbeConfig
 from razard.probes import MAX_OUTPUT, Prober, ProbeResult, run_probe
+from tests.processes import all_gone
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -61,22 +61,6 @@ def _http(url: str, timeout: float = 2.0, expect: int = 200) -> ProbeConfig:
 
 def _exec(*command: str, timeout: float = 5.0) -> ProbeConfig:
     return ProbeConfig(kind="exec", command=command, timeout=timeout)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _all_gone(pids: list[int], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while not all(_gone(p) for p in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # ------------------------------------------------------------------------- http
@@ -223,7 +207,7 @@ async def test_exec_timeout_kills_the_whole_process_group(tmp_path: Path) -> Non
     assert not r.ok and "timed out" in r.detail
     recorded = [int(x) for x in pids.read_text().split()]
     assert len(recorded) == 2
-    assert _all_gone(recorded, within=3.0), recorded
+    assert all_gone(recorded, within=3.0), recorded
 
 
 async def test_exec_missing_executable() -> None:
