@@ -133,6 +133,7 @@ class Metrics:
         )
 
     def set_state(self, component: str, layer: str, state: str) -> None:
+        self.restarts.labels(component, layer)  # 0 from the start, not absent until the first
         for s in STATES:
             self.state.labels(component, s).set(1 if s == state else 0)
         self.quarantined.labels(component, layer).set(1 if state == "quarantined" else 0)

@@ -516,6 +516,36 @@ class Systemd:
         """Send ``signal`` to the unit's processes (``who``: main, control or all)."""
         await self._call(MANAGER_PATH, MANAGER, "KillUnit", "ssi", [unit, who, signal], unit=unit)
 
+    async def unit_by_pid(self, pid: int) -> str | None:
+        """The name of the unit a process belongs to, or None when systemd knows none."""
+        try:
+            (path,) = await self._call(MANAGER_PATH, MANAGER, "GetUnitByPID", "u", [pid])
+        except SystemdError:
+            return None
+        (name,) = await self._call(str(path), PROPS_IFACE, "Get", "ss", [UNIT_IFACE, "Id"])
+        return str(_unwrap(name))
+
+    async def properties(self, unit: str, interface: str = SERVICE_IFACE) -> dict[str, Any]:
+        """All properties of ``unit`` on ``interface`` (e.g. ``CPUUsageNSec``, ``MemoryCurrent``,
+        ``CPUWeight``, ``MemoryHigh``, ``ControlGroup`` on the Service interface)."""
+        path = await self.load(unit)
+        (props,) = await self._call(path, PROPS_IFACE, "GetAll", "s", [interface], unit=unit)
+        return {k: _unwrap(v) for k, v in props.items()}
+
+    async def set_properties(
+        self, unit: str, properties: dict[str, tuple[str, Any]], *, runtime: bool = True
+    ) -> None:
+        """``systemctl set-property [--runtime]``: e.g. ``{"CPUWeight": ("t", 20)}``."""
+        body = [unit, runtime, [[k, Variant(sig, v)] for k, (sig, v) in properties.items()]]
+        await self._call(MANAGER_PATH, MANAGER, "SetUnitProperties", "sba(sv)", body, unit=unit)
+
+    async def list_units(self, states: list[str] | None = None) -> list[tuple[str, str, str]]:
+        """Loaded units as (name, active state, sub state), filtered by active/sub state."""
+        (rows,) = await self._call(
+            MANAGER_PATH, MANAGER, "ListUnitsFiltered", "as", [list(states or [])]
+        )
+        return [(str(r[0]), str(r[3]), str(r[4])) for r in rows]
+
     async def daemon_reload(self) -> None:
         """Make systemd re-read unit files (``systemctl daemon-reload``)."""
         await self._call(MANAGER_PATH, MANAGER, "Reload", "", [])

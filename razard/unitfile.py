@@ -37,6 +37,8 @@ def fingerprint(component: ComponentConfig) -> str:
     fields = asdict(component)
     for k in ("probe", "restart", "artifacts", "priority", "start_timeout"):
         fields.pop(k, None)  # razard-side settings: changing them needs no restart
+    if not component.heartbeat:
+        fields.pop("heartbeat", None)  # units written before heartbeats existed stay current
     blob = json.dumps(fields, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -49,7 +51,7 @@ def _quote(arg: str, *, exec_line: bool = True) -> str:
     return f'"{escaped}"'
 
 
-def render_unit(component: ComponentConfig) -> str:
+def render_unit(component: ComponentConfig, heartbeat_file: str = "") -> str:
     """The unit file text for a ``command`` component."""
     desc = f"razar component {component.name} ({component.layer})"
     if component.description:
@@ -76,6 +78,11 @@ def render_unit(component: ComponentConfig) -> str:
     ]
     for key, value in component.environment:
         lines.append("Environment=" + _quote(f"{key}={value}", exec_line=False))
+    if heartbeat_file:
+        # where the component beats (touch or write it): see the [chakra] docs
+        lines.append(
+            "Environment=" + _quote(f"RAZAR_HEARTBEAT_FILE={heartbeat_file}", exec_line=False)
+        )
     if component.working_directory:
         lines.append(f"WorkingDirectory={component.working_directory.replace('%', '%%')}")
     if component.user:
@@ -95,9 +102,9 @@ def read_fingerprint(path: Path) -> str | None:
     return None
 
 
-def write_unit(unit_dir: Path, component: ComponentConfig) -> bool:
+def write_unit(unit_dir: Path, component: ComponentConfig, heartbeat_file: str = "") -> bool:
     """Write the component's unit atomically; returns True when the file changed."""
-    text = render_unit(component)
+    text = render_unit(component, heartbeat_file)
     path = unit_dir / component.unit
     if path.exists() and read_fingerprint(path) is None:
         raise StateError(
