@@ -1,0 +1,316 @@
+"""Runs a layer's healer executable and writes down what it did.
+
+The healer is a separate process (``python -m agents.healing.<layer>`` by
+default, or the ``healer`` argv configured for the layer) with the contract of
+ARCHITECTURE.md: settings in the environment, one JSON object on stdout, exit
+0 healed / 1 not healed / 2 not applicable. It gets a minimal environment (no
+tokens of razard's: only PATH, the locale, the bus address and its ``RAZAR_*``
+settings), its own process group, and ``healer_timeout`` seconds; then it is
+killed and counts as not healed.
+
+Every run is recorded three ways: a journal event carrying ``RAZAR_LAYER``,
+a line in ``chakra_healing.log`` (JSON lines in the state directory), and
+``razar_heal_attempts_total{layer,healer,result}``. One healer runs per layer
+at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from agents.config import HEALERS, ChakraConfig
+from agents.layers import LAYERS
+from razard.errors import StateError
+from razard.journal import EventLog, Priority
+from razard.storage import append_jsonl
+
+HEALING_LOG: Final = "chakra_healing.log"
+OUTPUT_LIMIT: Final = 1 << 20  # a healer's stdout beyond this is cut (and is not valid JSON)
+#: What the healer inherits from razard's environment; nothing else (no tokens).
+PASSED_ENV: Final = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "HOME",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "DBUS_SYSTEM_BUS_ADDRESS",
+    "XDG_RUNTIME_DIR",
+    "PYTHONPATH",
+    "RAZAR_NVML_FAKE",
+)
+Result = Literal["healed", "not_healed", "not_applicable", "error"]
+_RESULTS: Final = {0: "healed", 1: "not_healed", 2: "not_applicable"}
+
+
+@dataclass(frozen=True)
+class HealRun:
+    """One run of a healer, as razard saw it."""
+
+    layer: str
+    healer: str
+    result: Result
+    reason: str
+    exit_code: int | None
+    duration: float
+    mode: str = "heal"
+    component: str = ""
+    unit: str = ""
+    report: Mapping[str, Any] = field(default_factory=dict)  # the healer's JSON object
+
+    @property
+    def healed(self) -> bool:
+        return self.result == "healed"
+
+    @property
+    def changed(self) -> bool:
+        """Did the healer change anything (any step marked ``changed``)?"""
+        return any(s.get("changed") for s in self.report.get("steps", []) if isinstance(s, dict))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "layer": self.layer,
+            "healer": self.healer,
+            "mode": self.mode,
+            "component": self.component or None,
+            "unit": self.unit or None,
+            "result": self.result,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "healed_by": self.report.get("healed_by"),
+            "duration_s": round(self.duration, 3),
+            "steps": self.report.get("steps", []),
+        }
+
+
+class HealerMetrics:
+    """The healer metrics, on razard's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = Counter(
+            "razar_heal_attempts",
+            "Layer healer runs by outcome (healed, not_healed, not_applicable, error)",
+            ["layer", "healer", "result"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "razar_heal_duration_seconds",
+            "How long layer healers ran",
+            ["layer", "healer"],
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=registry,
+        )
+        for layer in LAYERS:  # every series from 0, so rate() and absence alerts work at once
+            for result in ("healed", "not_healed", "not_applicable", "error"):
+                self.attempts.labels(layer, HEALERS[layer][0], result)
+
+
+class HealerRunner:
+    """Starts healers with their settings and records each run."""
+
+    def __init__(
+        self,
+        chakra: ChakraConfig,
+        *,
+        state_dir: Path,
+        bus: str,
+        config_path: Path,
+        events: EventLog,
+        metrics: HealerMetrics,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.chakra = chakra
+        self.state_dir = state_dir
+        self.bus = bus
+        self.config_path = config_path
+        self.events = events
+        self.metrics = metrics
+        self.env = os.environ if env is None else env
+        self.locks: dict[str, asyncio.Lock] = {layer: asyncio.Lock() for layer in LAYERS}
+        self.last: dict[str, HealRun] = {}
+        self.counts: dict[str, dict[str, int]] = {layer: {} for layer in LAYERS}
+
+    def command(self, layer: str) -> list[str]:
+        settings = self.chakra.layer(layer)
+        if settings.healer:
+            return list(settings.healer)
+        return [sys.executable, "-m", *HEALERS[layer][1]]  # type: ignore[index]
+
+    def environment(
+        self, layer: str, *, component: str, unit: str, mode: str, dry_run: bool
+    ) -> dict[str, str]:
+        env = {k: self.env[k] for k in PASSED_ENV if k in self.env}
+        env.update(self.chakra.layer(layer).env())
+        env.update(
+            RAZAR_LAYER=layer,
+            RAZAR_COMPONENT=component,
+            RAZAR_UNIT=unit,
+            RAZAR_DRY_RUN="1" if dry_run else "0",
+            RAZAR_HEAL_MODE=mode,
+            RAZAR_STATE_DIR=str(self.state_dir),
+            RAZAR_BUS=self.bus,
+            RAZAR_CONFIG=str(self.config_path),
+            RAZAR_PYTHON=sys.executable,
+        )
+        return env
+
+    async def run(
+        self,
+        layer: str,
+        *,
+        component: str = "",
+        unit: str = "",
+        mode: str = "heal",
+        dry_run: bool = False,
+        why: str = "",
+    ) -> HealRun:
+        """Run ``layer``'s healer (waiting for one already running on that layer)."""
+        settings = self.chakra.layer(layer)
+        healer = settings.healer_name
+        async with self.locks[layer]:
+            self.events.emit(
+                "heal_started",
+                f"{layer} healer {healer} ({mode}{', dry run' if dry_run else ''})"
+                f"{' for ' + component if component else ''}{': ' + why if why else ''}",
+                component=component or None,
+                layer=layer,
+                unit=unit or None,
+                priority=Priority.NOTICE,
+                healer=healer,
+                mode=mode,
+            )
+            started = time.monotonic()
+            run = await self._execute(
+                layer, healer, settings.healer_timeout, component, unit, mode, dry_run
+            )
+            run = HealRun(
+                layer,
+                healer,
+                run.result,
+                run.reason,
+                run.exit_code,
+                time.monotonic() - started,
+                mode,
+                component,
+                unit,
+                run.report,
+            )
+            if not dry_run:
+                self._record(run)
+            return run
+
+    async def _execute(
+        self,
+        layer: str,
+        healer: str,
+        limit: float,
+        component: str,
+        unit: str,
+        mode: str,
+        dry_run: bool,
+    ) -> HealRun:
+        def fail(reason: str, code: int | None = None) -> HealRun:
+            return HealRun(layer, healer, "error", reason, code, 0.0)
+
+        argv = self.command(layer)
+        env = self.environment(layer, component=component, unit=unit, mode=mode, dry_run=dry_run)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                cwd="/",
+                start_new_session=True,  # its own process group: a timeout kills all of it
+            )
+        except OSError as e:
+            return fail(f"cannot start {argv[0]}: {e.strerror or e}")
+        try:
+            async with asyncio.timeout(limit):
+                out, err = await proc.communicate()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return fail(f"killed after healer_timeout {limit:g}s")
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        code = proc.returncode
+        report = _last_json(out[:OUTPUT_LIMIT])
+        if report is None:
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            return fail(
+                f"exit {code} without a JSON result{': ' + ' | '.join(tail) if tail else ''}",
+                code,
+            )
+        result = _RESULTS.get(code if code is not None else -1)
+        if result is None:
+            return HealRun(
+                layer,
+                healer,
+                "error",
+                f"exit {code}: {report.get('reason', '')}",
+                code,
+                0.0,
+                report=report,
+            )
+        reason = str(report.get("reason", "")) or result
+        return HealRun(layer, healer, result, reason, code, 0.0, report=report)  # type: ignore[arg-type]
+
+    def _record(self, run: HealRun) -> None:
+        self.last[run.layer] = run
+        counts = self.counts[run.layer]
+        counts[run.result] = counts.get(run.result, 0) + 1
+        self.metrics.attempts.labels(run.layer, run.healer, run.result).inc()
+        self.metrics.duration.labels(run.layer, run.healer).observe(run.duration)
+        record = run.as_dict()
+        with contextlib.suppress(StateError):  # a full disk must not stop the healing
+            append_jsonl(self.state_dir / HEALING_LOG, record)
+        priority = Priority.NOTICE if run.result in ("healed", "not_applicable") else Priority.ERR
+        by = (
+            f" by {run.report.get('healed_by')}"
+            if run.healed and run.report.get("healed_by")
+            else ""
+        )
+        self.events.emit(
+            "heal_result",
+            f"{run.layer} healer {run.healer}: {run.result.replace('_', ' ')}{by}: {run.reason}",
+            component=run.component or None,
+            layer=run.layer,
+            unit=run.unit or None,
+            priority=priority,
+            healer=run.healer,
+            result=run.result,
+            mode=run.mode,
+            exit_status=run.exit_code,
+            duration_ms=round(run.duration * 1000),
+        )
+
+
+def _last_json(out: bytes) -> dict[str, Any] | None:
+    """The last line of ``out`` that is a JSON object (the contract: exactly one)."""
+    for line in reversed(out.decode(errors="replace").strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
