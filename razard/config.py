@@ -16,10 +16,14 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from agents.layers import LAYERS, Layer
 from razard.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from agents.config import ChakraConfig
+    from agents.monitoring import MonitoringConfig
 
 BusKind = Literal["system", "user"]
 ProbeKind = Literal["exec", "http", "tcp"]
@@ -88,6 +92,7 @@ class ComponentConfig:
     artifact_root: str = ""  # absolute; defaults to working_directory
     start_timeout: float = DEFAULT_START_TIMEOUT
     description: str = ""
+    heartbeat: bool = False  # the component beats in <runtime_dir>/heartbeat/<layer>/<name>
 
     @property
     def owned(self) -> bool:
@@ -113,6 +118,8 @@ class Config:
     source: Path
     daemon: DaemonConfig
     components: tuple[ComponentConfig, ...]
+    chakra: ChakraConfig = field(default_factory=lambda: _default_chakra())
+    monitoring: MonitoringConfig = field(default_factory=lambda: _default_monitoring())
 
     def component(self, name: str) -> ComponentConfig | None:
         for c in self.components:
@@ -128,6 +135,18 @@ class Config:
             replace(c, restart=replace(c.restart, attempts=attempts)) for c in self.components
         )
         return replace(self, components=comps)
+
+
+def _default_chakra() -> ChakraConfig:
+    from agents.config import parse_chakra
+
+    return parse_chakra(Reader(""), None, Path("."))
+
+
+def _default_monitoring() -> MonitoringConfig:
+    from agents.monitoring import parse_monitoring
+
+    return parse_monitoring(Reader(""), None)
 
 
 def unit_name_for(name: str) -> str:
@@ -272,6 +291,7 @@ def typename(value: Any) -> str:
 _DAEMON_KEYS = {"state_dir", "bus", "metrics_address", "metrics_port", "unit_dir"}
 _COMPONENT_KEYS = {
     "name",
+    "heartbeat",
     "unit",
     "command",
     "environment",
@@ -536,6 +556,12 @@ def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
     description = r.string(t, prefix, "description", "") or ""
     if has_control(description):
         r.problem(join_key(prefix, "description"), "cannot contain control characters")
+    heartbeat = t.get("heartbeat", False)
+    if not isinstance(heartbeat, bool):
+        r.problem(
+            join_key(prefix, "heartbeat"), f"expected true or false, got {typename(heartbeat)}"
+        )
+        heartbeat = False
 
     if len(r.problems) > n_before or name is None or layer is None or priority is None:
         return None
@@ -554,6 +580,7 @@ def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
         artifact_root=artifact_root,
         start_timeout=start_timeout,
         description=description,
+        heartbeat=heartbeat,
     )
 
 
@@ -563,9 +590,22 @@ def parse_config(
     """Turn a parsed TOML document into a `Config`, or raise `ConfigError` with every problem."""
     env = os.environ if env is None else env
     r = Reader(str(source))
-    r.unknown(data, "", {"razard", "component"})
+    r.unknown(data, "", {"razard", "component", "chakra", "monitoring"})
     base = source.parent
     daemon = _parse_daemon(r, data.get("razard"), base, env)
+    from agents.config import parse_chakra
+
+    xdg = env.get("XDG_RUNTIME_DIR", "")
+    runtime = Path(xdg) / "razard" if daemon.bus == "user" and xdg else Path("/run/razard")
+    chakra = parse_chakra(r, data.get("chakra"), base, runtime)
+    from agents.monitoring import parse_monitoring
+
+    monitoring = parse_monitoring(
+        r,
+        data.get("monitoring"),
+        metrics_address=daemon.metrics_address,
+        metrics_port=daemon.metrics_port,
+    )
     components: list[ComponentConfig] = []
     raw_components = data.get("component", [])
     if not isinstance(raw_components, list):
@@ -594,7 +634,13 @@ def parse_config(
         components.append(c)
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(source=source, daemon=daemon, components=tuple(components))
+    return Config(
+        source=source,
+        daemon=daemon,
+        components=tuple(components),
+        chakra=chakra,
+        monitoring=monitoring,
+    )
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -20,6 +20,9 @@ razard exports one object::
       Heal(s name, b long_task, i retries, i remote_attempts) -> s
                                     re-run the handover for one component
                                     (-1 = not given); the outcome as JSON
+      Chakra() -> s                 each layer agent's pulse, sensor and healer runs as JSON
+      HealLayer(s layer, b dry_run) -> s
+                                    run a layer's healer now; its run record as JSON
       Version: s (read-only property)
 
 Heal can take as long as the repair ladder does (with ``long_task``: until the
@@ -189,6 +192,15 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    def chakra(self) -> list[dict[str, Any]]:
+        """Each layer: ``layer, state, pulse_age_s, hz, window_s, last_beat, sensor, sources,
+        outages, healer, healer_runs, last_heal, healing``."""
+        ...
+
+    async def heal_layer(self, layer: str, dry_run: bool) -> dict[str, Any]:
+        """Run ``layer``'s healer now; the run record (``result, reason, steps, ...``)."""
+        ...
+
 
 def _dbus_error(member: str, exc: Exception) -> DBusError:
     """The D-Bus error a client sees for ``exc`` raised while serving ``member``."""
@@ -335,6 +347,22 @@ class ControlInterface(ServiceInterface):
             return _to_json(outcome)
         except Exception as exc:
             raise _dbus_error(f"Heal({name})", exc) from None
+
+    @dbus_method()
+    def Chakra(self) -> DBusStr:
+        """Each layer agent's pulse, sensor reading and healer runs as a JSON list."""
+        try:
+            return _to_json(self._supervisor.chakra())
+        except Exception as exc:
+            raise _dbus_error("Chakra", exc) from None
+
+    @dbus_method()
+    async def HealLayer(self, layer: DBusStr, dry_run: DBusBool) -> DBusStr:
+        """Run a layer's healer now (``dry_run``: plan only); its run record as JSON."""
+        try:
+            return _to_json(await self._supervisor.heal_layer(layer, bool(dry_run)))
+        except Exception as exc:
+            raise _dbus_error(f"HealLayer({layer})", exc) from None
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:
@@ -546,6 +574,23 @@ class ControlClient:
         value = json.loads(text)
         if not isinstance(value, dict):
             raise ControlError("razard sent a malformed heal outcome (not a JSON object)")
+        return value
+
+    async def chakra(self) -> list[dict[str, Any]]:
+        """Each layer agent's state (see :meth:`SupervisorControl.chakra`)."""
+        value = json.loads(await self._call_str("Chakra"))
+        if not isinstance(value, list):
+            raise ControlError("razard sent a malformed chakra report (not a JSON list)")
+        return value
+
+    async def heal_layer(self, layer: str, dry_run: bool = False) -> dict[str, Any]:
+        """Run ``layer``'s healer now; waits as long as the healer may run."""
+        text = await self._call_str(
+            "HealLayer", "sb", [layer, dry_run], deadline_s=HEAL_CALL_TIMEOUT
+        )
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ControlError("razard sent a malformed heal record (not a JSON object)")
         return value
 
     async def _call_str(

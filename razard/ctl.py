@@ -25,6 +25,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from agents.layers import LAYERS
 from razard.cli import DEFAULT_CONFIG
 from razard.control import (
     BUSES,
@@ -224,6 +225,72 @@ def ladder_summary(ladder: Mapping[str, Any]) -> list[str]:
             + ", ".join(f"{name} {restarts[name]}" for name in sorted(restarts))
         )
     return lines
+
+
+_LAYER_STYLE = {"up": "green", "down": "bold red", "unconfigured": "dim", "disabled": "dim"}
+
+
+def _age(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
+def chakra_table(layers: Sequence[Mapping[str, Any]]) -> Table:
+    """The ``chakra`` table: one row per layer, bottom (root) to top (crown)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, kw in (
+        ("layer", {"no_wrap": True}),
+        ("state", {"no_wrap": True}),
+        ("last beat", {"no_wrap": True}),
+        ("hz", {"justify": "right", "no_wrap": True}),
+        ("window", {"justify": "right", "no_wrap": True}),
+        ("sensor", {"overflow": "fold"}),
+        ("sources", {"overflow": "fold"}),
+        ("healer runs", {"no_wrap": True}),
+        ("last heal", {"overflow": "fold"}),
+    ):
+        table.add_column(name, **kw)
+    for layer in layers:
+        state = str(layer.get("state", "?"))
+        sensor = layer.get("sensor") or {}
+        sources = [
+            f"{s.get('name')}{' (stale)' if s.get('stale') else ''}"
+            for s in layer.get("sources", [])
+            if s.get("judged")
+        ]
+        runs = layer.get("healer_runs") or {}
+        heal = layer.get("last_heal") or {}
+        hz = layer.get("hz")
+        table.add_row(
+            _cell(layer.get("layer")),
+            Text(
+                state + (" (healing)" if layer.get("healing") else ""),
+                style=_LAYER_STYLE.get(state, ""),
+            ),
+            _age(layer.get("pulse_age_s")),
+            "-" if hz is None else f"{hz:.3g}",
+            f"{layer.get('window_s', 0):g}s",
+            _cell(sensor.get("summary"))
+            if sensor
+            else ("-" if not layer.get("has_sensor") else "no reading yet"),
+            ", ".join(sources) or "-",
+            ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(runs.items())) or "-",
+            f"{heal.get('result', '').replace('_', ' ')}: {heal.get('reason', '')}"
+            if heal
+            else "-",
+        )
+    return table
+
+
+def heal_layer_line(record: Mapping[str, Any]) -> str:
+    """One line for ``razarctl chakra heal``'s outcome."""
+    by = f" by {record['healed_by']}" if record.get("healed_by") else ""
+    dry = " (dry run)" if (record.get("report") or {}).get("dry_run") else ""
+    return (
+        f"{record.get('layer')}: {record.get('healer')} "
+        f"{str(record.get('result', '?')).replace('_', ' ')}{by}{dry}: {record.get('reason', '')}"
+    )
 
 
 def patches_table(records: Sequence[Mapping[str, Any]]) -> Table:
@@ -547,6 +614,59 @@ def ladder(ctx: click.Context, as_json: bool) -> None:
     console.print(ladder_table(result))
     for line in ladder_summary(result):
         console.print(Text(line), soft_wrap=True)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def chakra(ctx: click.Context, as_json: bool) -> None:
+    """Show each layer agent: state, last beat, pulse (hz), sensor reading, healer runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    layers = _call(ctx, lambda c: c.chakra())
+    if as_json:
+        click.echo(json.dumps(layers, indent=2, sort_keys=True))
+        return
+    _stdout().print(chakra_table(layers))
+
+
+@chakra.command("heal")
+@click.argument("layer", type=click.Choice(LAYERS))
+@click.option("--dry-run", is_flag=True, help="Print the healer's plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the healer's whole record.")
+@click.pass_context
+def chakra_heal(ctx: click.Context, layer: str, dry_run: bool, as_json: bool) -> None:
+    """Run LAYER's healer now; exit 0 healed, 1 not healed, 2 not applicable here."""
+    record = _call(ctx, lambda c: c.heal_layer(layer, dry_run))
+    if as_json:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        _say(heal_layer_line(record))
+        steps = (record.get("report") or {}).get("steps") or []
+        for step in steps:
+            mark = "ok " if step.get("ok") else "bad"
+            click.echo(f"  [{mark}] {step.get('step')}: {step.get('detail', '')}")
+        for line in (record.get("report") or {}).get("plan") or []:
+            click.echo(f"  would: {line}")
+    ctx.exit({"healed": 0, "not_applicable": 2}.get(str(record.get("result")), 1))
+
+
+@main.command(
+    "verify-monitoring",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def verify_monitoring(args: tuple[str, ...]) -> None:
+    """Scrape razard, node_exporter, the GPU exporter and cAdvisor; report every gap.
+
+    Same as scripts/verify_chakra_monitoring.py: --config, --endpoint NAME=URL,
+    --only NAME, --json, --timeout, --max-age (see --help). Exit 0 all good,
+    1 a gap, 2 bad arguments or config.
+    """
+    from agents.monitoring import main as verify
+
+    sys.exit(verify(list(args), prog="razarctl verify-monitoring"))
 
 
 @main.command()

@@ -21,6 +21,12 @@ from typing import Any
 import sdnotify
 from dbus_fast.aio import MessageBus
 
+from agents.chakra import Chakra
+from agents.chakra import register as register_chakra
+from agents.gpu import open_backend
+from agents.gpu_metrics import GpuCollector
+from agents.healer import HealerMetrics, HealerRunner
+from agents.rung import HealerRung
 from razard import __version__
 from razard.config import Config, load_config
 from razard.control import export_control
@@ -129,8 +135,20 @@ async def run(
 
     systemd = Systemd(bus=config.daemon.bus)
     engine = PatchEngine(state_dir)
+    layer_agents: Chakra | None = None
+
+    async def run_healer(layer: str, component: str, unit: str) -> tuple[bool, str]:
+        # the registry's `healer` fixes go through the layer agent (its hold and records)
+        if layer_agents is None:
+            return False, "the layer agents are not running"
+        run = await layer_agents.heal(layer, component=component, unit=unit, why="registry fix")
+        return run.healed, f"{run.result.replace('_', ' ')}: {run.reason}"
+
     roster = build_roster(
-        repair_setup, os.environ, on_retry=lambda c: metrics.ai_retries.labels(c).inc()
+        repair_setup,
+        os.environ,
+        on_retry=lambda c: metrics.ai_retries.labels(c).inc(),
+        run_healer=run_healer,
     )
     handover = Handover(
         state_dir,
@@ -142,6 +160,7 @@ async def run(
         escalation_warning=repair_setup.thresholds.escalation_warning,
     )
     repair = RepairRung(handover, long_task=long_task) if handover.usable else None
+    healer_rung = HealerRung(lambda: layer_agents)
     # a patch razard did not get to verify before it stopped is undone, never left half-done
     lines, touched = await asyncio.to_thread(_recover, engine, config)
     for line in lines:
@@ -153,6 +172,7 @@ async def run(
         metrics,
         on_change=lambda: notifier.status(sup.summary()),
         reload_config=lambda: load(config_path, retries),
+        rungs=[healer_rung],
         repair=repair,
         engine=engine,
         # their files were restored but the process may still run the patched code
@@ -164,6 +184,32 @@ async def run(
             }
         },
     )
+
+    healers = HealerRunner(
+        config.chakra,
+        state_dir=state_dir,
+        bus=config.daemon.bus,
+        config_path=config.source,
+        events=events,
+        metrics=HealerMetrics(metrics.registry),
+    )
+
+    def health() -> tuple[bool, str, dict[str, Any]]:
+        bus_up, saving = systemd.connected, not sup.save_failing
+        values = {"bus_connected": bus_up, "state_saved": saving}
+        if not bus_up:
+            return False, "not connected to systemd's bus", values
+        if not saving:
+            return False, "state cannot be saved", values
+        return True, f"orchestrating: {sup.summary()}", values
+
+    layer_agents = Chakra(config, events, healers, sup, env=os.environ, health=health)
+    gpu_metrics = GpuCollector(lambda: open_backend(os.environ))
+    metrics.registry.register(gpu_metrics)
+    layer_agents.nvml_users.append(gpu_metrics)
+    sup.layer_agents = layer_agents
+    register_chakra(metrics.registry, lambda: layer_agents)
+    sup.on_config.append(layer_agents.reload)
 
     async def export(bus: MessageBus) -> None:
         await export_control(bus, sup)
@@ -234,6 +280,8 @@ async def run(
     boot: asyncio.Task[None] | None = None
     try:
         await sup.start()
+        await layer_agents.start()  # heartbeat files exist before the units that touch them
+        gpu_metrics.start()  # counts XID events in its own thread; nothing to do without a GPU
         loop.add_signal_handler(signal.SIGHUP, on_hup)  # reloads only once runners exist
         async with asyncio.TaskGroup() as tg:
             tg.create_task(systemd.run(), name="systemd-connection")
@@ -255,6 +303,8 @@ async def run(
             boot.cancel()
         for t in tg_tasks:
             t.cancel()
+        await layer_agents.stop()
+        await asyncio.to_thread(gpu_metrics.stop)
         await sup.shutdown()
         await systemd.close()
         os.close(lock_fd)

@@ -19,12 +19,13 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from agents.layers import LAYERS
 from razard import __version__
 from razard.config import ComponentConfig, Config
 from razard.errors import ControlError, RazarError, StateError, SystemdError, UnknownComponent
@@ -38,6 +39,9 @@ from razard.repair.patch import PatchEngine
 from razard.repair.rung import RepairRung
 from razard.state import ComponentRecord, StateStore
 from razard.systemd import Systemd, UnitStatus
+
+if TYPE_CHECKING:
+    from agents.chakra import Chakra
 from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, remove_unit, write_unit
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ class Failure:
     unit_result: str = ""
     exit_status: int | None = None
     cycle_started: float | None = None  # when this failure cycle began (unix time)
+    healer_tried: bool = False  # the layer agent already ran the layer's healer for it
 
 
 class EscalationRung(Protocol):
@@ -92,6 +97,9 @@ class Runner:
         self.cfg = cfg
         self.settled = asyncio.Event()  # healthy, or given up on: the wave may move on
         self._died = asyncio.Event()
+        self._wake = asyncio.Event()  # the monitor has something to look at: a death, a failure
+        self._injected: Failure | None = None  # from the layer agent (heartbeat, layer down)
+        self._monitoring = False
         self._expect_running = False
         self.unit_status: UnitStatus | None = None
         self.task: asyncio.Task[None] | None = None
@@ -111,8 +119,24 @@ class Runner:
         self.unit_status = status
         m = self.sup.metrics
         m.up.labels(self.cfg.name, self.cfg.layer).set(1 if status.active_state == "active" else 0)
-        if self._expect_running and status.dead:
+        if self._expect_running and status.dead and not self.sup.held:
             self._died.set()
+            self._wake.set()
+
+    def recheck(self) -> None:
+        """After a healer's hold: a unit that is down now (and stayed down) is a death."""
+        st = self.unit_status
+        if self._expect_running and st is not None and st.dead:
+            self._died.set()
+            self._wake.set()
+
+    def inject(self, failure: Failure) -> bool:
+        """Hand the runner a failure seen elsewhere; False when it is not watching right now."""
+        if not self._monitoring or self._injected is not None:
+            return False
+        self._injected = failure
+        self._wake.set()
+        return True
 
     # ------------------------------------------------------------ lifecycle
 
@@ -339,16 +363,32 @@ class Runner:
             self.sup.save()
 
     async def _monitor(self) -> Failure:
-        """Return the next failure: the unit died, or the probe failed ``threshold`` times."""
+        """The next failure: the unit died, the probe failed ``threshold`` times, or the layer
+        agent handed one in (a silent heartbeat, a layer its healer could not heal)."""
+        self._monitoring = True
+        try:
+            return await self._watch()
+        finally:
+            self._monitoring = False
+            self._injected = None
+
+    async def _watch(self) -> Failure:
         cfg = self.cfg
         misses = 0
         interval = cfg.probe.interval if cfg.probe else cfg.restart.healthy_window or 60.0
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._died.wait()
+            if not self._died.is_set() and self._injected is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
             if self._died.is_set():
                 return self._unit_failure(self.unit_status, "died")
+            if self._injected is not None:
+                return self._injected
+            if self.sup.held:
+                misses = 0  # a healer is restarting units: its probes say nothing now
+                continue
             if cfg.probe is None:
                 self._healthy(None)
                 continue
@@ -393,6 +433,19 @@ class Runner:
     async def verify(self) -> bool:
         """Restart the unit and wait for its probe: did the last change fix it?"""
         return await self._bring_up(adopt=False, force_restart=True) is None
+
+    async def verify_in_place(self) -> bool:
+        """Wait for the probe without restarting a running unit (a healer just restarted it)."""
+        try:
+            status = await self.sup.systemd.status(self.cfg.unit)
+        except SystemdError:
+            return False
+        self.on_unit(status)
+        if status.active_state != "active":
+            return await self.verify()
+        self._expect_running = True
+        self._died.clear()
+        return await self._await_healthy() is None
 
     async def _climb(self, failure: Failure) -> str | None:
         """Carry out the ladder's decisions for ``failure``.
@@ -452,9 +505,10 @@ class Runner:
             rec.escalations += 1
             rec.in_escalation = True  # persisted: a razard killed mid-rung retries the rung
             sup.set_state(self, "escalating", note=f"{decision.reason}: {rung.name}")
+            verify = self.verify if getattr(rung, "restarts_unit", True) else self.verify_in_place
             try:
                 fixed = await rung.attempt(
-                    cfg, replace(failure, cycle_started=self.cycle_started), self.verify
+                    cfg, replace(failure, cycle_started=self.cycle_started), verify
                 )
             except RazarError as e:
                 fixed = False
@@ -546,6 +600,9 @@ class Supervisor:
         self.quarantine = QuarantineStore(config.daemon.state_dir)
         self.prober = Prober()
         self.runners: dict[str, Runner] = {}
+        self.held = 0  # healers running: unit deaths wait until they finish
+        self.layer_agents: Chakra | None = None  # set by the daemon once they run
+        self.on_config: list[Callable[[Config], Awaitable[None]]] = []  # after a reload
         self.ready = False
         self._on_change = on_change
         self._reload_config = reload_config
@@ -630,6 +687,49 @@ class Supervisor:
         if self._on_change:
             self._on_change()
 
+    # ------------------------------------------------------------ layer agents
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """While a healer runs, units it stops or restarts are not failures; afterwards a unit
+        that is still down is one."""
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+            if not self.held:
+                for runner in list(self.runners.values()):
+                    runner.recheck()
+
+    def beat_grace(self, component: str) -> tuple[bool, float | None]:
+        """Is the component's heartbeat judged now, and since when it has been healthy.
+
+        Not judged while it starts (a model may load for minutes) or is stopped by an
+        operator; judged on its last beat alone while it is down, restarting or
+        quarantined (its layer is not beating); healthy, it gets a window from then."""
+        runner = self.runners.get(component)
+        if runner is None:
+            return False, None
+        status = runner.rec.status
+        if status in ("starting", "stopped") or runner.rec.operator_stopped:
+            return False, None
+        if status == "healthy":
+            return True, runner.rec.healthy_since
+        return True, None
+
+    def escalate(self, component: str, kind: str, error: str, *, healer_tried: bool) -> bool:
+        """A failure seen by a layer agent, handed to the component's ladder."""
+        runner = self.runners.get(component)
+        if runner is None or not runner.alive:
+            return False
+        return runner.inject(Failure(component, kind, error, healer_tried=healer_tried))
+
+    @property
+    def save_failing(self) -> bool:
+        """True while state cannot be written (a full disk): razard is degraded."""
+        return self._save_failed
+
     def summary(self) -> str:
         counts: dict[str, int] = {}
         for r in self.runners.values():
@@ -673,7 +773,8 @@ class Supervisor:
         changed = False
         for cfg in comps:
             if cfg.owned:
-                changed |= write_unit(self.unit_dir, cfg)
+                beat = self.config.chakra.heartbeat_dir / cfg.layer / cfg.name
+                changed |= write_unit(self.unit_dir, cfg, str(beat) if cfg.heartbeat else "")
         if changed:
             await self.systemd.daemon_reload()
 
@@ -889,6 +990,21 @@ class Supervisor:
             },
         }
 
+    def chakra(self) -> list[dict[str, Any]]:
+        """Each layer agent's pulse, sensor reading and healer runs (``razarctl chakra``)."""
+        if self.layer_agents is None:
+            raise ControlError("the layer agents are not running yet")
+        return self.layer_agents.snapshot()
+
+    async def heal_layer(self, layer: str, dry_run: bool) -> dict[str, Any]:
+        """Run a layer's healer at an operator's request (``razarctl chakra heal``)."""
+        if layer not in LAYERS:
+            raise ControlError(f"unknown layer {layer!r}; layers: {', '.join(LAYERS)}")
+        if self.layer_agents is None:
+            raise ControlError("the layer agents are not running yet")
+        run = await self.layer_agents.heal(layer, dry_run=dry_run, why="operator request")
+        return {**run.as_dict(), "report": dict(run.report)}
+
     def patches(self, name: str) -> list[dict[str, Any]]:
         self._runner(name)
         return self.engine.patches(name)
@@ -1034,6 +1150,8 @@ class Supervisor:
                 self.metrics.forget(name, runner.cfg.layer)
                 self.state.forget(name)
             self.config = new
+            for listener in self.on_config:
+                await listener(new)
             await self._write_units([*added, *changed])
             for cfg in changed:
                 runner = self.runners[cfg.name]

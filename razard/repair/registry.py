@@ -19,7 +19,9 @@ The pattern is searched in the failure's error, probe output and journal lines
 - ``patch``: search/replace edits, returned as a `Proposal` for the patch engine;
 - ``command``: an argv run with a deadline (env ``RAZAR_COMPONENT``/``RAZAR_UNIT``/
   ``RAZAR_LAYER``); exit 0 means done, anything else is a failed attempt;
-- ``healer``: the layer's healer (not wired yet: the agent skips it with a reason).
+- ``healer``: the layer's healer (``layer = ""``: the component's own), run by the
+  layer agent; healed means done, anything else is a failed attempt. Without
+  layer agents (a registry used on its own) the entry is skipped with a reason.
 
 An entry already tried for the component (a history record by this agent naming it
 as ``signature`` or ``entry``) is not proposed again; the next matching one is.
@@ -34,7 +36,7 @@ import os
 import re
 import signal
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
@@ -48,7 +50,9 @@ DEFAULT_REGISTRY: Final = Path(__file__).resolve().parents[2] / "config" / "erro
 DEFAULT_COMMAND_DEADLINE: Final = 60.0
 #: How much of a command's output is kept for the records and error messages.
 OUTPUT_LIMIT: Final = 16 * 1024
-HEALERS_UNAVAILABLE: Final = "layer healers are not available yet"
+HEALERS_UNAVAILABLE: Final = "no layer agents to run healers"
+#: Runs a layer's healer: (layer, component, unit) -> (healed, what it said).
+RunHealer = Callable[[str, str, str], Awaitable[tuple[bool, str]]]
 UNSUCCESSFUL: Final = frozenset({"failed", "refused", "reverted"})
 
 FixType = Literal["patch", "command", "healer"]
@@ -355,8 +359,10 @@ class RegistryAgent:
         entries: Sequence[RegistryEntry],
         max_attempts: int = 1,
         command_deadline: float = DEFAULT_COMMAND_DEADLINE,
+        run_healer: RunHealer | None = None,
     ) -> None:
         self.name = "registry"
+        self.run_healer = run_healer
         self.entries = tuple(entries)
         self.max_attempts = max_attempts
         self.command_deadline = command_deadline
@@ -407,8 +413,18 @@ class RegistryAgent:
             values = _values(ctx, match)
             fix = entry.fix
             if isinstance(fix, HealerFix):
-                skipped.append(f"{entry.name}: needs the {fix.layer or ctx.layer} healer")
-                continue
+                layer = fix.layer or ctx.layer
+                if self.run_healer is None:
+                    skipped.append(f"{entry.name}: needs the {layer} healer")
+                    continue
+                healed, said = await self.run_healer(layer, ctx.component, ctx.unit)
+                if not healed:
+                    raise EntryFailed(entry.name, f"the {layer} healer did not heal: {said}")
+                return Proposal(
+                    agent=self.name,
+                    rationale=f"registry:{entry.name}: ran the {layer} healer ({said})",
+                    raw=said,
+                )
             if isinstance(fix, PatchFix):
                 edits = tuple(
                     FileEdit(

@@ -18,7 +18,7 @@ from razard.errors import ConfigError, ConfigProblem
 from razard.repair.handover import RosterEntry
 from razard.repair.openai_agent import OpenAIAgent
 from razard.repair.opencode_agent import OpencodeAgent
-from razard.repair.registry import RegistryAgent, RegistryEntry, load_registry
+from razard.repair.registry import RegistryAgent, RegistryEntry, RunHealer, load_registry
 from razard.repair.roster import (
     RSTAR_AGENT,
     AgentSpec,
@@ -81,10 +81,16 @@ Factory = Callable[[ComponentConfig], RepairAgent]
 
 
 def _factory(
-    spec: AgentSpec, setup: RepairSetup, env: Mapping[str, str], on_retry: Callable[[str], None]
+    spec: AgentSpec,
+    setup: RepairSetup,
+    env: Mapping[str, str],
+    on_retry: Callable[[str], None],
+    run_healer: RunHealer | None = None,
 ) -> Factory:
     if spec.kind == "registry":
-        registry = RegistryAgent(setup.registry, max_attempts=spec.max_attempts)
+        registry = RegistryAgent(
+            setup.registry, max_attempts=spec.max_attempts, run_healer=run_healer
+        )
         return lambda comp: registry
     if spec.kind == "openai":
         endpoint = resolve_endpoint(spec, env)
@@ -137,6 +143,7 @@ def build_roster(
     env: Mapping[str, str],
     *,
     on_retry: Callable[[str], None] = lambda component: None,
+    run_healer: RunHealer | None = None,
 ) -> list[RosterEntry]:
     """The rungs in ladder order, each with an agent factory or the reason it is skipped."""
     if setup.roster is None:
@@ -149,7 +156,7 @@ def build_roster(
             RosterEntry(
                 name=spec.name,
                 kind=spec.kind,
-                factory=None if reason else _factory(spec, setup, env, on_retry),
+                factory=None if reason else _factory(spec, setup, env, on_retry, run_healer),
                 skip_reason=reason,
                 remote=spec.kind != "registry",
                 takes_over_after=setup.thresholds.rstar if spec.name == RSTAR_AGENT else None,

@@ -292,13 +292,40 @@ async def test_patch_templates_are_filled_and_stale_ones_passed_over() -> None:
         await RegistryAgent(entries[:1]).propose(ctx)
 
 
-async def test_healer_fix_is_skipped_until_layer_healers_exist() -> None:
-    """A healer entry skips the rung with a reason; a later matching patch entry still runs."""
+async def test_healer_fix_without_layer_agents_is_skipped() -> None:
+    """Without layer agents a healer entry skips the rung with a reason; a later matching
+    patch entry still runs."""
     healer = _entry("nccl", "NCCL timeout", HealerFix("sacral"))
-    with pytest.raises(AgentSkipped, match="layer healers are not available yet"):
+    with pytest.raises(AgentSkipped, match="no layer agents to run healers"):
         await RegistryAgent([healer]).propose(_ctx("NCCL timeout"))
     agent = RegistryAgent([healer, _entry("fallback", "NCCL", _patch())])
     assert (await agent.propose(_ctx("NCCL timeout"))).rationale.startswith("registry:fallback:")
+
+
+async def test_healer_fix_runs_the_named_layer_healer() -> None:
+    """A healer entry runs the layer's healer: healed is a proposal without edits (the
+    handover verifies it), not healed is a failed attempt naming the healer's reason."""
+    calls: list[tuple[str, str, str]] = []
+
+    def runner(healed: bool, said: str) -> Any:
+        async def run(layer: str, component: str, unit: str) -> tuple[bool, str]:
+            calls.append((layer, component, unit))
+            return healed, said
+
+        return run
+
+    ctx = _ctx("NCCL timeout")
+    own = _entry("own-layer", "NCCL timeout", HealerFix(""))
+    agent = RegistryAgent([own], run_healer=runner(True, "healed: GPU flushed"))
+    proposal = await agent.propose(ctx)
+    assert proposal.edits == () and proposal.diff == ""
+    assert "ran the " + ctx.layer + " healer (healed: GPU flushed)" in proposal.rationale
+    assert calls == [(ctx.layer, ctx.component, ctx.unit)]
+    root = _entry("net", "NCCL timeout", HealerFix("root"))
+    agent = RegistryAgent([root], run_healer=runner(False, "not healed: target unreachable"))
+    with pytest.raises(AgentFailed, match="root healer did not heal: not healed: target"):
+        await agent.propose(ctx)
+    assert calls[-1][0] == "root"
 
 
 # --------------------------------------------------------------------------- commands
