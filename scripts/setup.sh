@@ -12,6 +12,9 @@ command -v dbus-daemon >/dev/null || need_apt+=(dbus)
 # the user manager's own bus (dbus.socket for `systemd --user`)
 [ -e /usr/lib/systemd/user/dbus.socket ] || need_apt+=(dbus-user-session)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# the root healer pings its target; the monitoring check is tested against a real node_exporter
+command -v ping >/dev/null || need_apt+=(iputils-ping)
+[ -x /usr/bin/prometheus-node-exporter ] || need_apt+=(prometheus-node-exporter)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then
