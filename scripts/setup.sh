@@ -15,6 +15,9 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 # the root healer pings its target; the monitoring check is tested against a real node_exporter
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 [ -x /usr/bin/prometheus-node-exporter ] || need_apt+=(prometheus-node-exporter)
+# alert rules are checked with promtool and run by a real Prometheus; alerts go to a real Alertmanager
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -34,10 +37,10 @@ fi
 stamp=.venv/.razar-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "==> creating .venv and installing razar with its dev tools"
+  echo "==> creating .venv and installing razar with its dev and bench tools"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   # pip's chatter goes to a log; shown only when the install fails
-  if ! .venv/bin/python -m pip install -q -e '.[dev]' > .venv/setup.log 2>&1; then
+  if ! .venv/bin/python -m pip install -q -e '.[dev,bench]' > .venv/setup.log 2>&1; then
     cat .venv/setup.log >&2
     echo "setup: pip install failed (log above, also in .venv/setup.log)" >&2
     exit 1
