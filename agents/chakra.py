@@ -314,8 +314,9 @@ class Chakra:
         return max(a for a, _ in ages), [s for a, s in ages if a > window]
 
     def aligned(self, now: float | None = None) -> bool:
+        """Every configured layer beats within its window and none is in an outage."""
         return all(
-            age is None or age <= self.layers[n].settings.window
+            (not self.layers[n].down if age is None else age <= self.layers[n].settings.window)
             for n in LAYERS
             for age in [self.pulse(n, now)[0]]
         )
@@ -562,6 +563,10 @@ class ChakraCollector(Collector):
             st = chakra.layers[name]
             outages.add_metric([name], st.outages)
             if age is None:
+                if st.down:  # mid-outage, its only sources restarting: still down, not "fine"
+                    up.add_metric([name], 0.0)
+                    window.add_metric([name], st.settings.window)
+                    aligned = False
                 continue
             hz.add_metric([name], 1.0 / age)
             up.add_metric([name], 0.0 if stale else 1.0)
