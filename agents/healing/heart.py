@@ -38,11 +38,11 @@ from agents.healing.units import (
     NOT_SET,
     SavedValues,
     candidate_units,
-    connect,
     describe_bytes,
     describe_value,
     read_pressure_setting,
-    restore_saved,
+    restore_property,
+    run_property_healer,
     unit_interface,
     usage_of,
 )
@@ -82,40 +82,7 @@ def _settings(ctx: HealContext) -> dict[str, Any]:
 
 async def heal(ctx: HealContext) -> HealResult:
     """Limit (or restart) the biggest unit under memory pressure; lift the limit once it is gone."""
-    settings = _settings(ctx)
-    result = HealResult(HEALER, LAYER, "not_healed", "", dry_run=ctx.dry_run)
-    store = SavedValues(ctx.healer_state(HEALER))
-    sd = await connect(ctx)
-    try:
-        await _heal(ctx, sd, store, settings, result)
-    except SystemdError as e:
-        result.outcome, result.reason = "not_healed", f"systemd: {e}"
-    finally:
-        await sd.close()
-    return result
-
-
-async def _restore(
-    ctx: HealContext, sd: Systemd, store: SavedValues, result: HealResult, why: str
-) -> None:
-    restored, problems = await restore_saved(sd, store, PROP, result.steps, dry_run=ctx.dry_run)
-    result.details["restored"] = restored
-    if ctx.dry_run:
-        result.plan += [
-            f"set {PROP}={describe_value(r['to'])} on {r['unit']} (runtime)" for r in restored
-        ]
-    names = ", ".join(r["unit"] for r in restored)
-    if problems:
-        result.outcome = "not_healed"
-        result.reason = f"{why}; could not restore {PROP} of: {'; '.join(problems)}"
-    elif not restored:
-        result.outcome, result.healed_by = "healed", "restore"
-        result.reason = f"{why}; nothing to restore"
-    elif ctx.dry_run:  # not healed yet: the plan says what a real run would do
-        result.outcome, result.reason = "not_healed", f"dry run: {why}; would restore {names}"
-    else:
-        result.outcome, result.healed_by = "healed", "restore"
-        result.reason = f"{why}; restored {PROP} of {names}"
+    return await run_property_healer(ctx, HEALER, LAYER, _settings(ctx), _heal)
 
 
 def _check(ctx: HealContext, settings: dict[str, Any], result: HealResult) -> tuple[bool, str]:
@@ -165,12 +132,14 @@ async def _heal(
     result: HealResult,
 ) -> None:
     if ctx.restore:
-        await _restore(ctx, sd, store, result, "restore mode")
+        await restore_property(ctx, sd, store, PROP, result, "restore mode")
         return
     under, what = _check(ctx, settings, result)
     if not under:
         if store.values(PROP):
-            await _restore(ctx, sd, store, result, f"no memory pressure any more: {what}")
+            await restore_property(
+                ctx, sd, store, PROP, result, f"no memory pressure any more: {what}"
+            )
             return
         result.outcome, result.healed_by = "healed", "check_pressure"
         result.reason = f"no memory pressure: {what}"

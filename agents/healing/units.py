@@ -23,14 +23,14 @@ import contextlib
 import fcntl
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import psutil  # type: ignore[import-untyped]
 
-from agents.healing.base import HealContext, HealerError, Step
+from agents.healing.base import HealContext, HealerError, HealResult, Step
 from agents.pressure import Pressure, PressureError, PSIUnavailable, read_psi
 from razard.config import UNIT_RE, ComponentConfig, Config, load_config
 from razard.errors import ConfigError, RazarError, SystemdError, UnitNotFound
@@ -421,3 +421,49 @@ async def restore_saved(
         steps.append(Step("restore", True, what, changed=True))
         restored.append({"unit": sv.unit, "from": sv.applied, "to": sv.original})
     return restored, problems
+
+
+PropertyHeal = Callable[
+    [HealContext, Systemd, "SavedValues", dict[str, Any], HealResult], Awaitable[None]
+]
+
+
+async def run_property_healer(
+    ctx: HealContext, healer: str, layer: str, settings: dict[str, Any], body: PropertyHeal
+) -> HealResult:
+    """Run a healer that changes unit properties at runtime and keeps what it changed on disk
+    (solar_plexus's CPUWeight, heart's MemoryHigh); a systemd error means not healed."""
+    result = HealResult(healer, layer, "not_healed", "", dry_run=ctx.dry_run)
+    store = SavedValues(ctx.healer_state(healer))
+    sd = await connect(ctx)
+    try:
+        await body(ctx, sd, store, settings, result)
+    except SystemdError as e:
+        result.outcome, result.reason = "not_healed", f"systemd: {e}"
+    finally:
+        await sd.close()
+    return result
+
+
+async def restore_property(
+    ctx: HealContext, sd: Systemd, store: SavedValues, prop: str, result: HealResult, why: str
+) -> None:
+    """Put back every ``prop`` value the healer changed and say so in ``result``."""
+    restored, problems = await restore_saved(sd, store, prop, result.steps, dry_run=ctx.dry_run)
+    result.details["restored"] = restored
+    if ctx.dry_run:
+        result.plan += [
+            f"set {prop}={describe_value(r['to'])} on {r['unit']} (runtime)" for r in restored
+        ]
+    names = ", ".join(r["unit"] for r in restored)
+    if problems:
+        result.outcome = "not_healed"
+        result.reason = f"{why}; could not restore {prop} of: {'; '.join(problems)}"
+    elif not restored:
+        result.outcome, result.healed_by = "healed", "restore"
+        result.reason = f"{why}; nothing to restore"
+    elif ctx.dry_run:  # not healed yet: the plan says what a real run would do
+        result.outcome, result.reason = "not_healed", f"dry run: {why}; would restore {names}"
+    else:
+        result.outcome, result.healed_by = "healed", "restore"
+        result.reason = f"{why}; restored {prop} of {names}"
