@@ -3,12 +3,5 @@
 # renew, bounce, restart). Prints one JSON object; exit 0 healed, 1 not healed,
 # 2 not applicable. --dry-run prints the plan and changes nothing.
 # The logic lives in agents/healing/root.py; see its docstring for the settings.
-repo=$(CDPATH= cd -- "$(dirname -- "$0")/../.." && pwd) || exit 1
-if [ -n "${RAZAR_PYTHON:-}" ]; then
-    py=$RAZAR_PYTHON
-elif [ -x "$repo/.venv/bin/python" ]; then
-    py=$repo/.venv/bin/python
-else
-    py=python3
-fi
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "$py" -m agents.healing.root "$@"
+. "$(dirname -- "$0")/_razar_python.sh"
+exec "$py" -m agents.healing.root "$@"
