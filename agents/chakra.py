@@ -84,6 +84,7 @@ class Source:
     kind: str  # "sensor" | "heartbeat"
     last: float | None = None  # unix time of the last beat (good reading)
     reported: bool = False  # its silence was reported in this outage
+    reported_at: float | None = None  # when (unix time) it was last handed to the ladder
     reading: Reading | None = None
 
 
@@ -293,6 +294,9 @@ class Chakra:
                 judged, since = self.host.beat_grace(src.name)
                 if not judged:
                     return None  # starting, or stopped by an operator
+                if src.reported:
+                    # silent in this outage: only a real beat ends it, not a restart's grace
+                    return src.last or self.started
                 return max(src.last or 0.0, since or 0.0) or self.started
             return src.last
         return src.last if src.last is not None else self.started
@@ -345,7 +349,7 @@ class Chakra:
             elif stale:
                 # still down: a source that fell silent since the outage began is reported too
                 for src in stale:
-                    if not src.reported:
+                    if not src.reported or self._silent_since_restart(st, src, now):
                         self._act_on(st, src, age)
             elif st.down:
                 self._came_up(st, now)
@@ -379,8 +383,22 @@ class Chakra:
         for src in stale:
             self._act_on(st, src, age)
 
+    def _silent_since_restart(self, st: LayerState, src: Source, now: float) -> bool:
+        """The ladder restarted this silent component and it has had a whole window since
+        without a beat: hand it to the ladder again (no new chakra_down: same outage)."""
+        if src.kind != "heartbeat" or src.reported_at is None:
+            return False
+        judged, since = self.host.beat_grace(src.name)
+        return (
+            judged
+            and since is not None
+            and since > src.reported_at
+            and now - since > st.settings.window
+        )
+
     def _act_on(self, st: LayerState, src: Source, age: float) -> None:
         src.reported = True
+        src.reported_at = self.clock()
         if src.kind == "heartbeat":
             comp = self.config.component(src.name)
             if comp is None or comp.layer != st.layer or not comp.heartbeat:

@@ -65,7 +65,8 @@ class _Handler(FileSystemEventHandler):
         if event.is_directory:
             return
         kind = event.event_type
-        if kind in ("created", "modified", "closed"):
+        # touch(1) is an "attrib" event in newer watchdog (older versions said "modified")
+        if kind in ("created", "modified", "closed", "attrib"):
             self.watch._from_thread(str(event.src_path), beat=True)
         elif kind == "deleted":
             self.watch._from_thread(str(event.src_path), beat=False)

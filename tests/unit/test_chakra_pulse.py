@@ -120,7 +120,8 @@ def test_silence_raises_one_chakra_down_and_alignment_stays_zero_while_it_restar
     tmp_path: Path,
 ) -> None:
     """A silent component takes its layer down once, goes to its ladder, and the node stays
-    misaligned through the restart until the component beats again."""
+    misaligned through the restart until the component beats again; still silent a window
+    after its restart, it goes to its ladder again within the same outage."""
     chakra, host, clock, log = make(tmp_path)
     chakra._on_beat("throat", "api", clock.now)
     for _ in range(10):  # 10 s of silence, evaluated every second
@@ -139,7 +140,14 @@ def test_silence_raises_one_chakra_down_and_alignment_stays_zero_while_it_restar
     assert m["chakra_alignment"] == 0.0
     assert "chakra_pulse_hz{throat}" not in m
 
-    host.status, host.healthy_since = "healthy", clock.now
+    host.status, host.healthy_since = "healthy", clock.now  # back up, but still silent
+    for _ in range(5):
+        clock.now += 1.0
+        chakra.evaluate()
+        assert scrape(chakra)["chakra_alignment"] == 0.0  # a restart's grace is not a beat
+    assert len(downs(log)) == 1  # the same outage
+    assert host.escalated == [("api", "heartbeat")] * 2  # silent a window after its restart
+
     chakra._on_beat("throat", "api", clock.now)
     clock.now += 0.5
     chakra.evaluate()
