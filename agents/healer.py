@@ -20,9 +20,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +32,13 @@ from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from agents import sandbox
 from agents.config import HEALERS, ChakraConfig
 from agents.layers import LAYERS
-from razard.errors import StateError
+from razard.errors import StateError, SystemdError
 from razard.journal import EventLog, Priority
 from razard.storage import append_jsonl
+from razard.systemd import Systemd
 
 HEALING_LOG: Final = "chakra_healing.log"
 OUTPUT_LIMIT: Final = 1 << 20  # a healer's stdout beyond this is cut (and is not valid JSON)
@@ -131,7 +135,11 @@ class HealerRunner:
         events: EventLog,
         metrics: HealerMetrics,
         env: Mapping[str, str] | None = None,
+        systemd: Systemd | None = None,
     ) -> None:
+        """With ``systemd``, each healer runs as its own sandboxed transient unit; without,
+        as a child process (tests, and ``razarctl chakra heal`` with razard down)."""
+        self.systemd = systemd
         self.chakra = chakra
         self.state_dir = state_dir
         self.bus = bus
@@ -227,6 +235,8 @@ class HealerRunner:
 
         argv = self.command(layer)
         env = self.environment(layer, component=component, unit=unit, mode=mode, dry_run=dry_run)
+        if self.systemd is not None:
+            return await self._execute_in_unit(layer, healer, limit, argv, env)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -251,27 +261,67 @@ class HealerRunner:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             raise
-        code = proc.returncode
-        report = _last_json(out[:OUTPUT_LIMIT])
-        if report is None:
-            tail = err.decode(errors="replace").strip().splitlines()[-3:]
-            return fail(
-                f"exit {code} without a JSON result{': ' + ' | '.join(tail) if tail else ''}",
-                code,
-            )
-        result = _RESULTS.get(code if code is not None else -1)
-        if result is None:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        return _outcome(layer, healer, proc.returncode, out, " | ".join(tail))
+
+    async def _execute_in_unit(
+        self, layer: str, healer: str, limit: float, argv: list[str], env: dict[str, str]
+    ) -> HealRun:
+        """Run the healer as its own sandboxed transient unit (see `agents.sandbox`)."""
+        assert self.systemd is not None
+        sd = self.systemd
+        name = sandbox.unit_name(layer, uuid.uuid4().hex[:10])
+        out_dir = self.chakra.runtime_dir / "heal"
+        out = out_dir / f"{name}.out"
+        exe = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path=env.get("PATH"))
+        if exe is None:
+            return HealRun(layer, healer, "error", f"cannot find {argv[0]!r} on PATH", None, 0.0)
+        readable = [Path(exe), Path(sys.executable), Path(__file__).parent, self.config_path]
+        readable += [Path(v) for v in env.values() if v.startswith("/") and ":" not in v]
+        props = sandbox.properties(
+            layer,
+            [exe, *argv[1:]],
+            env,
+            output=out,
+            writable=[self.state_dir],
+            readable=readable,
+            timeout=limit,
+        )
+        try:
+            out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            result = await sd.start_transient(name, props, job_timeout=limit + 30)
+        except OSError as e:
+            return HealRun(layer, healer, "error", f"{out_dir}: {e.strerror or e}", None, 0.0)
+        except SystemdError as e:
+            return HealRun(layer, healer, "error", f"cannot start {name}: {e}", None, 0.0)
+        except asyncio.CancelledError:
+            with contextlib.suppress(SystemdError):
+                await sd.stop(name, wait=False)
+            raise
+        code: int | None = 0
+        unit_result = "success"
+        if result != "done":
+            try:
+                svc = await sd.properties(name)
+                code, unit_result = int(svc.get("ExecMainStatus", -1)), str(svc.get("Result"))
+            except (SystemdError, ValueError, TypeError):
+                code, unit_result = None, result
+            finally:
+                await sd.reset_failed(name)  # a failed transient unit stays loaded until this
+        try:
+            data = out.read_bytes()[:OUTPUT_LIMIT]
+        except OSError:
+            data = b""
+        with contextlib.suppress(OSError):
+            out.unlink()
+        if unit_result == "timeout":
             return HealRun(
-                layer,
-                healer,
-                "error",
-                f"exit {code}: {report.get('reason', '')}",
-                code,
-                0.0,
-                report=report,
+                layer, healer, "error", f"killed after healer_timeout {limit:g}s", None, 0.0
             )
-        reason = str(report.get("reason", "")) or result
-        return HealRun(layer, healer, result, reason, code, 0.0, report=report)  # type: ignore[arg-type]
+        hint = f"its stderr: journalctl -t razar-heal-{layer.replace('_', '-')} ({name})"
+        if unit_result not in ("success", "exit-code"):
+            return HealRun(layer, healer, "error", f"{name} {unit_result}; {hint}", code, 0.0)
+        return _outcome(layer, healer, code, data, hint)
 
     def _record(self, run: HealRun) -> None:
         self.last[run.layer] = run
@@ -301,6 +351,33 @@ class HealerRunner:
             exit_status=run.exit_code,
             duration_ms=round(run.duration * 1000),
         )
+
+
+def _outcome(layer: str, healer: str, code: int | None, out: bytes, stderr_tail: str) -> HealRun:
+    """Read a finished healer's exit code and JSON object as the contract says."""
+    report = _last_json(out[:OUTPUT_LIMIT])
+    if report is None:
+        return HealRun(
+            layer,
+            healer,
+            "error",
+            f"exit {code} without a JSON result{': ' + stderr_tail if stderr_tail else ''}",
+            code,
+            0.0,
+        )
+    result = _RESULTS.get(code if code is not None else -1)
+    if result is None:
+        return HealRun(
+            layer,
+            healer,
+            "error",
+            f"exit {code}: {report.get('reason', '')}",
+            code,
+            0.0,
+            report=report,
+        )
+    reason = str(report.get("reason", "")) or result
+    return HealRun(layer, healer, result, reason, code, 0.0, report=report)  # type: ignore[arg-type]
 
 
 def _last_json(out: bytes) -> dict[str, Any] | None:

@@ -474,9 +474,27 @@ class Systemd:
 
     async def _job(self, member: str, unit: str, wait: bool, deadline: float) -> str:
         (job,) = await self._call(MANAGER_PATH, MANAGER, member, "ss", [unit, "replace"], unit=unit)
-        job = str(job)
         if not wait:
             return "queued"
+        return await self._wait_job(str(job), member, unit, deadline)
+
+    async def start_transient(
+        self,
+        unit: str,
+        properties: list[tuple[str, str, Any]],
+        *,
+        job_timeout: float = DEFAULT_JOB_TIMEOUT,
+    ) -> str:
+        """``systemd-run``: create and start the transient ``unit`` with ``properties``
+        (name, D-Bus signature, value); returns the start job's result. For a
+        ``Type=oneshot`` unit the job ends when the process has exited."""
+        body = [unit, "fail", [[k, Variant(sig, v)] for k, sig, v in properties], []]
+        (job,) = await self._call(
+            MANAGER_PATH, MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", body, unit=unit
+        )
+        return await self._wait_job(str(job), "StartTransientUnit", unit, job_timeout)
+
+    async def _wait_job(self, job: str, member: str, unit: str, deadline: float) -> str:
         if job in self._done_jobs:
             return self._done_jobs.pop(job)
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -249,7 +249,8 @@ def test_unhealed_layer_goes_up_the_components_ladders(razard: Factory, tmp_path
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 1000000 kB\nMemAvailable: 900000 kB\n")
     _psi(psi, 0.0)
-    calls = tmp_path / "calls"
+    # the healer's sandbox (its own transient unit) may write only in razard's state dir
+    calls = tmp_path / "state" / "healer-calls"
     healer = script(tmp_path / "healer.sh", FAILING_HEALER.format(calls=calls))
     idler = script(tmp_path / "idle.py", IDLER)
     r = razard(f"""
@@ -387,3 +388,51 @@ def test_check_config_names_bad_chakra_keys(tmp_path: Path) -> None:
         "chakra.heart.healer_env.PATH",
     ):
         assert key in p.stdout + p.stderr, key
+
+
+PROBE_HEALER = """\
+    #!/bin/sh
+    # reports the sandbox it runs in, and whether it can write outside razard's state dir
+    caps=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)
+    nnp=$(sed -n 's/^NoNewPrivs:[[:space:]]*//p' /proc/self/status)
+    unit=$(grep -o 'razar-heal-[a-z_-]*-[0-9a-f]*\\.service' /proc/self/cgroup | head -n 1)
+    if touch "{outside}" 2>/dev/null; then outside=writable; else outside=refused; fi
+    state=refused
+    touch "$RAZAR_STATE_DIR/healer-was-here" 2>/dev/null && state=writable
+    printf '{{"result": "healed", "reason": "sandbox probe", "caps": "%s", "nnp": "%s", ' \\
+        "$caps" "$nnp"
+    printf '"cgroup_unit": "%s", "outside": "%s", "state": "%s"}}\\n' "$unit" "$outside" "$state"
+    exit 0
+    """
+
+
+@pytest.mark.parametrize(
+    ("layer", "caps"),
+    [("heart", 0), ("root", (1 << 12) | (1 << 13) | (1 << 21))],  # NET_ADMIN, NET_RAW, SYS_ADMIN
+)
+def test_each_healer_runs_in_its_own_sandboxed_transient_unit(
+    razard: Factory, tmp_path: Path, layer: str, caps: int
+) -> None:
+    """A healer runs as razar-heal-<layer>-<id>.service with only its layer's capabilities,
+    no new privileges, and write access to razard's state dir but not elsewhere."""
+    outside = tmp_path / "outside-the-sandbox"
+    healer = script(tmp_path / "probe.sh", PROBE_HEALER.format(outside=outside))
+    r = razard(f"""
+        [chakra]
+        runtime_dir = "{tmp_path / "run"}"
+
+        [chakra.{layer}]
+        healer = ["{healer}"]
+        """)
+    r.start()
+    p = r.ctl("chakra", "heal", layer, "--json", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    report = json.loads(p.stdout)["report"]  # the healer's own JSON object
+    assert report["cgroup_unit"].startswith(f"razar-heal-{layer.replace('_', '-')}-")
+    assert int(report["caps"], 16) == caps
+    assert report["nnp"] == "1"
+    assert report["state"] == "writable" and (r.state_dir / "healer-was-here").exists()
+    assert report["outside"] == "refused" and not outside.exists()
+    # the transient unit is gone once it has run
+    left = r.um.systemctl("list-units", "--all", "--plain", "razar-heal-*", check=False).stdout
+    assert "razar-heal-" not in left
