@@ -192,6 +192,7 @@ async def run(
         config_path=config.source,
         events=events,
         metrics=HealerMetrics(metrics.registry),
+        systemd=systemd,  # each healer in its own sandboxed transient unit
     )
 
     def health() -> tuple[bool, str, dict[str, Any]]:
