@@ -10,12 +10,41 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from razard.sandbox import JOURNALD, SYSTEMD, UserManager, ensure_journald, start_user_manager
 from razard.sandbox import stop_journald as _stop_journald
+from tests import canary
+
+_SESSION_START = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a canary token (see tests/canary.py) shows up where it must not."""
+    if getattr(session.config, "workerinput", None) is not None:
+        return
+    roots = []
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        try:
+            roots.append(factory.getbasetemp())
+        except (OSError, ValueError):
+            pass
+    hits = canary.leaks_in_files(roots) + canary.leaks_in_journal(_SESSION_START - 1)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if hits:
+        if reporter is not None:
+            reporter.write_sep("=", "SECRET TOKENS LEAKED", red=True)
+            for hit in hits:
+                reporter.write_line(hit)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter is not None:
+        reporter.write_line(
+            f"token check: no canary token in the journal or in {len(roots)} temp tree(s)"
+        )
 
 
 def _skip_without_systemd() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from razard.sandbox import UserManager
+from tests import canary
 
 BIN = Path(sys.executable).parent
 
@@ -68,6 +69,7 @@ class Razard:
         env = self.um.env()
         env.pop("NOTIFY_SOCKET", None)
         env.pop("JOURNAL_STREAM", None)
+        env.update(canary.TOKENS)  # secrets razard holds: none may show up anywhere
         env.update(self.extra_env)
         return env
 
@@ -95,7 +97,9 @@ class Razard:
     def metrics_text(self) -> str:
         import httpx
 
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        page = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        canary.assert_no_token(page, "the metrics page")
+        return page
 
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
@@ -111,6 +115,7 @@ class Razard:
             timeout=timeout,
             check=False,
         )
+        canary.assert_no_token(p.stdout + p.stderr, f"razarctl {' '.join(args)}")
         if check and p.returncode != 0:
             raise AssertionError(f"razarctl {' '.join(args)} -> {p.returncode}\n{p.stderr}")
         return p
