@@ -24,6 +24,7 @@ from razard.errors import ConfigError, ConfigProblem
 if TYPE_CHECKING:
     from agents.config import ChakraConfig
     from agents.monitoring import MonitoringConfig
+    from razard.escalation.config import EscalationConfig
 
 BusKind = Literal["system", "user"]
 ProbeKind = Literal["exec", "http", "tcp"]
@@ -120,6 +121,7 @@ class Config:
     components: tuple[ComponentConfig, ...]
     chakra: ChakraConfig = field(default_factory=lambda: _default_chakra())
     monitoring: MonitoringConfig = field(default_factory=lambda: _default_monitoring())
+    escalation: EscalationConfig = field(default_factory=lambda: _default_escalation())
 
     def component(self, name: str) -> ComponentConfig | None:
         for c in self.components:
@@ -147,6 +149,12 @@ def _default_monitoring() -> MonitoringConfig:
     from agents.monitoring import parse_monitoring
 
     return parse_monitoring(Reader(""), None)
+
+
+def _default_escalation() -> EscalationConfig:
+    from razard.escalation.config import EscalationConfig
+
+    return EscalationConfig()
 
 
 def unit_name_for(name: str) -> str:
@@ -590,7 +598,7 @@ def parse_config(
     """Turn a parsed TOML document into a `Config`, or raise `ConfigError` with every problem."""
     env = os.environ if env is None else env
     r = Reader(str(source))
-    r.unknown(data, "", {"razard", "component", "chakra", "monitoring"})
+    r.unknown(data, "", {"razard", "component", "chakra", "monitoring", "escalation"})
     base = source.parent
     daemon = _parse_daemon(r, data.get("razard"), base, env)
     from agents.config import parse_chakra
@@ -606,6 +614,9 @@ def parse_config(
         metrics_address=daemon.metrics_address,
         metrics_port=daemon.metrics_port,
     )
+    from razard.escalation.config import parse_escalation
+
+    escalation = parse_escalation(r, data.get("escalation"), base)
     components: list[ComponentConfig] = []
     raw_components = data.get("component", [])
     if not isinstance(raw_components, list):
@@ -640,6 +651,7 @@ def parse_config(
         components=tuple(components),
         chakra=chakra,
         monitoring=monitoring,
+        escalation=escalation,
     )
 
 

@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from razard import __version__
 from razard.config import Config, load_config
 from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
+from razard.escalation.metrics import NotifierMetrics
+from razard.escalation.notifier import EscalationNotifier
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.handover import Handover
@@ -210,6 +213,16 @@ async def run(
     layer_agents.nvml_users.append(gpu_metrics)
     sup.layer_agents = layer_agents
     register_chakra(metrics.registry, lambda: layer_agents)
+    escalations = None  # [escalation] is read at start; the components follow reloads
+    if config.escalation.enabled:
+        escalations = EscalationNotifier(
+            config.escalation,
+            state_dir,
+            lambda: sup.config.components,
+            events,
+            NotifierMetrics(metrics.registry, (t.kind for t in config.escalation.targets)),
+            since=time.time(),  # first run ever: from now on (the cursor continues after)
+        )
     sup.on_config.append(layer_agents.reload)
 
     async def export(bus: MessageBus) -> None:
@@ -288,6 +301,8 @@ async def run(
             tg.create_task(systemd.run(), name="systemd-connection")
             tg.create_task(watchdog(), name="watchdog")
             tg.create_task(extend_start(), name="extend-start")
+            if escalations is not None:
+                tg.create_task(escalations.run(), name="escalation-notifier")
             boot = tg.create_task(sup.boot(on_first_wave=ready), name="boot")
             await stop.wait()
             notifier.send("STOPPING=1")

@@ -1,0 +1,15 @@
+"""Operator escalation: when self-healing does not hold, tell a person once, with context.
+
+signature.py   a log line's normalised signature (volatile parts stripped)
+source.py      JournalSource: new journal entries by cursor, once each
+tail.py        JsonlTail: new records of a JSON-lines log by offset + inode
+classify.py    journal entry / log record -> observation (pure)
+grouping.py    Grouper: N recurrences of a signature within a window (pure)
+book.py        the firing alerts, dedup/repeat/inhibit decisions (pure + saved)
+targets.py     Alertmanager, operator console, webhook (httpx, bearer tokens)
+outbox.py      undelivered alerts on disk, bounded, retried with backoff
+history.py     operator_escalations.jsonl and read_escalations()
+metrics.py     razar_alerts_total and friends
+notifier.py    EscalationNotifier: one pass, and the loop razard runs
+cli.py         scripts/escalation_notifier.py (--once for the timer, --follow)
+"""

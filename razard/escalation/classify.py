@@ -1,0 +1,197 @@
+"""What a journal entry or log record means for escalation: pure functions, no I/O.
+
+razard's own events carry ``RAZAR_EVENT`` (see `razard.journal.EventLog`); a
+component's output carries ``RAZAR_COMPONENT`` (the field razard's units add)
+or its unit's name. Each entry becomes at most one `Observation`:
+
+=====================  ================================================  ==============
+observation            from                                              about
+=====================  ================================================  ==============
+``quarantine``         ``operator_alert`` with a component (razard gave  the component
+                       up on it: quarantined, or supervision stopped)
+``warning_threshold``  ``escalation_warning`` (the ladder reached         the component
+                       RAZAR_ESCALATION_WARNING_THRESHOLD)
+``layer_down``         ``chakra_escalated``, or ``operator_alert`` with   the layer
+                       a layer only (down, and its healer did not heal)
+``recovered``          ``state_healthy`` / ``chakra_up``                  component/layer
+``root_down``          ``chakra_down`` of the root layer (inhibits the    root
+                       other layers' alerts until its ``chakra_up``)
+``failure``            razard events at WARNING or worse about a          the component
+                       component; component output at ERR or worse or
+                       that reads like an error; failed repair records
+=====================  ================================================  ==============
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Final, Literal
+
+from razard.escalation.signature import signature
+
+Kind = Literal["failure", "quarantine", "warning_threshold", "layer_down", "recovered", "root_down"]
+
+ROOT_LAYER: Final = "root"
+RAZARD_IDENTIFIER: Final = "razard"
+#: razard events worse than this priority (syslog: lower is worse) count as failures
+FAILURE_PRIORITY: Final = 4
+#: component output at this priority or worse is a failure whatever it says
+OUTPUT_ERROR_PRIORITY: Final = 3
+#: component output that reads like an error (most programs log everything at INFO)
+ERROR_WORDS: Final = re.compile(
+    r"(?i)\b(error|errno|exception|traceback|fatal|panic|critical|failed|failure|"
+    r"segfault|segmentation fault|out of memory|oom|killed|abort(?:ed)?|refused)\b"
+)
+#: razard events that are decisions or notices, not failures, whatever their priority
+_NOT_FAILURES: Final = frozenset(
+    {
+        "escalation_interrupted",
+        "agent_skipped",
+        "agent_waiting",
+        "quarantine_released",
+        "chakra_down",
+        "chakra_up",
+        "alert_dropped",
+        "escalation_notifier",
+    }
+)
+#: repair records (razar_ai_invocations.json / razar_ai_patches.json) that are failures
+FAILED_STATUSES: Final = frozenset({"failed", "refused", "reverted", "aborted"})
+
+SIG_QUARANTINE: Final = "quarantined"
+SIG_WARNING: Final = "escalation_warning"
+SIG_LAYER_DOWN: Final = "layer_down"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One thing the notifier learned from one entry."""
+
+    kind: Kind
+    ts: float  # when it happened (the entry's own time)
+    host: str
+    component: str  # "" for a layer-level observation
+    layer: str
+    message: str
+    event: str = ""  # RAZAR_EVENT, or "" for a component's own output
+
+    @cached_property
+    def signature(self) -> str:
+        """The failure signature (for ``failure``), or the fixed one of the kind."""
+        if self.kind == "quarantine":
+            return SIG_QUARANTINE
+        if self.kind == "warning_threshold":
+            return SIG_WARNING
+        if self.kind == "layer_down":
+            return SIG_LAYER_DOWN
+        sig = signature(self.message)
+        return f"{self.event}: {sig}" if self.event else sig
+
+
+def layer_component(layer: str) -> str:
+    """The component name a layer-level alert is filed under (``layer:root``)."""
+    return f"layer:{layer}"
+
+
+def field(entry: Mapping[str, Any], name: str) -> str:
+    """A journal JSON field as text: journalctl writes binary values as byte arrays and a
+    field set more than once as an array of its values (the first is taken)."""
+    value = entry.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value:
+        if all(isinstance(b, int) for b in value):
+            return bytes(b & 0xFF for b in value).decode("utf-8", "replace")
+        first = value[0]
+        return first if isinstance(first, str) else field({"v": first}, "v")
+    return str(value)
+
+
+def entry_time(entry: Mapping[str, Any], default: float) -> float:
+    raw = field(entry, "__REALTIME_TIMESTAMP")
+    return int(raw) / 1e6 if raw.isdigit() else default
+
+
+def from_journal(
+    entry: Mapping[str, Any],
+    *,
+    units: Mapping[str, str],
+    layers: Mapping[str, str],
+    host: str,
+    now: float,
+    fixed_host: str = "",
+) -> Observation | None:
+    """The observation in one journal entry, or None.
+
+    ``units`` maps unit names to components, ``layers`` components to layers
+    (both from the config). The host is ``fixed_host`` when set (the config's
+    ``host``), else the entry's ``_HOSTNAME``, else ``host``.
+    """
+    event = field(entry, "RAZAR_EVENT")
+    message = field(entry, "MESSAGE")
+    component = field(entry, "RAZAR_COMPONENT")
+    ident = field(entry, "SYSLOG_IDENTIFIER")
+    if not component and not event:
+        unit = field(entry, "_SYSTEMD_UNIT") or field(entry, "_SYSTEMD_USER_UNIT")
+        component = units.get(unit, "")
+        if not component and ident.startswith("razar-") and ident.removeprefix("razar-") in layers:
+            component = ident.removeprefix("razar-")
+    layer = field(entry, "RAZAR_LAYER") or layers.get(component, "")
+    prio_raw = field(entry, "PRIORITY")
+    priority = int(prio_raw) if prio_raw.isdigit() else 6
+    ts = entry_time(entry, now)
+    hostname = fixed_host or field(entry, "_HOSTNAME") or host
+
+    def obs(kind: Kind, comp: str = component) -> Observation:
+        return Observation(kind, ts, hostname, comp, layer, message, event)
+
+    if event:
+        return _from_event(event, priority, component, layer, obs)
+    if not component:
+        return None
+    if priority <= OUTPUT_ERROR_PRIORITY or ERROR_WORDS.search(message):
+        return obs("failure")
+    return None
+
+
+def _from_event(
+    event: str, priority: int, component: str, layer: str, obs: Callable[..., Observation]
+) -> Observation | None:
+    if event == "operator_alert":
+        if component:
+            return obs("quarantine")
+        return obs("layer_down", layer_component(layer)) if layer else None
+    if event == "chakra_escalated" and layer:
+        return obs("layer_down", layer_component(layer))
+    if event == "escalation_warning" and component:
+        return obs("warning_threshold")
+    if event == "state_healthy" and component:
+        return obs("recovered")
+    if event == "chakra_up" and layer:
+        return obs("recovered", layer_component(layer))
+    if event == "chakra_down" and layer == ROOT_LAYER:
+        return obs("root_down", layer_component(layer))
+    if component and priority <= FAILURE_PRIORITY and event not in _NOT_FAILURES:
+        return obs("failure")
+    return None
+
+
+def from_record(
+    source: str, record: Mapping[str, Any], *, layers: Mapping[str, str], host: str, now: float
+) -> Observation | None:
+    """A failed repair attempt or reverted/refused patch from a JSON-lines log, or None."""
+    status = record.get("status")
+    component = record.get("component")
+    if status not in FAILED_STATUSES or not isinstance(component, str) or not component:
+        return None
+    agent = record.get("agent") or "?"
+    reason = str(record.get("reason") or record.get("error") or "")
+    ts = record.get("unix")
+    when = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else now
+    message = f"{agent} {status}: {reason}"
+    return Observation("failure", when, host, component, layers.get(component, ""), message, source)

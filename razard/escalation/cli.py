@@ -1,0 +1,128 @@
+"""The notifier outside razard: ``--once`` (the timer), ``--follow`` (a service).
+
+razard runs the notifier itself when its config has an ``[escalation]``
+table; this entry point is for nodes where razard is stopped, or to run it on
+its own. Both hold the same lock, so while razard's notifier is active a run
+here says so and exits 0.
+
+Exit status: 0 done (or razard's notifier is active), 1 the journal or the
+state directory could not be used, 2 the config is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from razard.config import load_config
+from razard.errors import ConfigError, RazarError
+from razard.escalation.classify import RAZARD_IDENTIFIER
+from razard.escalation.notifier import EscalationNotifier, NotifierBusy, PassResult
+from razard.journal import EventLog
+
+DEFAULT_CONFIG = "/etc/razard/razard.toml"
+IDENTIFIER = "razar-notifier"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="escalation_notifier.py",
+        description="Read razard's journal and repair logs; raise and deliver operator alerts.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"razard's config ({DEFAULT_CONFIG})")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--once", action="store_true", help="read what is new, deliver, exit (the default)"
+    )
+    mode.add_argument("--follow", action="store_true", help="keep running until SIGTERM")
+    p.add_argument(
+        "--journal-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra journalctl option, e.g. --journal-arg=--directory=/var/log/journal",
+    )
+    p.add_argument(
+        "--identifier",
+        default=RAZARD_IDENTIFIER,
+        help=f"razard's SYSLOG_IDENTIFIER in the journal ({RAZARD_IDENTIFIER})",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"escalation_notifier: {e}", file=sys.stderr)
+        return 2
+    cfg = config.escalation
+    if not cfg.enabled:
+        print(
+            f"escalation_notifier: {config.source} has no enabled [escalation] table; nothing to do"
+        )
+        return 0
+    if args.journal_arg:
+        cfg = replace(cfg, journal_args=(*cfg.journal_args, *args.journal_arg))
+    events = EventLog(
+        None, identifier=IDENTIFIER, mirror_to_stderr="JOURNAL_STREAM" not in os.environ
+    )
+    notifier = EscalationNotifier(cfg, config.daemon.state_dir, lambda: config.components, events)
+    try:
+        notifier.lock()
+    except NotifierBusy as e:
+        print(f"escalation_notifier: razard's notifier is active, nothing to do ({e})")
+        return 0
+    except RazarError as e:
+        print(f"escalation_notifier: {e}", file=sys.stderr)
+        return 1
+    try:
+        if args.follow:
+            asyncio.run(_follow(notifier))
+            return 0
+        result = asyncio.run(_once(notifier))
+    except RazarError as e:
+        print(f"escalation_notifier: {e}", file=sys.stderr)
+        return 1
+    finally:
+        notifier.unlock()
+    print(
+        f"escalation_notifier: {result.entries} journal entries, {result.records} log records; "
+        f"{len(result.raised)} raised, {len(result.resolved)} resolved; "
+        f"{result.delivered} delivered, {result.failed} failed, {result.outbox} in the outbox"
+    )
+    return 0
+
+
+async def _once(notifier: EscalationNotifier) -> PassResult:
+    total = PassResult()
+    async with notifier.client() as client:
+        while True:
+            r = await notifier.run_once(client)
+            total.entries += r.entries
+            total.records += r.records
+            total.raised += r.raised
+            total.resolved += r.resolved
+            total.delivered += r.delivered
+            total.failed += r.failed
+            total.outbox = r.outbox
+            if not r.full:
+                return total
+
+
+async def _follow(notifier: EscalationNotifier) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await notifier.run()
+    except asyncio.CancelledError:
+        pass

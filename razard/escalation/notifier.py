@@ -1,0 +1,557 @@
+"""The escalation notifier: journal and repair logs in, deduplicated alerts out.
+
+One pass (`EscalationNotifier.run_once`):
+
+1. read new journal entries (`JournalSource`) and new records of
+   ``razar_ai_invocations.json`` / ``razar_ai_patches.json`` (`JsonlTail`);
+2. turn each into an observation (`classify`) and decide (`book`, `grouping`):
+   raise, repeat, suppress, resolve, or hold back while root is down;
+3. queue every delivery in the outbox and save the alert book, then commit
+   the read positions: a crash before this point re-reads the batch, and the
+   saved book recognises what was already raised;
+4. try every due outbox item (retries with exponential backoff), append the
+   outcome to ``operator_escalations.jsonl`` and update the metrics.
+
+Inside razard it runs in the root task group (`run`); the ``--once`` timer
+and ``--follow`` service run it as a separate process. Only one runs at a
+time per state directory: each holds ``escalation/notifier.lock`` (flock).
+Nothing here blocks the event loop: journalctl is a subprocess, HTTP goes
+through ``httpx.AsyncClient`` with a timeout, file work runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from razard.config import ComponentConfig
+from razard.errors import RazarError
+from razard.escalation import classify
+from razard.escalation.book import (
+    RECURRING,
+    AlertBook,
+    Firing,
+    decide,
+    due_repeats,
+    inhibited,
+    stale,
+)
+from razard.escalation.classify import Observation
+from razard.escalation.config import EscalationConfig
+from razard.escalation.grouping import Grouper
+from razard.escalation.history import all_delivered, append_escalation, iso
+from razard.escalation.metrics import NotifierMetrics
+from razard.escalation.outbox import Outbox, backoff
+from razard.escalation.source import JournalSource
+from razard.escalation.tail import JsonlTail
+from razard.escalation.targets import DeliveryError, Status, Target
+from razard.journal import EventLog, Priority, redact
+
+log = logging.getLogger(__name__)
+
+STATE_SUBDIR: Final = "escalation"
+LOCK_FILE: Final = "notifier.lock"
+BATCH: Final = 10_000  # journal entries per read; a full batch is followed by another at once
+SAMPLE_CHARS: Final = 500
+LOGS: Final = (
+    ("razar_ai_invocations.json", "repair_attempt"),
+    ("razar_ai_patches.json", "patch"),
+)
+REASON_TEXT: Final = {
+    "recurring": "recurring failure",
+    "quarantine": "quarantined (razard gave up healing it)",
+    "warning_threshold": "escalation warning threshold reached",
+    "layer_down": "layer down beyond its healer",
+}
+
+
+class NotifierBusy(RazarError):
+    """Another notifier (razard's own, or a --follow service) holds the lock."""
+
+
+@dataclass
+class PassResult:
+    """What one pass did (for the CLI and tests)."""
+
+    entries: int = 0
+    records: int = 0
+    raised: list[str] = field(default_factory=list)  # escalation ids
+    resolved: list[str] = field(default_factory=list)
+    delivered: int = 0
+    failed: int = 0
+    outbox: int = 0
+
+    @property
+    def full(self) -> bool:
+        return self.entries >= BATCH
+
+
+@dataclass
+class _Send:
+    """A delivery decided in this pass: its record, not yet written."""
+
+    record: dict[str, Any]
+    status: Status
+    targets: list[str]
+
+
+def journal_matches(
+    components: Iterable[ComponentConfig], identifier: str = classify.RAZARD_IDENTIFIER
+) -> list[str]:
+    """journalctl matches for razard's events (``identifier``) and every component's output."""
+    comps = list(components)
+    idents = [f"SYSLOG_IDENTIFIER={identifier}"]
+    idents += [f"SYSLOG_IDENTIFIER={c.unit.removesuffix('.service')}" for c in comps if c.owned]
+    units = sorted({c.unit for c in comps})
+    matches = idents
+    if units:
+        matches += ["+", *(f"_SYSTEMD_UNIT={u}" for u in units)]
+        matches += ["+", *(f"_SYSTEMD_USER_UNIT={u}" for u in units)]
+    return matches
+
+
+class EscalationNotifier:
+    """Reads, decides and delivers; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: EscalationConfig,
+        state_dir: Path,
+        components: Callable[[], Sequence[ComponentConfig]],
+        events: EventLog,
+        metrics: NotifierMetrics | None = None,
+        *,
+        since: float | None = None,
+        clock: Callable[[], float] = time.time,
+        journalctl: str = "journalctl",
+        identifier: str = classify.RAZARD_IDENTIFIER,
+    ) -> None:
+        """``components`` returns the current config's components (it follows reloads);
+        ``since``: where the journal is first read from when no cursor is saved yet
+        (default: one window back from now); ``identifier``: razard's SYSLOG_IDENTIFIER."""
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.dir = state_dir / STATE_SUBDIR
+        self.components = components
+        self.events = events
+        self.metrics = metrics
+        self.clock = clock
+        self.host = cfg.hostname
+        self.identifier = identifier
+        self.targets: dict[str, Target] = {
+            t.kind: Target(t, cfg.repeat_interval) for t in cfg.targets
+        }
+        start = since if since is not None else clock() - cfg.window
+        self.journal = JournalSource(
+            self.dir / "journal.cursor",
+            journal_args=cfg.journal_args,
+            since=start,
+            journalctl=journalctl,
+        )
+        self.tails = [
+            (JsonlTail(state_dir / name, self.dir / f"{name}.pos"), source) for name, source in LOGS
+        ]
+        self.book = AlertBook(self.dir / "firing.json")
+        self.outbox = Outbox(self.dir / "outbox", cfg.outbox_max)
+        self.grouper = Grouper(cfg.threshold, cfg.window)
+        self._lock_fd: int | None = None
+        self._said: set[str] = set()
+
+    # ------------------------------------------------------------ the lock
+
+    def lock(self) -> None:
+        """Hold ``escalation/notifier.lock`` until `unlock` (or the process ends).
+
+        Raises:
+            NotifierBusy: another notifier holds it.
+            StateError-like RazarError: the state directory cannot be used.
+        """
+        if self._lock_fd is not None:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise RazarError(f"{self.dir / LOCK_FILE}: cannot open: {e.strerror or e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise NotifierBusy(
+                f"{self.dir / LOCK_FILE}: another escalation notifier (razard's own, or "
+                "the razar-notifier service) is active on this state directory"
+            ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self, client: httpx.AsyncClient | None = None) -> None:
+        """Pass after pass until cancelled; errors are journaled, never raised."""
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(self.client())
+            try:
+                while True:
+                    result: PassResult | None = None
+                    try:
+                        self.lock()
+                        result = await self.run_once(client)
+                    except NotifierBusy as e:
+                        self._say_once("busy", str(e), Priority.WARNING)
+                    except RazarError as e:
+                        self._say_once(f"error:{e}", f"escalation notifier: {e}", Priority.ERR)
+                    except Exception as e:  # a bug here must not take razard down
+                        log.exception("escalation notifier pass failed")
+                        self._say_once(
+                            f"bug:{type(e).__name__}",
+                            f"escalation notifier: internal error: {type(e).__name__}: {e}",
+                            Priority.ERR,
+                        )
+                    if result is None or not result.full:
+                        await asyncio.sleep(self.cfg.poll_interval)
+            finally:
+                self.unlock()
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client whose timeout bounds every request to a target."""
+        return httpx.AsyncClient(timeout=self.cfg.timeout, follow_redirects=False)
+
+    async def run_once(self, client: httpx.AsyncClient) -> PassResult:
+        """One pass: read, decide, queue, commit, deliver. Call `lock` first.
+
+        Raises:
+            SourceError: journalctl failed (nothing was committed).
+            StateError: the state directory cannot be written.
+        """
+        result = PassResult()
+        now = self.clock()
+        comps = list(self.components())
+        units = {c.unit: c.name for c in comps}
+        layers = {c.name: c.layer for c in comps}
+        self.journal.matches = tuple(journal_matches(comps, self.identifier))
+        entries = await self.journal.read_new(BATCH, commit=False)
+        result.entries = len(entries)
+        observations: list[Observation] = []
+        for entry in entries:
+            o = classify.from_journal(
+                entry,
+                units=units,
+                layers=layers,
+                host=self.host,
+                now=now,
+                fixed_host=self.cfg.host,
+            )
+            if o is not None:
+                observations.append(o)
+        for tail, source in self.tails:
+            records = await asyncio.to_thread(tail.read_new, commit=False)
+            result.records += len(records)
+            for rec in records:
+                o = classify.from_record(source, rec, layers=layers, host=self.host, now=now)
+                if o is not None:
+                    observations.append(o)
+
+        sends: list[_Send] = []
+        for o in observations:
+            if o.component in layers or o.component.startswith("layer:"):
+                sends.extend(self._observe(o, now))
+        sends.extend(self._repeats(now, layers))
+        dropped = await asyncio.to_thread(self._queue_and_commit, sends, now)
+        outcomes = await self._deliver(client, now, result)
+        outcomes.update((key, "failed") for key in dropped)
+        await asyncio.to_thread(self._record, sends, outcomes, now, result)
+        result.outbox = len(self.outbox)
+        if self.metrics is not None:
+            self.metrics.outbox_size.set(result.outbox)
+            self.metrics.last_run.set(self.clock())
+        return result
+
+    # ------------------------------------------------------------ decisions
+
+    def _observe(self, o: Observation, now: float) -> list[_Send]:
+        if o.kind == "root_down":
+            self.book.set_root_down(True)
+            return []
+        if o.kind == "recovered":
+            if o.component == classify.layer_component(classify.ROOT_LAYER):
+                self.book.set_root_down(False)
+            return self._resolve(o, now)
+        if o.kind == "failure":
+            firing = self.book.get((o.host, o.component, o.signature))
+            if firing is not None:  # still recurring: counted, and due for its repeat
+                # pass time, not the line's: a line read with the one that raised the alert
+                # is part of that burst, one read in a later pass means it goes on
+                firing.last_seen, firing.count = max(firing.last_seen, now), firing.count + 1
+                self.book.dirty = True
+            if not self.grouper.observe((o.component, o.signature), o.ts):
+                return []
+            return self._trigger(RECURRING, o, now, self.cfg.threshold)
+        return self._trigger(o.kind, o, now, 1)
+
+    def _trigger(self, reason: str, o: Observation, now: float, count: int) -> list[_Send]:
+        sig = o.signature
+        existing = self.book.get((o.host, o.component, sig))
+        decision = decide(existing, now, self.cfg.repeat_interval)
+        if existing is not None:
+            if reason != RECURRING:  # a recurring failure's lines were counted one by one
+                existing.last_seen = max(existing.last_seen, now)
+                existing.count += count
+                self.book.dirty = True
+            if decision == "suppress":
+                return []
+            return [self._send(existing, now, repeat=True)]
+        sample = redact(o.message)[:SAMPLE_CHARS]
+        what = REASON_TEXT.get(reason, reason)
+        firing = Firing(
+            id=uuid.uuid4().hex,
+            host=o.host,
+            component=o.component,
+            layer=o.layer,
+            signature=sig,
+            reason=reason,
+            summary=f"{o.component} on {o.host}: {what}"
+            + (f": {sig}" if reason == RECURRING else ""),
+            sample=sample,
+            first_ts=now,
+            last_sent=now,
+            last_seen=now,
+            count=count,
+        )
+        self.book.put(firing)
+        if inhibited(firing.layer, self.book.root_down):
+            firing.inhibited = True
+            rec = self._base(firing, now, firing.id, reason)
+            rec["targets"] = {name: "inhibited" for name in self.targets}
+            return [_Send(rec, "firing", [])]
+        return [self._send(firing, now)]
+
+    def _send(self, firing: Firing, now: float, *, repeat: bool = False) -> _Send:
+        """Send ``firing`` to every target: its first sending (an inhibited alert's
+        too, under its own id), or a repeat under a new id."""
+        rid = uuid.uuid4().hex if repeat else firing.id
+        rec = self._base(firing, now, rid, firing.reason)
+        if repeat:
+            rec["repeat_of"] = firing.id
+        elif firing.inhibited:
+            rec["event"] = "delivery"  # its raised record said "inhibited"
+        firing.inhibited = False
+        firing.last_sent = now
+        firing.targets = sorted(self.targets)
+        self.book.dirty = True
+        return _Send(rec, "firing", list(firing.targets))
+
+    def _repeats(self, now: float, configured: Mapping[str, str]) -> list[_Send]:
+        sends = []
+        for f in list(self.book.alerts.values()):
+            removed = f.component not in configured and not f.component.startswith("layer:")
+            if removed or stale(f, now, self.cfg.repeat_interval, self.cfg.window):
+                self.book.pop(f.key)  # forgotten without a resolve: nothing will recover it
+        for f in due_repeats(
+            list(self.book.alerts.values()), now, self.cfg.repeat_interval, self.book.root_down
+        ):
+            sends.append(self._send(f, now, repeat=not f.inhibited))
+        return sends
+
+    def _resolve(self, o: Observation, now: float) -> list[_Send]:
+        sends = []
+        for f in self.book.of_component(o.host, o.component):
+            self.book.pop(f.key)
+            rec = self._base(f, now, uuid.uuid4().hex, "resolved")
+            rec["resolves"] = f.id
+            rec["sample"] = redact(o.message)[:SAMPLE_CHARS]
+            rec["summary"] = f"{f.component} on {f.host}: recovered ({REASON_TEXT[f.reason]})"
+            # a never-delivered (inhibited) alert needs no resolve at the targets
+            sends.append(_Send(rec, "resolved", [] if f.inhibited else list(f.targets)))
+        return sends
+
+    def _base(self, f: Firing, now: float, rid: str, reason: str) -> dict[str, Any]:
+        return {
+            "ts": now,
+            "time": iso(now),
+            "id": rid,
+            "event": "raised",
+            "host": f.host,
+            "component": f.component,
+            "layer": f.layer,
+            "reason": reason,
+            "signature": f.signature,
+            "sample": f.sample,
+            "count": f.count,
+            "dedup_key": f.dedup_key,
+            "summary": f.summary,
+            "first_ts": f.first_ts,
+            "alert_reason": f.reason,  # the original reason, for a resolve's labels
+        }
+
+    # ------------------------------------------------------------ durable steps
+
+    def _queue_and_commit(self, sends: list[_Send], now: float) -> list[tuple[str, str]]:
+        """Queue every delivery, save the book, commit the read positions; returns the
+        (id, target) of items dropped from a full outbox."""
+        dropped_keys = []
+        for s in sends:
+            alert = {**s.record, "reason": s.record["alert_reason"], "ts": s.record["first_ts"]}
+            for name in s.targets:
+                dropped = self.outbox.put(
+                    {
+                        "id": s.record["id"],
+                        "target": name,
+                        "status": s.status,
+                        "alert": alert,
+                        "attempts": 0,
+                        "next_try": now,
+                        "created": now,
+                        "last_error": "",
+                    }
+                )
+                for item in dropped:
+                    self._dropped(item, "the outbox is full")
+                    dropped_keys.append((str(item.get("id")), str(item.get("target"))))
+        self.book.save()
+        self.journal.commit()
+        for tail, _ in self.tails:
+            tail.commit()
+        return dropped_keys
+
+    def _dropped(self, item: dict[str, Any], why: str) -> None:
+        target = str(item.get("target"))
+        alert = item.get("alert") if isinstance(item.get("alert"), dict) else {}
+        assert isinstance(alert, dict)
+        if self.metrics is not None:
+            self.metrics.alerts.labels(target, "dropped").inc()
+        self.events.emit(
+            "alert_dropped",
+            f"alert {item.get('id')} for {target} dropped: {why} "
+            f"({alert.get('summary', '')}; last error: {item.get('last_error') or 'none'})",
+            component=str(alert.get("component") or "") or None,
+            priority=Priority.WARNING,
+            escalation_id=str(item.get("id")),
+            target=target,
+        )
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, now: float, result: PassResult
+    ) -> dict[tuple[str, str], str]:
+        """Try each due outbox item, oldest first; returns {(id, target): state}."""
+        outcomes: dict[tuple[str, str], str] = {}
+        down: set[str] = set()  # a target that failed this pass is not tried again now
+        items = await asyncio.to_thread(self.outbox.items)
+        for name, item in items:
+            tname = str(item.get("target"))
+            if tname in down or float(item.get("next_try") or 0) > now:
+                continue
+            rid = str(item.get("id"))
+            target = self.targets.get(tname)
+            alert = item.get("alert")
+            if target is None or not isinstance(alert, dict):
+                await asyncio.to_thread(self.outbox.remove, name)
+                await asyncio.to_thread(self._dropped, item, f"target {tname} is not configured")
+                outcomes[(rid, tname)] = "failed"
+                continue
+            status: Status = "resolved" if item.get("status") == "resolved" else "firing"
+            try:
+                await target.send(client, alert, status, self.clock())
+            except DeliveryError as e:
+                result.failed += 1
+                if self.metrics is not None:
+                    self.metrics.alerts.labels(tname, "failed").inc()
+                item["attempts"] = int(item.get("attempts") or 0) + 1
+                item["last_error"] = str(e)
+                if e.permanent:
+                    await asyncio.to_thread(self.outbox.remove, name)
+                    await asyncio.to_thread(self._dropped, item, f"refused: {e}")
+                    outcomes[(rid, tname)] = "failed"
+                    continue
+                down.add(tname)
+                item["next_try"] = now + backoff(
+                    item["attempts"], self.cfg.retry_base, self.cfg.retry_cap
+                )
+                await asyncio.to_thread(self.outbox.update, name, item)
+                outcomes[(rid, tname)] = "queued"
+                self._say_once(f"down:{tname}", f"alerts kept in the outbox: {e}", Priority.WARNING)
+                continue
+            self._said.discard(f"down:{tname}")
+            await asyncio.to_thread(self.outbox.remove, name)
+            result.delivered += 1
+            outcomes[(rid, tname)] = "delivered"
+            if self.metrics is not None:
+                self.metrics.alerts.labels(tname, "delivered").inc()
+                self.metrics.last_delivery.set(self.clock())
+        return outcomes
+
+    def _record(
+        self,
+        sends: list[_Send],
+        outcomes: dict[tuple[str, str], str],
+        now: float,
+        result: PassResult,
+    ) -> None:
+        raised_ids = set()
+        for s in sends:
+            rec = dict(s.record)
+            rid = rec["id"]
+            raised_ids.add(rid)
+            rec.pop("alert_reason", None)
+            rec.pop("first_ts", None)
+            if s.targets:
+                rec["targets"] = {t: outcomes.get((rid, t), "queued") for t in s.targets}
+            else:
+                rec.setdefault("targets", {})
+            rec["delivered"] = all_delivered(rec["targets"])
+            append_escalation(self.state_dir, rec)
+            (result.resolved if rec["reason"] == "resolved" else result.raised).append(rid)
+            self.events.emit(
+                "escalation_raised" if rec["reason"] != "resolved" else "escalation_resolved",
+                f"{rec['summary']} -> "
+                + (", ".join(f"{k}: {v}" for k, v in rec["targets"].items()) or "no targets"),
+                component=rec["component"] if not rec["component"].startswith("layer:") else None,
+                layer=rec["layer"] or None,
+                priority=Priority.NOTICE,
+                escalation_id=rid,
+                escalation_reason=rec["reason"],
+            )
+        # retries from earlier passes that now have an outcome
+        later: dict[str, dict[str, str]] = {}
+        for (rid, tname), state in outcomes.items():
+            if rid in raised_ids or state == "queued":
+                continue
+            later.setdefault(rid, {})[tname] = state
+        if not later:
+            return
+        pending = {str(item.get("id")) for _, item in self.outbox.items()}
+        for rid, targets in later.items():
+            append_escalation(
+                self.state_dir,
+                {
+                    "ts": now,
+                    "time": iso(now),
+                    "id": rid,
+                    "event": "delivery",
+                    "targets": targets,
+                    "delivered": rid not in pending and all_delivered(targets),
+                },
+            )
+
+    def _say_once(self, key: str, message: str, priority: int) -> None:
+        """Journal a problem once until it changes (a target down for an hour is one line)."""
+        if key in self._said:
+            return
+        self._said.add(key)
+        log.warning("%s", message)
+        self.events.emit("escalation_notifier", message, priority=priority)

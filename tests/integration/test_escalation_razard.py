@@ -1,0 +1,118 @@
+"""razard's built-in notifier: a component razard gives up on reaches the operator once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from razard.escalation.history import ESCALATIONS_FILE, read_escalations
+from razard.sandbox import UserManager
+from tests.integration.harness import Razard, free_port, py, script, wait_for
+from tests.integration.test_escalation_operator import OperatorConsole
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def console() -> Iterator[OperatorConsole]:
+    c = OperatorConsole(free_port(), f"tok-{uuid.uuid4().hex}")
+    c.up()
+    yield c
+    c.down()
+
+
+def test_quarantined_component_reaches_the_operator_exactly_once(
+    user_manager: UserManager, journald: object, console: OperatorConsole, tmp_path: Path
+) -> None:
+    """A crash-looping component is quarantined; the console gets one alert, recorded in
+    operator_escalations.jsonl; the notifier's metrics are on razard's /metrics; the token
+    is nowhere in the state directory, the journal or the metrics."""
+    name = f"it-esc-{uuid.uuid4().hex[:6]}"
+    token_file = tmp_path / "operator.token"
+    token_file.write_text(console.token + "\n")
+    crash = script(
+        tmp_path / "crash.py",
+        """\
+        import sys
+        print("fatal: shard corrupt", file=sys.stderr)
+        sys.exit(4)
+        """,
+    )
+    r = Razard(
+        user_manager,
+        tmp_path,
+        f"""
+        [[component]]
+        name = "{name}"
+        layer = "heart"
+        priority = 10
+        command = ["{py()}", "{crash}"]
+        restart = {{ attempts = 2, backoff_base = 0.05, backoff_cap = 0.2 }}
+
+        [escalation]
+        threshold = 1000
+        poll_interval = 0.2
+        retry_base = 0.1
+
+        [escalation.operator]
+        url = "http://127.0.0.1:{console.port}"
+        token_file = "{token_file}"
+        agent = "overseer"
+        """,
+    )
+    try:
+        r.start(wait_ready=False)
+        r.wait_state(name, "quarantined", timeout=60)
+
+        def mine() -> list[dict[str, Any]]:
+            return [q for q in console.requests if q["context"]["component"] == name]
+
+        try:
+            wait_for(mine, 30, "the operator console to get the alert")
+        except AssertionError as e:  # say what razard's notifier did instead
+            raise AssertionError(f"{e}\nrazard's stderr:\n{r.stderr_text()[-4000:]}") from None
+        recorded = wait_for(
+            lambda: [e for e in read_escalations(r.state_dir) if e["component"] == name],
+            10,
+            "the escalation record",
+        )
+        metrics = r.metrics_text()  # the record is written after the delivery was counted
+        stopped = r.stop()
+    finally:
+        if r.proc is not None:
+            r.stop()
+        r.cleanup_units([f"razar-{name}.service"])
+    assert stopped == 0
+    (req,) = mine()
+    assert (req["operator"], req["agent"], req["command"]) == ("razar", "overseer", "escalate")
+    ctx = req["context"]
+    assert (ctx["reason"], ctx["layer"], ctx["signature"]) == ("quarantine", "heart", "quarantined")
+    assert "razarctl quarantine release" in ctx["sample"]
+    (rec,) = recorded
+    assert rec["id"] == ctx["id"] and rec["targets"] == {"operator": "delivered"}
+    assert rec["delivered"] and rec["dedup_key"] == f"{ctx['host']}|{name}|quarantined"
+    # other razards on this shared journald may add layer alerts: count ours by record
+    assert 'razar_alerts_total{result="delivered",target="operator"}' in metrics
+    assert 'razar_alerts_total{result="failed",target="operator"} 0.0' in metrics
+    assert "razar_notifier_last_run_timestamp_seconds" in metrics
+    assert console.unauthorized == 0
+
+    raw = (r.state_dir / ESCALATIONS_FILE).read_text()
+    ours = [json.loads(line) for line in raw.splitlines() if name in line]
+    assert [(x["event"], x["reason"]) for x in ours] == [("raised", "quarantine")]
+    for path in r.state_dir.rglob("*"):
+        if path.is_file():
+            assert console.token.encode() not in path.read_bytes(), path
+    assert console.token not in metrics
+    journal = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "export", "--since=-10min", f"RAZAR_COMPONENT={name}"],
+        capture_output=True,
+        timeout=30,
+    ).stdout
+    assert name.encode() in journal and console.token.encode() not in journal

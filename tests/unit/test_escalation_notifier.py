@@ -1,0 +1,131 @@
+"""The notifier's decisions over a scripted journal and clock (no journald, no targets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from razard.config import parse_config
+from razard.escalation.history import read_escalations
+from razard.escalation.notifier import EscalationNotifier
+from razard.journal import EventLog
+
+
+class ScriptedJournal:
+    """Stands in for JournalSource: hands out what the test queued, once."""
+
+    def __init__(self) -> None:
+        self.queued: list[dict[str, Any]] = []
+        self.matches: tuple[str, ...] = ()
+        self.commits = 0
+
+    async def read_new(self, max_entries: int | None = None, *, commit: bool = True) -> Any:
+        batch, self.queued = self.queued, []
+        return batch
+
+    def commit(self) -> None:
+        self.commits += 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def line(msg: str, ts: float, comp: str = "vllm") -> dict[str, Any]:
+    return {
+        "MESSAGE": msg,
+        "SYSLOG_IDENTIFIER": f"razar-{comp}",
+        "RAZAR_COMPONENT": comp,
+        "PRIORITY": "3",
+        "_HOSTNAME": "gpu-1",
+        "__REALTIME_TIMESTAMP": str(int(ts * 1e6)),
+    }
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[EscalationNotifier, ScriptedJournal, Clock]:
+    config = parse_config(
+        {
+            "razard": {"state_dir": str(tmp_path)},
+            "component": [
+                {"name": "vllm", "layer": "sacral", "priority": 1, "command": ["/bin/true"]}
+            ],
+            "escalation": {"threshold": 3, "window": 60.0, "repeat_interval": 600.0},
+        },
+        tmp_path / "razard.toml",
+        env={},
+    )
+    clock = Clock()
+    n = EscalationNotifier(
+        config.escalation,
+        tmp_path,
+        lambda: config.components,
+        EventLog(None, socket_path=str(tmp_path / "no-journald")),
+        clock=clock,
+    )
+    journal = ScriptedJournal()
+    n.journal = journal  # type: ignore[assignment]
+    return n, journal, clock
+
+
+async def test_a_crash_loop_is_one_alert_that_repeats_only_while_it_recurs(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], tmp_path: Path
+) -> None:
+    """Nine identical errors make one alert (count 9); it repeats after the interval only if
+    seen again; a different error is its own alert."""
+    n, journal, clock = setup
+    t = clock.now
+    journal.queued = [line(f"OOM killed pid {100 + i}", t + i) for i in range(9)]
+    journal.queued.append(line("disk full on /dev/sda1", t + 10))
+    async with n.client() as client:
+        r = await n.run_once(client)
+        assert len(r.raised) == 1 and journal.commits == 1
+        (alert,) = n.book.alerts.values()
+        assert (alert.count, alert.signature) == (9, "OOM killed pid <n>")
+        clock.now += 601
+        assert (await n.run_once(client)).raised == []  # nothing new: no repeat
+        journal.queued = [line("OOM killed pid 999", clock.now)]
+        clock.now += 1
+        r = await n.run_once(client)
+        assert len(r.raised) == 1  # seen again past the interval: repeated
+    first, repeat = read_escalations(tmp_path)
+    assert repeat["repeat_of"] == first["id"] and first["count"] == 3
+    assert first["targets"] == {} and not first["delivered"]  # no target configured
+    assert first["sample"] == "OOM killed pid 102" and first["reason"] == "recurring"
+
+
+async def test_recovery_resolves_and_a_new_notifier_remembers_firing_alerts(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], tmp_path: Path
+) -> None:
+    """A quarantine survives a restart of the notifier (no duplicate); healthy resolves it."""
+    n, journal, clock = setup
+    quarantine = {
+        "RAZAR_EVENT": "operator_alert",
+        "RAZAR_COMPONENT": "vllm",
+        "MESSAGE": "vllm quarantined: token=abc123 leaked",
+        "PRIORITY": "1",
+    }
+    journal.queued = [quarantine]
+    async with n.client() as client:
+        await n.run_once(client)
+    n.unlock()
+
+    again = EscalationNotifier(
+        n.cfg, tmp_path, n.components, n.events, clock=clock
+    )  # razard restarted
+    journal2 = ScriptedJournal()
+    again.journal = journal2  # type: ignore[assignment]
+    journal2.queued = [quarantine, {"RAZAR_EVENT": "state_healthy", "RAZAR_COMPONENT": "vllm"}]
+    async with again.client() as client:
+        r = await again.run_once(client)
+    assert r.raised == [] and len(r.resolved) == 1
+    raised, resolved = read_escalations(tmp_path)
+    assert resolved["resolves"] == raised["id"] and resolved["reason"] == "resolved"
+    assert "abc123" not in (tmp_path / "operator_escalations.jsonl").read_text()
+    assert again.book.alerts == {}
