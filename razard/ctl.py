@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import json
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -27,6 +28,7 @@ from rich.text import Text
 
 from agents.layers import LAYERS
 from razard.cli import DEFAULT_CONFIG
+from razard.config import Config
 from razard.control import (
     BUSES,
     DEFAULT_CALL_TIMEOUT,
@@ -35,6 +37,17 @@ from razard.control import (
     RazardNotRunning,
 )
 from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
+from razard.triage import (
+    OUTPUTS,
+    PRIORITIES,
+    Entry,
+    LogQuery,
+    TriageError,
+    load_incident,
+    parse_time,
+    summary,
+)
+from razard.triage import markdown as incident_markdown
 
 T = TypeVar("T")
 
@@ -80,7 +93,7 @@ PATCH_STYLES = {
     "aborted": "red",
 }
 
-JOURNAL_OUTPUTS = {"short": "short-iso", "json": "json", "cat": "cat"}
+JOURNAL_OUTPUTS = OUTPUTS
 """``logs -o`` choices and the journalctl output mode each means."""
 
 # A table piped into grep or a file should not be folded to 80 columns.
@@ -358,30 +371,11 @@ def journal_argv(
     output: str,
     lines: int | None,
 ) -> list[str]:
-    """The journalctl command line showing ``name``'s journal.
-
-    Matches razard's own records about the component (``RAZAR_COMPONENT``) OR
-    the unit's output, whether it runs under the system or a user manager;
-    ``+`` is journalctl's OR between match groups. Options come before the
-    matches. Without ``unit`` only razard's records match.
-    """
-    if output not in JOURNAL_OUTPUTS:
-        raise ValueError(f"unknown output {output!r}: expected one of {', '.join(JOURNAL_OUTPUTS)}")
-    argv = ["journalctl", "--no-pager", "-o", JOURNAL_OUTPUTS[output]]
-    if since:
-        argv += ["--since", since]
-    if lines is not None:
-        argv += ["-n", str(lines)]
-    if follow:
-        argv.append("-f")
-    argv.append(f"RAZAR_COMPONENT={name}")
-    if unit:
-        argv += ["+", f"_SYSTEMD_UNIT={unit}", "+", f"_SYSTEMD_USER_UNIT={unit}"]
-        if unit.startswith("razar-") and unit.endswith(".service"):
-            # units razard writes log under this identifier, even where journald
-            # cannot tell which unit a stream belongs to (containers, sandboxes)
-            argv += ["+", f"SYSLOG_IDENTIFIER={unit.removesuffix('.service')}"]
-    return argv
+    """The journalctl command line showing ``name``'s journal: razard's records about the
+    component OR its unit's output (see `razard.triage.LogQuery`)."""
+    return LogQuery(
+        component=name, unit=unit, since=since, follow=follow, output=output, lines=lines
+    ).argv()
 
 
 # --- plumbing -------------------------------------------------------------------
@@ -546,9 +540,31 @@ def reload(ctx: click.Context) -> None:
     _say("razard reloaded its config")
 
 
-@main.command(short_help="Show COMPONENT's journal.")
-@click.argument("component")
+@main.command(short_help="Show razard's journal, filtered (a component, layer, event, ...).")
+@click.argument("component", required=False)
+@click.option("--component", "component_opt", metavar="NAME", help="Same as COMPONENT.")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    type=click.Choice(LAYERS),
+    help="Records about this layer (repeat for several).",
+)
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    metavar="EVENT",
+    help="Only this event (RAZAR_EVENT, e.g. probe_failed, state_quarantined); repeatable.",
+)
+@click.option(
+    "-p",
+    "--priority",
+    type=click.Choice(PRIORITIES),
+    help="This priority and more severe (journalctl -p).",
+)
 @click.option("--since", metavar="TEXT", help='Start time, as journalctl takes it ("1h ago").')
+@click.option("--until", metavar="TEXT", help="End time, as journalctl takes it.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option(
     "-o",
@@ -559,21 +575,67 @@ def reload(ctx: click.Context) -> None:
     help="short (ISO times), json (one record a line), cat (messages only).",
 )
 @click.option("-n", "--lines", type=click.IntRange(min=0), help="Show only the last N lines.")
+@click.option(
+    "--print-command",
+    is_flag=True,
+    help="Print the journalctl command instead of running it (it works on its own).",
+)
 @click.pass_context
 def logs(
     ctx: click.Context,
-    component: str,
+    component: str | None,
+    component_opt: str | None,
+    layers: tuple[str, ...],
+    events: tuple[str, ...],
+    priority: str | None,
     since: str | None,
+    until: str | None,
     follow: bool,
     output: str,
     lines: int | None,
+    print_command: bool,
 ) -> None:
-    """Show COMPONENT's journal (its unit's output and razard's records).
+    """Show razard's journal: COMPONENT's records and its unit's output, or every record
+    razard wrote, narrowed by --layer, --event, --priority and --since/--until.
 
-    Runs journalctl; if razard cannot be reached, only razard's records
+    Runs journalctl with RAZAR_* field matches, so the same query works with
+    journalctl directly (--print-command shows it). With a component, razarctl asks
+    razard for its unit; if razard cannot be reached, only razard's records
     (RAZAR_COMPONENT=COMPONENT) are matched.
     """
+    if component and component_opt and component != component_opt:
+        raise click.BadParameter(
+            f"two components given ({component!r} and {component_opt!r})", param_hint="--component"
+        )
+    component = component or component_opt
     unit: str | None = None
+    if component and not layers and not events:
+        unit = _unit_of(ctx, component)
+    argv = LogQuery(
+        component=component,
+        unit=unit,
+        layers=layers,
+        events=events,
+        priority=priority,
+        since=since,
+        until=until,
+        follow=follow,
+        output=output,
+        lines=lines,
+    ).argv()
+    if print_command:
+        click.echo(shlex.join(argv))
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        raise ControlError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+
+
+def _unit_of(ctx: click.Context, component: str) -> str | None:
+    """The component's unit, from razard; None (with a warning) when razard is not there."""
     try:
         result = _call(ctx, lambda c: c.status())
     except UnknownComponent:
@@ -584,18 +646,11 @@ def logs(
             style="yellow",
             soft_wrap=True,
         )
-    else:
-        match = [c for c in result.get("components", []) if c.get("name") == component]
-        if not match:
-            raise UnknownComponent(component)
-        unit = match[0].get("unit") or None
-    argv = journal_argv(component, unit, since, follow, output, lines)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvp(argv[0], argv)
-    except OSError as exc:
-        raise ControlError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+        return None
+    match = [c for c in result.get("components", []) if c.get("name") == component]
+    if not match:
+        raise UnknownComponent(component)
+    return match[0].get("unit") or None
 
 
 # --- repairs --------------------------------------------------------------------
@@ -843,3 +898,165 @@ def heal(
     _say(heal_line(component, outcome))
     if not outcome.get("healed"):
         sys.exit(EXIT_ERROR)
+
+
+# --- triage ---------------------------------------------------------------------
+
+KIND_STYLES = {
+    "state": "cyan",
+    "probe": "yellow",
+    "restart": "yellow",
+    "healer": "magenta",
+    "chakra": "magenta",
+    "agent": "blue",
+    "patch": "blue",
+    "quarantine": "red",
+    "alert": "red",
+    "operator": "green",
+}
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="razard's config: where its state directory (the logs) is.",
+)
+
+
+def _load_config(config_path: Path) -> Config:
+    from razard.config import load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise ControlError(f"cannot read razard's config (--config FILE):\n{exc}") from None
+
+
+def _when(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except TriageError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def incident_table(entries: Sequence[Entry]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for header in ("TIME (UTC)", "KIND", "EVENT", "DETAIL"):
+        table.add_column(header, overflow="fold")
+    for e in entries:
+        table.add_row(
+            e.time.replace("T", " ").removesuffix("Z"),
+            Text(e.kind, style=KIND_STYLES.get(e.kind, "")),
+            e.event,
+            e.message,
+        )
+    return table
+
+
+@main.command(short_help="One timeline of COMPONENT's incident.")
+@click.argument("component")
+@click.option("--since", metavar="TEXT", help='From ("2h ago", "today", an ISO time in UTC).')
+@click.option("--until", metavar="TEXT", help="Up to (same forms as --since).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (summary and entries).")
+@click.option("--markdown", is_flag=True, help="Print Markdown for an incident ticket.")
+@CONFIG_OPTION
+def incident(
+    component: str,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+    markdown: bool,
+    config_path: Path,
+) -> None:
+    """Everything that happened to COMPONENT, oldest first: state changes, probe failures,
+    restarts, healer runs, agent invocations, patches applied and reverted, quarantine and
+    alerts, from the journal (razar.log where the journal has none), patch_history.jsonl and
+    operator_escalations.jsonl. Needs no running razard."""
+    if as_json and markdown:
+        raise click.UsageError("--json and --markdown are alternatives; give one")
+    cfg = _load_config(config_path)
+    comp = cfg.component(component)
+    if comp is None:
+        raise UnknownComponent(component)
+    from razard.daemon import LOG_FILE
+
+    state_dir = cfg.daemon.state_dir
+    entries = load_incident(
+        component,
+        comp.layer,
+        state_dir,
+        state_dir / LOG_FILE,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+    )
+    if as_json:
+        body = {
+            "component": component,
+            "layer": comp.layer,
+            "summary": summary(entries),
+            "entries": [e.as_dict() for e in entries],
+        }
+        click.echo(json.dumps(body, indent=2, default=str))
+    elif markdown:
+        click.echo(incident_markdown(component, entries), nl=False)
+    elif not entries:
+        _say(f"nothing recorded for {component}" + (f" since {since}" if since else ""))
+    else:
+        _stdout().print(incident_table(entries))
+
+
+def escalations_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for header in ("TIME (UTC)", "COMPONENT", "REASON", "COUNT", "TARGETS", "DELIVERED", "WHAT"):
+        table.add_column(header, overflow="fold")
+    for r in records:
+        raw = r.get("targets")
+        targets: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        delivered = bool(r.get("delivered"))
+        table.add_row(
+            str(r.get("time", "-")).replace("T", " ").split(".")[0].removesuffix("Z"),
+            _cell(r.get("component")),
+            _cell(r.get("reason")),
+            _cell(r.get("count")),
+            ", ".join(f"{k}: {v}" for k, v in sorted(targets.items())) or "-",
+            Text("yes" if delivered else "no", style="green" if delivered else "red"),
+            _cell(r.get("sample") or r.get("signature")),
+        )
+    return table
+
+
+@main.command(short_help="Recent operator escalations and whether they were delivered.")
+@click.option("--component", metavar="NAME", help="Only this component's.")
+@click.option("--since", metavar="TEXT", help='From ("24h ago", "today", an ISO time in UTC).')
+@click.option("--undelivered", is_flag=True, help="Only those not delivered to every target.")
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@CONFIG_OPTION
+def escalations(
+    component: str | None,
+    since: str | None,
+    undelivered: bool,
+    lines: int,
+    as_json: bool,
+    config_path: Path,
+) -> None:
+    """Escalations from operator_escalations.jsonl, newest last: component, reason, how
+    often the failure recurred, and the delivery state per target (outbox included)."""
+    from razard.escalation.history import read_escalations
+
+    cfg = _load_config(config_path)
+    records = read_escalations(cfg.daemon.state_dir, since=_when(since, "--since"))
+    if component:
+        records = [r for r in records if r.get("component") == component]
+    if undelivered:
+        records = [r for r in records if not r.get("delivered")]
+    records = records[-lines:]
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
+    elif not records:
+        _say("no escalations")
+    else:
+        _stdout().print(escalations_table(records))
