@@ -64,12 +64,14 @@ KINDS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "patch": ("patch_applied", "patch_kept", "patch_reverted", "patch_rolled_back"),
     "quarantine": ("state_quarantined", "quarantine_released", "quarantine_stop_failed"),
-    "alert": ("operator_alert",),
+    "alert": ("operator_alert", "escalation_raised", "escalation_resolved", "alert_dropped"),
     "operator": ("operator_start", "operator_stop"),
 }
 _KIND_OF: Final = {event: kind for kind, events in KINDS.items() for event in events}
 #: journal lines that only mirror a patch_history.jsonl record
 _PATCH_MIRRORS: Final = frozenset(KINDS["patch"])
+#: journal lines that only mirror an operator_escalations.jsonl record
+_ALERT_MIRRORS: Final = frozenset({"escalation_raised", "escalation_resolved"})
 
 
 class TriageError(RazarError):
@@ -334,10 +336,20 @@ def timeline(
     ``events`` are razar.log-shaped records (from the journal or razar.log): the
     component's own, plus its layer's chakra events (those carry no component).
     ``patches`` are patch_history.jsonl records and ``escalations`` the merged
-    operator_escalations.jsonl records; both are filtered to ``component``.
+    operator_escalations.jsonl records; both are filtered to ``component`` (an
+    escalation for its whole layer, ``layer:<layer>``, counts too).
     """
-    have_patches = False
+    have_patches = have_alerts = False
     out: list[Entry] = []
+    alert_owners = {component, f"layer:{layer}"} if layer else {component}
+    escalations = [
+        rec
+        for rec in escalations
+        if rec.get("component") in alert_owners
+        and (unix := _unix(rec)) is not None
+        and _in_window(unix, since, until)
+    ]
+    have_alerts = bool(escalations)
     for rec in patches:
         unix = _unix(rec)
         if rec.get("component") != component or unix is None:
@@ -372,7 +384,7 @@ def timeline(
         owner = rec.get("component")
         if owner != component and not (owner is None and layer and rec.get("layer") == layer):
             continue
-        if have_patches and event in _PATCH_MIRRORS:
+        if (have_patches and event in _PATCH_MIRRORS) or (have_alerts and event in _ALERT_MIRRORS):
             continue
         extra = {
             k: v
@@ -392,10 +404,7 @@ def timeline(
         )
     for rec in escalations:
         unix = _unix(rec)
-        if rec.get("component") != component or unix is None:
-            continue
-        if not _in_window(unix, since, until):
-            continue
+        assert unix is not None  # filtered above
         raw = rec.get("targets")
         targets: dict[str, Any] = raw if isinstance(raw, dict) else {}
         delivery = ", ".join(f"{k} {v}" for k, v in sorted(targets.items())) or "no targets"

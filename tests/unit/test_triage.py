@@ -199,3 +199,25 @@ def test_markdown_is_a_ticket_section_with_a_table() -> None:
     assert text.startswith("## Incident timeline: api\n")
     assert "- entries: probe 1" in text
     assert "| 1970-01-01T00:00:00.000Z | probe | probe_failed | a \\| b |" in text
+
+
+def test_alerts_come_from_the_escalations_file_and_include_the_layers() -> None:
+    """With operator_escalations.jsonl the journal's escalation lines are not repeated, and
+    an alert for the component's whole layer belongs to its incident."""
+    events = [
+        ev(5, "escalation_raised", message="journal mirror"),
+        ev(6, "operator_alert", level="alert", message="quarantined"),
+    ]
+    alerts = [
+        {"ts": 5, "component": "api", "reason": "recurring", "signature": "x", "targets": {}},
+        {"ts": 7, "component": "layer:throat", "reason": "layer_down", "signature": "y"},
+        {"ts": 8, "component": "layer:root", "reason": "layer_down", "signature": "z"},
+    ]
+    entries = timeline("api", "throat", events, (), alerts)
+    assert [(e.unix, e.event) for e in entries] == [
+        (5, "alert_recurring"),
+        (6, "operator_alert"),
+        (7, "alert_layer_down"),
+    ]
+    only_journal = timeline("api", "throat", events)
+    assert [e.event for e in only_journal] == ["escalation_raised", "operator_alert"]
