@@ -1,0 +1,114 @@
+"""Corrupted state and logs: razard starts anyway, sets the bad file aside, adopts its units."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from razard.sandbox import UserManager
+from tests.integration.harness import Razard
+
+pytestmark = pytest.mark.integration
+
+STATE_CORRUPTIONS = {
+    "truncated": b'{"version": 1, "components": {"a": {"restarts": 0, "sta',
+    "garbage": b"\x00\xff\xfe not json at all \x89PNG\r\n",
+    "array": b'[{"version": 1}]',
+    "wrong types": json.dumps(
+        {
+            "version": 1,
+            "components": {
+                "{a}": {"restarts": "many", "status": 7, "since": "yesterday", "pid": [1]},
+                "{b}": "healthy",
+            },
+            "boot": {"waves": "all", "settled_waves": "two", "done": "yes"},
+        }
+    ).encode(),
+    "other version": b'{"version": 999, "components": {}}',
+}
+
+
+@pytest.fixture
+def two(user_manager: UserManager, journald: object, tmp_path: Path) -> Iterator[Razard]:
+    tag = uuid.uuid4().hex[:6]
+    names = (f"cs-a-{tag}", f"cs-b-{tag}")
+    r = Razard(
+        user_manager,
+        tmp_path,
+        "".join(
+            f"""
+            [[component]]
+            name = "{n}"
+            layer = "crown"
+            priority = {i}
+            command = ["/bin/sleep", "100000"]
+            """
+            for i, n in enumerate(names)
+        ),
+    )
+    r.names = names  # type: ignore[attr-defined]
+    try:
+        yield r
+    finally:
+        r.stop()
+        r.cleanup_units([f"razar-{n}.service" for n in names])
+
+
+@pytest.mark.parametrize("case", list(STATE_CORRUPTIONS))
+def test_a_corrupt_state_file_is_set_aside_and_running_units_are_adopted(
+    two: Razard, case: str
+) -> None:
+    """razard starts on a bad razar_state.json, keeps it aside for a person, warns, and adopts
+    the units that are still running instead of restarting them."""
+    a, b = two.names  # type: ignore[attr-defined]
+    two.start()
+    two.wait_state(a, "healthy")
+    two.wait_state(b, "healthy")
+    pids = {n: two.main_pid(f"razar-{n}.service") for n in (a, b)}
+    two.stop()  # SIGTERM: units keep running
+
+    bad = STATE_CORRUPTIONS[case].replace(b"{a}", a.encode()).replace(b"{b}", b.encode())
+    state_file = two.state_dir / "razar_state.json"
+    state_file.write_bytes(bad)
+    two.start()
+    for n in (a, b):
+        two.wait_state(n, "healthy")
+        assert two.main_pid(f"razar-{n}.service") == pids[n], f"{n} was restarted"
+    aside = list(two.state_dir.glob("razar_state.json.unusable-*"))
+    if case == "wrong types":
+        # readable, with values it cannot trust: fields are dropped, nothing is set aside
+        status = {c["name"]: c for c in two.status()["components"]}  # type: ignore[index]
+        assert status[a]["restarts"] == 0
+    else:
+        assert len(aside) == 1 and aside[0].read_bytes() == bad
+        discarded = [e for e in two.events() if e["event"] == "state_discarded"]
+        assert discarded and str(aside[0]) in str(discarded[-1]["message"])
+    assert json.loads(state_file.read_text())["version"] == 1  # written fresh and whole
+
+
+def test_corrupt_logs_and_records_do_not_stop_razard(two: Razard) -> None:
+    """Garbage in razar.log, a JSON array where lines are expected, a torn patch history and
+    an unreadable quarantine record: razard starts, appends whole lines, lists what it can."""
+    a, b = two.names  # type: ignore[attr-defined]
+    sd = two.state_dir
+    sd.mkdir(parents=True, exist_ok=True)
+    (sd / "razar.log").write_bytes(b'{"ts": "x", "event": "ok"}\n\x00\x01garbage\n{"torn": ')
+    (sd / "razar_ai_invocations.json").write_text('[{"component": "x"}, {"component": "y"}]')
+    (sd / "patch_history.jsonl").write_text('{"component": "x", "status": "kept"}\nnot json\n')
+    (sd / "quarantine").mkdir()
+    (sd / "quarantine" / "ghost.json").write_bytes(b"\xff\xfe{")
+    two.start()
+    two.wait_state(a, "healthy")
+    two.wait_state(b, "healthy")
+    listed = json.loads(two.ctl("quarantine", "list", "--json").stdout)
+    assert {"component": "ghost", "reason": "unreadable"}.items() <= listed[0].items()
+    lines = (sd / "razar.log").read_bytes().split(b"\n")
+    assert lines[2] == b'{"torn": '  # the torn record stays alone on its line
+    tail = [json.loads(line) for line in lines[3:] if line.strip()]  # every new line parses
+    events = [r.get("event") for r in tail]
+    assert events[0] == "razard_starting" and "razard_ready" in events
+    assert two.ctl("patches", a).returncode == 0
