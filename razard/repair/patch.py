@@ -1,6 +1,8 @@
 """The patch engine: check a proposal, apply it crash-safely, keep it, or put things back.
 
-    check(comp, proposal) -> PreparedPatch        refuses anything outside the artifacts
+    check(comp, proposal) -> PreparedPatch        refuses anything outside the artifacts,
+                                                  symlinks, devices, hard links, binary
+                                                  content, control characters in paths
     apply(comp, prepared) -> AppliedPatch         snapshot, intent record, atomic writes
         keep(...)   | revert(...) | abort(...)    the verdict of razard's verify step
     rollback(comp[, to])                          the operator's undo of kept patches
@@ -37,6 +39,7 @@ import posixpath
 import re
 import secrets
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,6 +59,7 @@ from razard.repair.snapshots import (
     UnsafePath,
     list_artifact_files,
     missing_dirs,
+    open_parent,
     open_root,
     read_kind,
     read_regular,
@@ -74,6 +78,7 @@ PENDING_DIR: Final = "repair"
 DIFF_DIR: Final = "patches"
 MAX_PATCH_BYTES: Final = 256 * 1024
 MAX_FILE_BYTES: Final = 1024 * 1024
+MAX_EDITS: Final = 200  # search/replace edits in one proposal (each scans its whole file)
 RESTART_REASON: Final = "razard restarted before the patch was verified"
 ABORT_REASON: Final = "aborted by the operator before the patch was verified"
 # Test-only: the steps at which ``PatchEngine(_crash_at=...)`` SIGKILLs its own process.
@@ -82,6 +87,7 @@ CRASH_STEPS: Final = ("snapshot", "intent", "first_file", "files", "applied", "k
 _ID_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _COMPONENT_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _RATIONALE_CHARS: Final = 2000
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,15 @@ class PatchEngine:
             with open_root(comp.artifact_root) as root_fd:
                 for rel in list_artifact_files(root_fd, comp.artifacts):
                     with contextlib.suppress(UnsafePath):
+                        if (links := _links(root_fd, rel)) > 1:
+                            # a hard link may name a secret elsewhere: never sent to a model
+                            log.warning(
+                                "%s: %s has %d hard links; not shown to the agents",
+                                comp.name,
+                                rel,
+                                links,
+                            )
+                            continue
                         state = read_regular(root_fd, rel, head=max_bytes)
                         if state is not None:
                             out[rel] = state.data.decode("utf-8", "replace")
@@ -210,9 +225,21 @@ class PatchEngine:
     ) -> PreparedPatch:
         if not comp.artifacts or not comp.artifact_root:
             raise PatchRefused(f"{comp.name} declares no artifacts a repair may change")
-        size = len(_proposal_text(proposal).encode("utf-8", "surrogatepass"))
+        raw_text = _proposal_text(proposal)
+        size = len(raw_text.encode("utf-8", "surrogatepass"))
         if size > MAX_PATCH_BYTES:
             raise PatchRefused(f"the proposal is {size} bytes, over the {MAX_PATCH_BYTES} limit")
+        if len(proposal.edits) > MAX_EDITS:
+            raise PatchRefused(
+                f"the proposal has {len(proposal.edits)} edits, over the {MAX_EDITS} limit"
+            )
+        if "\0" in raw_text:
+            raise PatchRefused("the proposal contains a NUL byte: binary content is not patched")
+        try:
+            raw_text.encode("utf-8")
+        except UnicodeEncodeError:
+            # lone surrogates: a JSON reply can carry them; written out they become raw bytes
+            raise PatchRefused("the proposal is not valid Unicode text (lone surrogates)") from None
         ops: list[tuple[str, FilePatch | FileEdit]] = []
         if proposal.diff.strip():
             try:
@@ -236,6 +263,7 @@ class PatchEngine:
                         touched.append(raw)  # for the record, even if refused just below
                     rel = _check_path(comp, raw)
                     if rel not in original:
+                        _refuse_hard_links(root_fd, rel)
                         state = read_regular(root_fd, rel, MAX_FILE_BYTES)
                         original[rel] = None if state is None else state.data
                         text[rel] = (
@@ -254,6 +282,8 @@ class PatchEngine:
                 raise PatchRefused(f"{rel}: the new content is not valid text") from None
             if data == original[rel]:
                 continue
+            if b"\0" in data:
+                raise PatchRefused(f"{rel}: holds NUL bytes (binary): only text files are patched")
             if len(data) > MAX_FILE_BYTES:
                 raise PatchRefused(
                     f"{rel}: the result is {len(data)} bytes, over the {MAX_FILE_BYTES} limit"
@@ -345,6 +375,8 @@ class PatchEngine:
         self, comp: ComponentConfig, prepared: PreparedPatch, files: tuple[str, ...], root_fd: int
     ) -> tuple[dict[str, Any], dict[str, FileState | None]]:
         """Check the files are as checked, snapshot, store the diff, write the intent record."""
+        for rel in files:
+            _refuse_hard_links(root_fd, rel)
         old = {rel: read_regular(root_fd, rel, MAX_FILE_BYTES) for rel in files}
         for rel, state in old.items():
             digest = _digest(None if state is None else state.data)
@@ -796,6 +828,8 @@ def _check_path(comp: ComponentConfig, raw: str) -> str:
         raise PatchRefused("an empty path")
     if "\0" in raw or "\n" in raw:
         raise PatchRefused(f"{raw!r}: path contains NUL or a newline")
+    if _CONTROL_RE.search(raw):
+        raise PatchRefused(f"{raw!r}: path contains a control character")
     if raw.startswith("/"):
         raise PatchRefused(f"{raw}: absolute paths are not allowed")
     if ".." in raw.split("/"):
@@ -810,6 +844,27 @@ def _check_path(comp: ComponentConfig, raw: str) -> str:
         if not entry.endswith("/") and raw == e:
             return raw
     raise PatchRefused(f"{raw}: outside {comp.name}'s artifacts ({', '.join(comp.artifacts)})")
+
+
+def _links(root_fd: int, rel: str) -> int:
+    """Hard links of the regular file ``rel`` (0: absent or not a regular file, which
+    `read_regular` then names); a symlink on the way raises `UnsafePath`."""
+    with open_parent(root_fd, rel) as dfd:
+        if dfd is None:
+            return 0
+        try:
+            st = os.stat(posixpath.basename(rel), dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return 0
+        return st.st_nlink if stat.S_ISREG(st.st_mode) else 0
+
+
+def _refuse_hard_links(root_fd: int, rel: str) -> None:
+    # A second name may be a file outside the artifacts (a secret): its content must not
+    # reach a diff or a model, and an atomic rename would silently split the two names.
+    links = _links(root_fd, rel)
+    if links > 1:
+        raise UnsafePath(f"{rel} has {links} hard links; a file with other names is not patched")
 
 
 def _apply_op(rel: str, current: str | None, op: FilePatch | FileEdit) -> str:
