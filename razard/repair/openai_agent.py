@@ -5,10 +5,14 @@ propose(ctx)
   ->  POST {endpoint}/chat/completions   system: the reply format; user: ctx.prompt()
   ->  2xx: choices[0].message.content parsed as a JSON object  ->  Proposal
   ->  429, 5xx, connection lost: wait (Retry-After, else 0.5 s doubling), call on_retry, retry
+  ->  3xx: AgentFailed("HTTP 302: redirect to http://host:port not followed"), no retry
   ->  any other status: AgentFailed("HTTP 401: ..."), no retry
 
-One deadline, ``spec.timeout`` seconds, covers the whole call: every request, every wait. A wait
-that would pass it fails at once instead of sleeping for nothing. The token goes into the
+One deadline, ``spec.timeout`` seconds, covers the whole call: every request, every wait, every
+byte of a reply that drips in. A wait that would pass it fails at once instead of sleeping for
+nothing. A reply is read raw (``Accept-Encoding: identity``; a compressed one is refused, so a
+small gzip bomb cannot grow in memory) and never past `MAX_REPLY_BYTES`. Redirects are not
+followed: the token must not travel to a host the roster does not name. The token goes into the
 Authorization header and nowhere else: not into logs, exception messages, ``repr`` or
 ``Proposal.raw`` (a reply that echoes it has it masked).
 """
@@ -112,7 +116,11 @@ class OpenAIAgent:
         self._max_retries = max(0, max_retries)
         self._on_retry = on_retry
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(trust_env=False)
+        self._client = (
+            client
+            if client is not None
+            else httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        )
 
     def __repr__(self) -> str:
         auth = "bearer" if self._token else "none"
@@ -135,7 +143,7 @@ class OpenAIAgent:
             "temperature": 0,
             "response_format": {"type": "json_object"},
         }
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
         loop = asyncio.get_running_loop()
@@ -158,6 +166,9 @@ class OpenAIAgent:
                     else:
                         if 200 <= status < 300:
                             return self._proposal(body)
+                        if 300 <= status < 400:
+                            where = _origin(self.url, reply_headers.get("location", ""))
+                            raise AgentFailed(f"HTTP {status}: redirect to {where} not followed")
                         last = f"HTTP {status}{self._error_excerpt(body)}"
                         if status != 429 and status < 500:
                             raise AgentFailed(last)
@@ -191,14 +202,35 @@ class OpenAIAgent:
         # httpx's own timeout is only a backstop: the asyncio deadline in propose governs.
         backstop = httpx.Timeout(self.spec.timeout + 1.0)
         async with self._client.stream(
-            "POST", self.url, json=payload, headers=headers, timeout=backstop
+            "POST",
+            self.url,
+            json=payload,
+            headers=headers,
+            timeout=backstop,
+            follow_redirects=False,  # also when the caller's client would follow
         ) as resp:
+            encoding = resp.headers.get("content-encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                shown = self._clean(encoding)[:40]
+                raise AgentFailed(
+                    f"malformed reply: Content-Encoding {shown!r} refused "
+                    "(razard asks for identity)"
+                )
+            declared = resp.headers.get("content-length", "").strip()
+            if declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
+                raise AgentFailed(
+                    f"malformed reply: {declared} bytes announced, over the "
+                    f"{MAX_REPLY_BYTES}-byte cap; not read"
+                )
             chunks: list[bytes] = []
             size = 0
-            async for chunk in resp.aiter_bytes():
+            async for chunk in resp.aiter_raw():
                 size += len(chunk)
                 if size > MAX_REPLY_BYTES:
-                    raise AgentFailed(f"malformed reply: larger than {MAX_REPLY_BYTES} bytes")
+                    raise AgentFailed(
+                        f"malformed reply: larger than the {MAX_REPLY_BYTES}-byte cap; "
+                        "stopped reading"
+                    )
                 chunks.append(chunk)
             return resp.status_code, resp.headers, b"".join(chunks)
 
@@ -289,6 +321,18 @@ def _to_proposal(agent: str, obj: dict[str, Any], raw: str) -> Proposal:
         said = f": {' '.join(rationale.split())[:EXCERPT_CHARS]}" if rationale.strip() else ""
         raise AgentFailed(f"no change proposed{said}")
     return Proposal(agent=agent, rationale=rationale, diff=diff, edits=tuple(edits), raw=raw)
+
+
+def _origin(base: str, location: str) -> str:
+    """``scheme://host:port`` of a redirect target: no path, query or credentials shown."""
+    try:
+        url = httpx.URL(base).join(location.strip())
+        if url.scheme not in ("http", "https") or not url.host:
+            return "a non-http URL"
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return f"{url.scheme}://{url.host}:{port}"
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return "an invalid URL"
 
 
 def _backoff(attempt: int) -> float:
