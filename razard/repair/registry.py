@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import os
 import re
 import signal
@@ -67,6 +68,11 @@ _FIX_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "healer": frozenset({"type", "layer"}),
 }
 _EDIT_KEYS: Final = frozenset({"path", "search", "replace"})
+_BARE_KEY: Final = re.compile(r"^[A-Za-z0-9_-]+$")
+#: Programs that run their arguments as code: a pattern's text must never reach them.
+SHELLS: Final = frozenset(
+    {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox", "env"}
+)
 
 
 # --------------------------------------------------------------------------- entries
@@ -134,11 +140,11 @@ def load_registry(path: Path) -> tuple[RegistryEntry, ...]:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError([ConfigProblem(file, "", f"cannot read: {e.strerror or e}")]) from e
+        raise ConfigError([ConfigProblem(file, "(file)", f"cannot read: {e.strerror or e}")]) from e
     except UnicodeDecodeError as e:
-        raise ConfigError([ConfigProblem(file, "", f"not UTF-8 text: {e}")]) from e
+        raise ConfigError([ConfigProblem(file, "(file)", f"not UTF-8 text: {e}")]) from e
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([ConfigProblem(file, "", f"invalid TOML: {e}")]) from e
+        raise ConfigError([ConfigProblem(file, "(syntax)", f"invalid TOML: {e}")]) from e
     return parse_registry(doc, file)
 
 
@@ -151,7 +157,7 @@ def parse_registry(doc: Mapping[str, Any], file: str = "<registry>") -> tuple[Re
 
     for key in doc:
         if key != "entry":
-            problem(key, 'unknown key; expected "entry" (an array of [[entry]] tables)')
+            problem(_shown(key), 'unknown key; expected "entry" (an array of [[entry]] tables)')
     raw_entries = doc.get("entry", [])
     if not isinstance(raw_entries, list):
         problem("entry", "expected an array of tables ([[entry]])")
@@ -183,7 +189,8 @@ def _parse_entry(raw: Any, prefix: str, problem: _Problem) -> RegistryEntry | No
     for key in raw:
         if key not in _ENTRY_KEYS:
             problem(
-                f"{prefix}.{key}", f"unknown key; expected one of: {', '.join(sorted(_ENTRY_KEYS))}"
+                f"{prefix}.{_shown(key)}",
+                f"unknown key; expected one of: {', '.join(sorted(_ENTRY_KEYS))}",
             )
             ok = False
 
@@ -247,7 +254,10 @@ def _parse_fix(
     for key in raw:
         if key not in _FIX_KEYS[kind]:
             allowed = ", ".join(sorted(_FIX_KEYS[kind]))
-            problem(f"{prefix}.{key}", f"unknown key for a {kind} fix; expected one of: {allowed}")
+            problem(
+                f"{prefix}.{_shown(key)}",
+                f"unknown key for a {kind} fix; expected one of: {allowed}",
+            )
             ok = False
 
     def templates(key: str, *texts: str) -> None:
@@ -283,6 +293,22 @@ def _parse_fix(
             problem(f"{prefix}.argv", f"the program must be an absolute path, got {argv[0]!r}")
             return None
         templates(f"{prefix}.argv", *argv)
+        shell = next((a for a in argv if PurePosixPath(a).name in SHELLS), None)
+        from_failure = sorted(
+            {
+                m.group(0)
+                for a in argv
+                for m in _PLACEHOLDER.finditer(a)
+                if m.group(1) not in _CONTEXT_FIELDS
+            }
+        )
+        if shell is not None and from_failure:
+            problem(
+                f"{prefix}.argv",
+                f"{shell} would run text taken from the failure ({', '.join(from_failure)}) "
+                "as code; give it to a program as its own argument instead",
+            )
+            return None
         fix = CommandFix(tuple(argv))
     else:
         layer = raw.get("layer", "")
@@ -307,7 +333,7 @@ def _parse_edits(raw: Any, prefix: str, problem: _Problem) -> tuple[FileEdit, ..
             continue
         for k in item:
             if k not in _EDIT_KEYS:
-                problem(f"{key}.{k}", "unknown key; expected one of: path, replace, search")
+                problem(f"{key}.{_shown(k)}", "unknown key; expected one of: path, replace, search")
                 ok = False
         values: dict[str, str] = {}
         for k in ("path", "search", "replace"):
@@ -444,7 +470,7 @@ class RegistryAgent:
                     edits=edits,
                     raw=f"matched {match.group(0)!r}",
                 )
-            argv = tuple(_fill(a, values) for a in fix.argv)
+            argv = _command(entry.name, fix.argv, values)
             return await self._run_command(ctx, entry, argv)
         if not skipped:
             names = ", ".join(e.name for e, _ in found)
@@ -489,6 +515,32 @@ def _values(ctx: RepairContext, match: re.Match[str]) -> dict[str, str]:
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def _shown(key: str) -> str:
+    """A key as a problem names it: bare when plain, quoted when empty or odd (escapes)."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
+def _command(entry: str, templates: Sequence[str], values: Mapping[str, str]) -> tuple[str, ...]:
+    """The argv of a command fix, filled; `EntryFailed` when the failure's text would subvert it.
+
+    Each template stays one argument (no shell ever splits or expands it). Text from the
+    failure may not turn an argument into an option (a leading ``-`` the template did not
+    have) nor carry a NUL, which no argv can hold.
+    """
+    argv: list[str] = []
+    for template in templates:
+        arg = _fill(template, values)
+        if "\0" in arg:
+            raise EntryFailed(entry, f"refused to run: an argument from {template!r} holds a NUL")
+        if arg.startswith("-") and not template.startswith("-"):
+            raise EntryFailed(
+                entry,
+                f"refused to run: {template!r} became {arg[:40]!r}, which reads as an option",
+            )
+        argv.append(arg)
+    return tuple(argv)
 
 
 def _stale_edit(edits: Sequence[FileEdit], artifacts: Mapping[str, str]) -> str:
