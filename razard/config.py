@@ -8,6 +8,7 @@ Unknown keys are problems too, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -185,7 +186,9 @@ class Reader:
         for k in table:
             if k not in allowed:
                 hint = f"; expected one of: {', '.join(sorted(allowed))}"
-                self.problem(join_key(prefix, k), f"unknown key{hint}")
+                # a hostile key (empty, escapes that repaint the terminal) is shown quoted
+                shown = k if re.fullmatch(r"[A-Za-z0-9_-]+", str(k)) else json.dumps(str(k))
+                self.problem(join_key(prefix, shown), f"unknown key{hint}")
 
     def string(
         self, table: Mapping[str, Any], prefix: str, key: str, default: str | None = None

@@ -370,7 +370,18 @@ def _refused(rel: str) -> bool:
 
 
 def _copy_file(dfd: int, name: str, rel: str, work: Path, skipped: set[str]) -> None:
-    """Copy the bytes of regular file ``name`` under ``dfd`` to ``work/rel``; else skip it."""
+    """Copy the bytes of regular file ``name`` under ``dfd`` to ``work/rel``; else skip it.
+
+    A hard-linked file is skipped: it may be a secret outside the artifacts
+    linked in, and opencode's model would see it."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except OSError:
+        skipped.add(rel)
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        skipped.add(rel)
+        return
     try:
         state = read_regular(dfd, name, MAX_FILE_BYTES)  # no symlink at any step
     except UnsafePath:

@@ -404,3 +404,45 @@ def test_random_registry_documents_give_entries_or_named_problems(doc: dict[str,
             assert not any(ord(c) < 32 for c in p.key), p.key
         return
     assert len({e.name for e in entries}) == len(entries)
+
+
+def test_an_unknown_key_with_terminal_escapes_is_shown_quoted(tmp_path: Path) -> None:
+    """A key that would repaint the operator's terminal is named, quoted, never raw."""
+    from razard.config import load_config
+    from razard.errors import ConfigError
+
+    cfg = tmp_path / "razard.toml"
+    cfg.write_text('"\\u001b[2J" = 1\n"" = 2\n[razard]\nbus = "user"\n')
+    try:
+        load_config(cfg)
+    except ConfigError as e:
+        text = str(e)
+    else:
+        raise AssertionError("an unknown key was accepted")
+    assert "\x1b" not in text
+    assert '"\\u001b[2J"' in text and '""' in text
+
+
+def test_opencode_scratch_copy_leaves_out_a_hard_linked_file(tmp_path: Path) -> None:
+    """A hard link to a secret planted among the artifacts never reaches the scratch copy."""
+    import os
+
+    from razard.repair.opencode_agent import _copy_dir
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.conf").write_text("mode = ok\n")
+    secret = tmp_path / "secret"
+    secret.write_text("password=hunter2\n")
+    os.link(secret, app / "linked.conf")
+    work = tmp_path / "work"
+    work.mkdir()
+    skipped: set[str] = set()
+    fd = os.open(app, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _copy_dir(fd, "app", work, skipped)
+    finally:
+        os.close(fd)
+    assert (work / "app" / "app.conf").read_text() == "mode = ok\n"
+    assert not (work / "app" / "linked.conf").exists()
+    assert "app/linked.conf" in skipped
