@@ -36,7 +36,7 @@ from typing import Any, Final
 import httpx
 
 from razard.config import ComponentConfig
-from razard.errors import RazarError
+from razard.errors import RazarError, StateError
 from razard.escalation import classify
 from razard.escalation.book import (
     RECURRING,
@@ -57,6 +57,7 @@ from razard.escalation.source import JournalSource
 from razard.escalation.tail import JsonlTail
 from razard.escalation.targets import DeliveryError, Status, Target
 from razard.journal import EventLog, Priority, redact
+from razard.storage import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class EscalationNotifier:
             t.kind: Target(t, cfg.repeat_interval) for t in cfg.targets
         }
         start = since if since is not None else clock() - cfg.window
+        start = self._first_read_from(start)
         self.journal = JournalSource(
             self.dir / "journal.cursor",
             journal_args=cfg.journal_args,
@@ -167,6 +169,23 @@ class EscalationNotifier:
         self.grouper = Grouper(cfg.threshold, cfg.window)
         self._lock_fd: int | None = None
         self._said: set[str] = set()
+
+    def _first_read_from(self, start: float) -> float:
+        """Until a cursor is saved, the journal is read from the first start's ``since``,
+        kept on disk: a razard killed before its first commit must not skip what happened
+        before its next start (a quarantine, say)."""
+        if (self.dir / "journal.cursor").exists():
+            return start
+        path = self.dir / "journal.since"
+        try:
+            saved = read_json(path)
+        except StateError:
+            saved = None
+        if isinstance(saved, int | float) and not isinstance(saved, bool):
+            return float(saved)
+        with contextlib.suppress(StateError, OSError):
+            write_json_atomic(path, start)
+        return start
 
     # ------------------------------------------------------------ the lock
 
