@@ -129,3 +129,18 @@ async def test_recovery_resolves_and_a_new_notifier_remembers_firing_alerts(
     assert resolved["resolves"] == raised["id"] and resolved["reason"] == "resolved"
     assert "abc123" not in (tmp_path / "operator_escalations.jsonl").read_text()
     assert again.book.alerts == {}
+
+
+def test_without_a_cursor_every_start_reads_from_the_first_start(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], tmp_path: Path
+) -> None:
+    """A razard killed before its notifier saved a cursor must not skip the events before its
+    next start: the journal is read from the first start's time until a cursor exists."""
+    n, _, _ = setup
+    state = tmp_path / "fresh"
+    first = EscalationNotifier(n.cfg, state, n.components, n.events, since=1000.0)
+    later = EscalationNotifier(n.cfg, state, n.components, n.events, since=2000.0)
+    assert first.journal.since == later.journal.since == 1000.0
+    (state / "escalation" / "journal.cursor").write_text("s=abc")
+    after = EscalationNotifier(n.cfg, state, n.components, n.events, since=3000.0)
+    assert after.journal.since == 3000.0  # the cursor decides from now on
