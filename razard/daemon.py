@@ -21,6 +21,7 @@ from typing import Any
 
 import sdnotify
 from dbus_fast.aio import MessageBus
+from prometheus_client import Gauge
 
 from agents.chakra import Chakra
 from agents.chakra import register as register_chakra
@@ -46,6 +47,7 @@ from razard.systemd import Systemd
 log = logging.getLogger(__name__)
 
 LOG_FILE = "razar.log"
+STATUS_REFRESH = 2.0  # seconds between checks of what STATUS= says (e.g. DEGRADED)
 STATE_LOCK = "razard.lock"
 START_EXTENSION_S = 60.0
 
@@ -173,7 +175,7 @@ async def run(
         systemd,
         events,
         metrics,
-        on_change=lambda: notifier.status(sup.summary()),
+        on_change=lambda: notifier.status(status_line()),
         reload_config=lambda: load(config_path, retries),
         rungs=[healer_rung],
         repair=repair,
@@ -187,6 +189,25 @@ async def run(
             }
         },
     )
+
+    def status_line() -> str:
+        """STATUS=: the summary, led by DEGRADED while state cannot be saved."""
+        line = sup.summary()
+        if sup.save_failing:
+            return f"DEGRADED: state not being saved (disk full or read-only); {line}"
+        return line
+
+    Gauge(
+        "razar_degraded",
+        "1 while razard cannot save its state (a full or read-only state directory)",
+        registry=metrics.registry,
+    ).set_function(lambda: 1.0 if sup.save_failing else 0.0)
+
+    async def refresh_status() -> None:
+        # a save failing or recovering changes no component, so nothing else says it
+        while True:
+            notifier.status(status_line())
+            await asyncio.sleep(STATUS_REFRESH)
 
     healers = HealerRunner(
         config.chakra,
@@ -300,6 +321,7 @@ async def run(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(systemd.run(), name="systemd-connection")
             tg.create_task(watchdog(), name="watchdog")
+            tg.create_task(refresh_status(), name="status-refresh")
             tg.create_task(extend_start(), name="extend-start")
             if escalations is not None:
                 tg.create_task(escalations.run(), name="escalation-notifier")

@@ -154,7 +154,15 @@ def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool) -> None:
         try:
             if heal_torn_line:
                 data = _terminate_torn_line(fd) + data
-            _write_all(fd, data)
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, data)
+            except OSError:
+                # a full disk can take half a record: cut it off again, so the file
+                # never holds a torn line that this append made
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     except OSError as exc:
