@@ -54,6 +54,9 @@ def _skip_without_systemd() -> None:
         pytest.skip(f"needs {SYSTEMD} (systemd is not installed)")
 
 
+_restarted_journalds: list[subprocess.Popen[bytes]] = []
+
+
 @pytest.fixture(scope="session")
 def journald() -> Iterator[subprocess.Popen[bytes] | None]:
     """A journald on /run/systemd/journal/socket; the one this session started, or None."""
@@ -63,6 +66,18 @@ def journald() -> Iterator[subprocess.Popen[bytes] | None]:
     proc = ensure_journald()
     yield proc
     _stop_journald(proc)
+    while _restarted_journalds:
+        _stop_journald(_restarted_journalds.pop())
+
+
+@pytest.fixture(autouse=True)
+def _journald_alive(request: pytest.FixtureRequest) -> None:
+    """Before each test that needs journald: one that someone else started (and stopped
+    since: another test run on this machine) is replaced, so the test finds one."""
+    if "journald" in request.fixturenames:
+        proc = ensure_journald()
+        if proc is not None:
+            _restarted_journalds.append(proc)
 
 
 @pytest.fixture(scope="session")

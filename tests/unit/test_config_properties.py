@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -285,7 +286,9 @@ def test_unknown_key_anywhere_is_reported(
     table[key] = value
     with pytest.raises(ConfigError) as info:
         parse_config(doc, SRC, env={})
-    assert any(p.key.endswith(f".{key}") or p.key == key for p in info.value.problems)
+    # a key that is not plain [A-Za-z0-9_-] is shown JSON-quoted (no raw escapes reach a tty)
+    shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    assert any(p.key.endswith(f".{shown}") or p.key == shown for p in info.value.problems)
 
 
 @PROPS

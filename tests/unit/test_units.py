@@ -99,9 +99,19 @@ def test_service_settings_match_the_design() -> None:
     }
     for key, value in expected.items():
         assert settings.get(key) == value, key
-    # The metrics port, probes and remote agents need the host network; NVML needs /dev.
-    for forbidden in ("PrivateNetwork", "PrivateDevices", "ProtectClock", "DevicePolicy"):
+    # The metrics port, probes and remote agents need the host network; NVML needs the GPU's
+    # device nodes, so devices are closed but for those (ProtectClock adds only the rtc).
+    for forbidden in ("PrivateNetwork", "PrivateDevices", "User", "DynamicUser"):
         assert f"Service.{forbidden}" not in settings, forbidden
+    assert settings["Service.DevicePolicy"] == ["closed"]
+    assert settings["Service.DeviceAllow"] == [
+        "char-nvidia-frontend rw",
+        "char-nvidia-uvm rw",
+        "char-nvidia-caps r",
+    ]
+    # privileges the healers need live in their own units, not in razard's
+    caps = settings["Service.CapabilityBoundingSet"][0].split()
+    assert "CAP_SYS_ADMIN" not in caps and "CAP_NET_ADMIN" not in caps
 
 
 def _policy() -> ET.Element:
