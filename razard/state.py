@@ -94,7 +94,10 @@ class StateStore:
         return target
 
     def record(self, name: str) -> ComponentRecord:
-        return self.components.setdefault(name, ComponentRecord())
+        rec = self.components.get(name)  # not setdefault: it would build a record every call
+        if rec is None:
+            rec = self.components[name] = ComponentRecord()
+        return rec
 
     def forget(self, name: str) -> None:
         self.components.pop(name, None)
@@ -106,6 +109,8 @@ class StateStore:
                 "version": STATE_VERSION,
                 "saved": time.time(),
                 "boot": asdict(self.boot),
-                "components": {k: asdict(v) for k, v in sorted(self.components.items())},
+                # the records are flat: a plain copy of their fields is what asdict would
+                # make, at a fraction of its cost for hundreds of components
+                "components": {k: dict(vars(v)) for k, v in sorted(self.components.items())},
             },
         )

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 NO_PROBE_UPTIME = 1.0
 #: Seconds before a failure cycle's first failure whose journal lines still belong to it.
 CYCLE_LOOKBACK = 10.0
+#: Units watched at once while razard starts.
+WATCH_CONCURRENCY = 32
+#: At most this many seconds pass before a change only worth keeping lazily is written.
+LAZY_SAVE = 30.0
 #: How long `razarctl restart` waits for the component to settle before answering.
 RESTART_REPLY_WAIT = 20.0
 
@@ -83,6 +87,12 @@ class EscalationRung(Protocol):
         failure: Failure,
         verify: Callable[[], Awaitable[bool]],
     ) -> bool: ...
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a finished task's exception as seen (it was reported through another path)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _iso(t: float | None) -> str | None:
@@ -239,6 +249,12 @@ class Runner:
         sd, cfg = self.sup.systemd, self.cfg
         while True:
             await sd.wait_connected()  # a bus outage is razard's problem, not the component's
+            # a watched unit's status is read when the watch begins and kept current by its
+            # signals since: bringing it up needs no round trips to read it again
+            cached = sd.cached(cfg.unit)
+            if cached is not None and cached.load_state == "loaded":
+                status = cached
+                break
             try:
                 status = await sd.status(cfg.unit)
                 break
@@ -264,11 +280,19 @@ class Runner:
         self.sup.set_state(self, "starting")
         self._expect_running = False
         try:
-            await sd.reset_failed(cfg.unit)
-            if status.running:
-                job = await sd.restart(cfg.unit, job_timeout=cfg.start_timeout + 30)
-            else:
-                job = await sd.start(cfg.unit, job_timeout=cfg.start_timeout + 30)
+            # both calls go out back to back (systemd handles them in order): one round
+            # trip instead of two before the unit's process is forked
+            loop = asyncio.get_running_loop()
+            reset = loop.create_task(sd.reset_failed(cfg.unit))
+            begin = sd.restart if status.running else sd.start
+            started = loop.create_task(begin(cfg.unit, job_timeout=cfg.start_timeout + 30))
+            try:
+                await asyncio.gather(reset, started)
+            finally:
+                for t in (reset, started):
+                    t.cancel()
+                    t.add_done_callback(_retrieve)  # the other call's error is not lost silently
+            job = started.result()
         except SystemdError as e:
             if not sd.connected:
                 return await self._bring_up(adopt=False, force_restart=force_restart)
@@ -360,7 +384,7 @@ class Runner:
             detail = f" ({result.detail}, {result.duration * 1000:.0f} ms)" if result else ""
             self.sup.set_state(self, "healthy", note=f"healthy{detail}")
         else:
-            self.sup.save()
+            self.sup.save_later()  # only the time of the last check changed
 
     async def _monitor(self) -> Failure:
         """The next failure: the unit died, the probe failed ``threshold`` times, or the layer
@@ -376,12 +400,17 @@ class Runner:
         cfg = self.cfg
         misses = 0
         interval = cfg.probe.interval if cfg.probe else cfg.restart.healthy_window or 60.0
+        loop = asyncio.get_running_loop()
         while True:
             if not self._died.is_set() and self._injected is None:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await self._wake.wait()
+                # the interval ends by setting the same event a death sets: no timeout
+                # exception to raise and catch every probe, hundreds of times a second
+                timer = loop.call_later(interval, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
             if self._died.is_set():
                 return self._unit_failure(self.unit_status, "died")
             if self._injected is not None:
@@ -505,6 +534,7 @@ class Runner:
             rec.escalations += 1
             rec.in_escalation = True  # persisted: a razard killed mid-rung retries the rung
             sup.set_state(self, "escalating", note=f"{decision.reason}: {rung.name}")
+            sup.save_now()  # a rung may act before it first yields
             verify = self.verify if getattr(rung, "restarts_unit", True) else self.verify_in_place
             try:
                 fixed = await rung.attempt(
@@ -612,6 +642,9 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._save_failed = False
+        self._save_handle: asyncio.Handle | None = None  # a queued write of the state
+        self._save_due = -1.0  # when it is due (loop time); 0: this turn; -1: none queued
+        self._change_queued = False
         self.unit_dir = config.daemon.unit_dir or default_unit_dir(config.daemon.bus)
 
     # ------------------------------------------------------------ plumbing
@@ -620,7 +653,43 @@ class Supervisor:
         return self.unit_dir / cfg.unit
 
     def save(self) -> None:
-        """Persist state; a full disk is reported once and does not stop supervision."""
+        """Persist state at the end of this turn of the event loop.
+
+        Every change made in the same turn (a crash storm: a hundred runners at once) goes
+        out in one write, and still before any runner acts on it: a runner yields to the
+        loop (its restart delay) between recording a restart and carrying it out.
+        """
+        if self._save_due == 0.0:
+            return  # a write is already queued for this turn
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (shutdown, tests): write now
+            self.save_now()
+            return
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+        self._save_due = 0.0
+        self._save_handle = loop.call_soon(self.save_now)
+
+    def save_later(self) -> None:
+        """Persist state within `LAZY_SAVE` seconds: for what a crash may lose, such as the
+        time of the last passing probe. Joins any earlier write."""
+        if self._save_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.save_now()
+            return
+        self._save_due = loop.time() + LAZY_SAVE
+        self._save_handle = loop.call_later(LAZY_SAVE, self.save_now)
+
+    def save_now(self) -> None:
+        """Persist state now; a full disk is reported once and does not stop supervision."""
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        self._save_due = -1.0
         try:
             self.state.save()
         except StateError as e:
@@ -684,6 +753,16 @@ class Supervisor:
                 state=state,
                 restarts=rec.restarts,
             )
+        if self._on_change and not self._change_queued:
+            # once per turn of the loop: the summary it reports counts every component
+            try:
+                asyncio.get_running_loop().call_soon(self._report_change)
+                self._change_queued = True
+            except RuntimeError:
+                self._on_change()
+
+    def _report_change(self) -> None:
+        self._change_queued = False
         if self._on_change:
             self._on_change()
 
@@ -765,8 +844,17 @@ class Supervisor:
             and read_fingerprint(self.unit_dir / c.unit) != fingerprint(c)
         } | (self._restart_on_boot & {c.name for c in self.config.components})
         await self._write_units(self.config.components)
+        # watched concurrently: five bus round trips each, which for hundreds of components
+        # one after the other would hold up the first wave for seconds
+        gate = asyncio.Semaphore(WATCH_CONCURRENCY)
+
+        async def add(cfg: ComponentConfig) -> None:
+            async with gate:
+                await self._add_runner(cfg)
+
         for cfg in self.config.components:
-            await self._add_runner(cfg)
+            self.runners[cfg.name] = Runner(self, cfg)  # config order, whatever answers first
+        await asyncio.gather(*(add(cfg) for cfg in self.config.components))
         self._started = True
 
     async def _write_units(self, comps: Sequence[ComponentConfig]) -> None:
@@ -860,7 +948,7 @@ class Supervisor:
         for runner in list(self.runners.values()):
             await runner.cancel()
         await self.prober.aclose()
-        self.save()
+        self.save_now()
 
     # ------------------------------------------------------------ quarantine
 
