@@ -6,8 +6,15 @@ One registry per razard, served on ``[razard].metrics_address``:``metrics_port``
 
 from __future__ import annotations
 
-from typing import Final
+import bisect
+import math
+import threading
+import time
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
 
+import prometheus_client.metrics
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,8 +23,20 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    generate_latest,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString as _float_to_go_string
+
+#: The content type of the Prometheus text format `Metrics.render` writes.
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 STATES: Final = (
     "pending",
@@ -32,57 +51,94 @@ STATES: Final = (
 )
 
 
+class Registry(CollectorRegistry):
+    """A `CollectorRegistry` that remembers its collectors in order, for `Metrics.render`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collectors: list[Collector] = []
+        self._order_lock = threading.Lock()
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        with self._order_lock:
+            self.collectors.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        with self._order_lock:
+            self.collectors.remove(collector)
+
+
+class _One:
+    """One collector seen as a registry, for `generate_latest`."""
+
+    def __init__(self, collector: Collector) -> None:
+        self._collector = collector
+
+    def collect(self) -> Any:
+        return self._collector.collect()
+
+
 class Metrics:
     """Every metric razard exports, on one registry."""
 
     def __init__(self, version: str) -> None:
-        r = self.registry = CollectorRegistry()
+        r = self.registry = Registry()
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         Info("razar_build", "razard build information", registry=r).info({"version": version})
         lbl = ["component", "layer"]
-        self.up = Gauge(
-            "razar_component_up", "1 when the component's unit is active", lbl, registry=r
+        self.up = _Family(
+            "gauge", "razar_component_up", "1 when the component's unit is active", lbl, r
         )
-        self.healthy = Gauge(
-            "razar_component_healthy", "1 when the component passes its probe", lbl, registry=r
+        self.healthy = _Family(
+            "gauge", "razar_component_healthy", "1 when the component passes its probe", lbl, r
         )
-        self.quarantined = Gauge(
-            "razar_component_quarantined", "1 when quarantined", lbl, registry=r
+        self.quarantined = _Family(
+            "gauge", "razar_component_quarantined", "1 when quarantined", lbl, r
         )
-        self.state = Gauge(
+        self.state = _Family(
+            "gauge",
             "razar_component_state",
             "1 for the component's current state",
             ["component", "state"],
-            registry=r,
+            r,
         )
-        self.restarts = Counter(
-            "razar_component_restarts_total", "Restarts razard performed", lbl, registry=r
+        self.restarts = _Family(
+            "counter", "razar_component_restarts_total", "Restarts razard performed", lbl, r
         )
-        self.failures = Counter(
+        self.failures = _Family(
+            "counter",
             "razar_component_failures_total",
             "Failures razard detected",
             ["component", "layer", "kind"],
-            registry=r,
+            r,
         )
-        self.rungs = Counter(
-            "razar_ladder_rung_total", "Ladder rungs taken", ["component", "rung"], registry=r
+        self.rungs = _Family(
+            "counter", "razar_ladder_rung_total", "Ladder rungs taken", ["component", "rung"], r
         )
-        self.probe_duration = Histogram(
+        self.probe_duration = _Family(
+            "histogram",
             "razar_probe_duration_seconds",
             "Health probe duration",
             ["component", "probe"],
+            r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
         )
-        self.probes = Counter(
+        self.probes = _Family(
+            "counter",
             "razar_probes_total",
             "Health probes run, by result",
             ["component", "probe", "result"],
-            registry=r,
+            r,
         )
-        self.probe_failures = Counter(
-            "razar_probe_failures_total", "Failed health probes", ["component", "probe"], registry=r
+        self.probe_failures = _Family(
+            "counter",
+            "razar_probe_failures_total",
+            "Failed health probes",
+            ["component", "probe"],
+            r,
         )
         # repair rung; the three razar_ai_* names are kept from the original runbooks
         self.ai_success = Counter(
@@ -156,14 +212,282 @@ class Metrics:
             for result in ("ok", "failed"):
                 _remove(self.probes, component, probe, result)
 
+    def render(self) -> bytes:
+        """The whole registry in the Prometheus text format (what `generate_latest` writes),
+        the per-component families by their fast path."""
+        with self.registry._order_lock:
+            collectors = list(self.registry.collectors)
+        out: list[str] = []
+        for c in collectors:
+            if isinstance(c, _Family):
+                c.render(out)
+            else:
+                out.append(generate_latest(_One(c)).decode("utf-8"))
+        return "".join(out).encode("utf-8")
+
     def serve(self, address: str, port: int) -> int:
-        """Serve /metrics; returns the bound port (useful when ``port`` is 0)."""
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        """Serve `render` over HTTP (any path) in a thread; returns the bound port (useful
+        when ``port`` is 0)."""
+        render = self.render
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                try:
+                    body = render()
+                except Exception as e:  # a scrape must not take the server thread down
+                    self.send_error(500, f"cannot render metrics: {e}")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # a scrape every few seconds is not news
+
+        server = ThreadingHTTPServer((address, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         return int(server.server_address[1])
 
 
-def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+def _remove(metric: Gauge | Counter | Histogram | _Family, *labels: str) -> None:
     try:
         metric.remove(*labels)
     except KeyError:
         pass
+
+
+# --------------------------------------------------------------------------- per-component series
+#
+# The series that grow with the number of components (a dozen per component, seventeen
+# for the probe histogram) are kept by the small classes below instead of prometheus_client's
+# wrappers: its exposition builds a Sample and validates and escapes every label of every
+# line on each scrape, about 200 ms for 500 components, while a Prometheus scrape must
+# stay well under its interval and the event loop shares the interpreter with it. These
+# keep each series' label text ready and render a line with one string format. They are
+# collectors on the same registry, so `registry.collect()` and `get_sample_value` see them
+# as before, and `Metrics.render` writes exactly what `generate_latest` would.
+
+
+def floatToGoString(v: float) -> str:  # noqa: N802 (prometheus_client's name)
+    """How Prometheus' Go code prints a float (``+Inf``, ``1e+06``)."""
+    return str(_float_to_go_string(v))  # type: ignore[no-untyped-call]
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _go_float(v: float) -> str:
+    """`floatToGoString`, with the common case (a finite float under 1e6) done inline."""
+    if -1e6 < v < 1e6:
+        return repr(v)
+    return floatToGoString(v)
+
+
+def _label_text(pairs: Sequence[tuple[str, str]]) -> str:
+    """``k="v",...`` sorted by name, values escaped as the text format wants."""
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(pairs))
+
+
+def _use_created() -> bool:
+    return bool(getattr(prometheus_client.metrics, "_use_created", True))
+
+
+class _Series:
+    """One labelled series of a gauge or counter."""
+
+    __slots__ = ("value", "created", "created_text", "labels")
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.value = 0.0
+        self.created = time.time()
+        self.created_text = floatToGoString(self.created)  # it never changes: format it once
+        self.labels = labels
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        self.value += amount
+
+
+class _GaugeSeries(_Series):
+    __slots__ = ()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class _HistogramSeries:
+    """One labelled series of a histogram: per-bucket counts (not cumulative) and the sum."""
+
+    __slots__ = ("counts", "sum", "created", "created_text", "labels", "_bounds")
+
+    def __init__(self, labels: tuple[str, ...], bounds: tuple[float, ...]) -> None:
+        self.counts = [0.0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+        self.created_text = floatToGoString(self.created)
+        self.labels = labels
+        self._bounds = bounds
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        self.counts[bisect.bisect_left(self._bounds, amount)] += 1.0
+
+
+_AnySeries = _Series | _HistogramSeries
+
+
+class _Family:
+    """A labelled gauge, counter or histogram: ``labels(...)`` and ``remove(...)`` like
+    prometheus_client's, a collector for the registry, and a fast `render`."""
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float] = (),
+    ) -> None:
+        self.kind = kind
+        self.name = name.removesuffix("_total") if kind == "counter" else name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        if self.bounds and self.bounds[-1] != math.inf:
+            self.bounds += (math.inf,)
+        self._series: dict[tuple[str, ...], _AnySeries] = {}
+        self._text: dict[tuple[str, ...], str] = {}  # label text of each series
+        self._le_text: dict[tuple[str, ...], list[str]] = {}  # ... and of each of its buckets
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> Any:
+        """The series for ``values`` (made on first use), as prometheus_client's ``labels``."""
+        series = self._series.get(values)
+        if series is not None:
+            return series
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values")
+        values = tuple(str(v) for v in values)
+        with self._lock:
+            series = self._series.get(values)
+            if series is None:
+                pairs = list(zip(self.labelnames, values, strict=True))
+                self._text[values] = _label_text(pairs)
+                if self.kind == "histogram":
+                    self._le_text[values] = [
+                        _label_text([*pairs, ("le", floatToGoString(b))]) for b in self.bounds
+                    ]
+                series = self._series[values] = self._new(values)
+        return series
+
+    def _new(self, values: tuple[str, ...]) -> _AnySeries:
+        if self.kind == "histogram":
+            return _HistogramSeries(values, self.bounds)
+        return _GaugeSeries(values) if self.kind == "gauge" else _Series(values)
+
+    def remove(self, *values: str) -> None:
+        """Drop one series; KeyError when there is none."""
+        with self._lock:
+            del self._series[tuple(values)]
+            self._text.pop(tuple(values), None)
+            self._le_text.pop(tuple(values), None)
+
+    def _snapshot(self) -> list[tuple[str, _AnySeries]]:
+        with self._lock:
+            return [(self._text[k], s) for k, s in self._series.items()]
+
+    def _bucket_texts(self, series: _HistogramSeries) -> list[str]:
+        with self._lock:
+            return self._le_text.get(series.labels) or [
+                _label_text([*zip(self.labelnames, series.labels, strict=True), ("le", le)])
+                for le in map(floatToGoString, self.bounds)
+            ]
+
+    # --------------------------------------------------------- collector (registry API)
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def _family(self) -> Metric:
+        if self.kind == "gauge":
+            return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> list[Metric]:
+        created = _use_created()
+        series = [s for _text, s in self._snapshot()]
+        if self.kind == "gauge":
+            gauge = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+            for s in series:
+                assert isinstance(s, _Series)
+                gauge.add_metric(list(s.labels), s.value)
+            return [gauge]
+        if self.kind == "counter":
+            counter = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+            for s in series:
+                assert isinstance(s, _Series)
+                counter.add_metric(list(s.labels), s.value, created=s.created if created else None)
+            return [counter]
+        hist = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for s in series:
+            assert isinstance(s, _HistogramSeries)
+            acc, buckets = 0.0, []
+            for bound, n in zip(self.bounds, s.counts, strict=True):
+                acc += n
+                buckets.append((floatToGoString(bound), acc))
+            hist.add_metric(list(s.labels), buckets, s.sum)
+            if created:
+                labels = dict(zip(self.labelnames, s.labels, strict=True))
+                hist.samples.append(Sample(self.name + "_created", labels, s.created, None, None))
+        return [hist]
+
+    # --------------------------------------------------------- text exposition
+
+    def render(self, out: list[str]) -> None:
+        """Append this family in the Prometheus text format, as `generate_latest` writes it."""
+        name, doc = self.name, self.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        created = _use_created()
+        late: list[str] = []
+        series = self._snapshot()
+        if self.kind == "gauge":
+            out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+            for text, s in series:
+                out.append(f"{name}{{{text}}} {_go_float(s.value)}\n")  # type: ignore[union-attr]
+            return
+        if self.kind == "counter":
+            out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total counter\n")
+            for text, s in series:
+                out.append(f"{name}_total{{{text}}} {_go_float(s.value)}\n")  # type: ignore[union-attr]
+                if created:
+                    late.append(f"{name}_created{{{text}}} {s.created_text}\n")
+        else:
+            out.append(f"# HELP {name} {doc}\n# TYPE {name} histogram\n")
+            for text, s in series:
+                assert isinstance(s, _HistogramSeries)
+                acc = 0.0
+                for le_text, n in zip(self._bucket_texts(s), s.counts, strict=True):
+                    acc += n
+                    out.append(f"{name}_bucket{{{le_text}}} {_go_float(acc)}\n")
+                out.append(f"{name}_count{{{text}}} {_go_float(acc)}\n")
+                out.append(f"{name}_sum{{{text}}} {_go_float(s.sum)}\n")
+                if created:
+                    late.append(f"{name}_created{{{text}}} {s.created_text}\n")
+        if late:
+            out.append(f"# HELP {name}_created {doc}\n# TYPE {name}_created gauge\n")
+            out.extend(late)
