@@ -1,0 +1,432 @@
+"""Scenarios 1-5: recovery, crash storm, boot, idle cost, metrics scrape.
+
+Every scenario runs the systems in rotating order, trial by trial, so drift on
+the machine (other load, a warm cache) hits each of them alike, and every ratio
+compares figures of the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+from bench.ready import ReadyListener
+from bench.stats import summary
+from bench.systems import SYSTEMS, Comp, Razard, System, kill_leftovers
+
+log = logging.getLogger("bench")
+
+SYSTEM_NAMES = ("razard", "systemd", "supervisord")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how long each scenario is (`FULL`, `SMOKE`, or scaled)."""
+
+    recovery_comps: int = 10
+    recovery_trials: int = 60
+    recovery_pause: float = 0.3
+    storm_comps: int = 100
+    storm_trials: int = 10
+    storm_pause: float = 2.0
+    settle: float = 1.5  # after boot, before the first kill (razard: healthy after 0.1 s up)
+    boot_comps: int = 200
+    boot_waves: int = 5
+    boot_trials: int = 5
+    idle_sizes: tuple[int, ...] = (50, 200, 500)
+    idle_seconds: float = 60.0
+    idle_window: float = 10.0
+    idle_settle: float = 10.0
+    scrape_trials: int = 200
+    notifier_lines: int = 1_000_000
+    notifier_trials: int = 3
+    timeout: float = 120.0
+
+    def scaled(self, f: float) -> Sizes:
+        """Trial counts, durations and journal entries times ``f`` (component counts kept)."""
+
+        def n(x: int) -> int:
+            return max(1, round(x * f))
+
+        return replace(
+            self,
+            recovery_trials=n(self.recovery_trials),
+            storm_trials=n(self.storm_trials),
+            boot_trials=n(self.boot_trials),
+            idle_seconds=max(2.0, self.idle_seconds * f),
+            idle_window=max(1.0, self.idle_window * f),
+            scrape_trials=n(self.scrape_trials),
+            notifier_lines=n(self.notifier_lines),
+            notifier_trials=max(2, n(self.notifier_trials)),
+        )
+
+    def with_comps(self, f: float) -> Sizes:
+        """Component counts times ``f``."""
+
+        def n(x: int) -> int:
+            return max(1, round(x * f))
+
+        return replace(
+            self,
+            recovery_comps=n(self.recovery_comps),
+            storm_comps=n(self.storm_comps),
+            boot_comps=max(self.boot_waves, n(self.boot_comps)),
+            idle_sizes=tuple(n(s) for s in self.idle_sizes),
+        )
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    recovery_comps=3,
+    recovery_trials=3,
+    recovery_pause=0.1,
+    storm_comps=5,
+    storm_trials=2,
+    storm_pause=0.3,
+    settle=0.3,
+    boot_comps=10,
+    boot_waves=5,
+    boot_trials=1,
+    idle_sizes=(5,),
+    idle_seconds=2.0,
+    idle_window=1.0,
+    idle_settle=0.5,
+    scrape_trials=5,
+    notifier_lines=2000,
+    notifier_trials=2,
+    timeout=60.0,
+)
+
+
+@dataclass
+class Bench:
+    """One run: where it works, the readiness socket, the sizes and the systems to compare."""
+
+    work: Path
+    sizes: Sizes
+    systems: tuple[str, ...] = SYSTEM_NAMES
+    listener: ReadyListener = field(init=False)
+    _seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.listener = ReadyListener(self.work / "ready.sock")
+
+    def close(self) -> None:
+        kill_leftovers(self.listener.pids)
+        self.listener.close()
+
+    def new(self, kind: str) -> System:
+        self._seq += 1
+        return SYSTEMS[kind](self.work / f"{self._seq:02d}-{kind}", self.listener.path)
+
+    @contextlib.contextmanager
+    def running(self, kind: str, comps: list[Comp], *, probes: bool = False) -> Iterator[System]:
+        """A system prepared and booted with ``comps``, every one of them ready."""
+        system = self.new(kind)
+        try:
+            system.prepare(comps, probes=probes)
+            t0 = time.monotonic()
+            system.boot()
+            self.wait_ready(system, [c.name for c in comps], since=t0)
+            yield system
+        finally:
+            system.close()
+            kill_leftovers(self.listener.pids)
+
+    def wait_ready(
+        self,
+        system: System,
+        names: list[str],
+        *,
+        since: float,
+        not_pids: dict[str, int] | None = None,
+    ) -> float:
+        """Monotonic time at which the last of ``names`` announced itself."""
+        try:
+            got = self.listener.wait_all(
+                names, since=since, not_pids=not_pids, timeout=self.sizes.timeout
+            )
+        except Exception as e:
+            tail = system.log_tail()
+            raise RuntimeError(f"{system.name}: {e}\n{tail}") from e
+        return max(r.t for r in got.values())
+
+
+def comps(prefix: str, n: int, *, waves: int = 1, ports: list[int] | None = None) -> list[Comp]:
+    """``n`` components; waves are consecutive blocks of equal size (wave 0 first)."""
+    per = -(-n // waves)
+    return [
+        Comp(f"{prefix}{i:03d}", wave=i // per, port=ports[i] if ports else 0) for i in range(n)
+    ]
+
+
+def free_ports(n: int, start: int = 21000, stop: int = 31000) -> list[int]:
+    """``n`` TCP ports on 127.0.0.1 that nothing is bound to right now."""
+    found: list[int] = []
+    for port in range(start, stop):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == n:
+            return found
+    raise RuntimeError(f"only {len(found)} free ports in {start}-{stop}, needed {n}")
+
+
+def rotations(names: tuple[str, ...], rounds: int) -> Iterator[tuple[int, list[str]]]:
+    """Round ``r`` runs the systems starting at a different one each time."""
+    k = len(names)
+    for r in range(rounds):
+        yield r, [names[(r + j) % k] for j in range(k)]
+
+
+def _errors_to(result: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as e:
+        log.exception("%s failed", name)
+        result.setdefault("errors", {})[name] = str(e).splitlines()[0][:300]
+        return None
+
+
+# --------------------------------------------------------------------------- 1 and 2
+
+
+def recovery_and_storm(b: Bench) -> dict[str, Any]:
+    """Scenarios 1 and 2 on the same three running systems: one SIGKILL, then 100 at once."""
+    sz = b.sizes
+    n = max(sz.recovery_comps, sz.storm_comps)
+    out: dict[str, Any] = {
+        "recovery": {"unit": "ms", "comps": sz.recovery_comps, "systems": {}},
+        "storm": {"unit": "s", "comps": sz.storm_comps, "systems": {}},
+    }
+    rec: dict[str, list[float]] = {s: [] for s in b.systems}
+    storm: dict[str, list[float]] = {s: [] for s in b.systems}
+    with contextlib.ExitStack() as stack:
+        running: dict[str, tuple[System, list[Comp]]] = {}
+        for kind in b.systems:
+            cs = comps(f"{kind[:2]}", n)
+            system = _errors_to(
+                out["recovery"], kind, lambda k=kind, c=cs: stack.enter_context(b.running(k, c))
+            )
+            if system is not None:
+                running[kind] = (system, cs)
+        time.sleep(sz.settle)
+        live = tuple(k for k in b.systems if k in running)
+        for r, order in rotations(live, sz.recovery_trials):
+            for kind in order:
+                system, cs = running[kind]
+                name = cs[r % sz.recovery_comps].name
+                _errors_to(
+                    out["recovery"],
+                    kind,
+                    lambda s=system, nm=name, k=kind: rec[k].append(1000 * _kill_one(b, s, nm)),
+                )
+                time.sleep(sz.recovery_pause)
+        time.sleep(sz.settle)
+        for _r, order in rotations(live, sz.storm_trials):
+            for kind in order:
+                system, cs = running[kind]
+                names = [c.name for c in cs[: sz.storm_comps]]
+                _errors_to(
+                    out["storm"],
+                    kind,
+                    lambda s=system, nm=names, k=kind: storm[k].append(_kill_many(b, s, nm)),
+                )
+                time.sleep(sz.storm_pause)
+    for kind in b.systems:
+        out["recovery"]["systems"][kind] = {**summary(rec[kind]), "samples": rec[kind]}
+        out["storm"]["systems"][kind] = {**summary(storm[kind]), "samples": storm[kind]}
+    return out
+
+
+def _kill_one(b: Bench, system: System, name: str) -> float:
+    old = b.listener.pid(name)
+    t0 = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    return b.wait_ready(system, [name], since=t0, not_pids={name: old}) - t0
+
+
+def _kill_many(b: Bench, system: System, names: list[str]) -> float:
+    old = {n: b.listener.pid(n) for n in names}
+    t0 = time.monotonic()
+    for pid in old.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return b.wait_ready(system, names, since=t0, not_pids=old) - t0
+
+
+# --------------------------------------------------------------------------- 3
+
+
+def boot(b: Bench) -> dict[str, Any]:
+    """Scenario 3: from "start" to every component ready, in priority waves."""
+    sz = b.sizes
+    out: dict[str, Any] = {
+        "unit": "s",
+        "comps": sz.boot_comps,
+        "waves": sz.boot_waves,
+        "systems": {},
+    }
+    times: dict[str, list[float]] = {s: [] for s in b.systems}
+    systems: dict[str, tuple[System, list[Comp]]] = {}
+    try:
+        for kind in b.systems:
+            cs = comps(f"b{kind[:2]}", sz.boot_comps, waves=sz.boot_waves)
+            system = b.new(kind)
+            systems[kind] = (system, cs)
+            if _errors_to(out, kind, lambda s=system, c=cs: s.prepare(c) or True) is None:
+                del systems[kind]
+                system.close()
+                continue
+            # warm-up, not counted: unit files written, caches warm
+            if _errors_to(out, kind, lambda s=system, c=cs: _boot_once(b, s, c)) is None:
+                del systems[kind]
+                system.close()
+        live = tuple(k for k in b.systems if k in systems)
+        for _r, order in rotations(live, sz.boot_trials):
+            for kind in order:
+                system, cs = systems[kind]
+                _errors_to(
+                    out, kind, lambda s=system, c=cs, k=kind: times[k].append(_boot_once(b, s, c))
+                )
+    finally:
+        for system, _cs in systems.values():
+            system.close()
+        kill_leftovers(b.listener.pids)
+    for kind in b.systems:
+        out["systems"][kind] = {**summary(times[kind]), "samples": times[kind]}
+    return out
+
+
+def _boot_once(b: Bench, system: System, cs: list[Comp]) -> float:
+    try:
+        t0 = time.monotonic()
+        system.boot()
+        return b.wait_ready(system, [c.name for c in cs], since=t0) - t0
+    finally:
+        system.halt()
+        kill_leftovers(b.listener.pids)
+
+
+# --------------------------------------------------------------------------- 4 and 5
+
+IDLE_CONFIGS = (
+    ("razard", False),
+    ("razard+probes", True),
+    ("systemd", False),
+    ("supervisord", False),
+)
+
+
+def idle_and_scrape(b: Bench) -> dict[str, Any]:
+    """Scenario 4 at each size, and scenario 5 (razard's /metrics) at the largest."""
+    sz = b.sizes
+    configs = tuple(
+        (label, probes) for label, probes in IDLE_CONFIGS if label.split("+")[0] in b.systems
+    )
+    labels = tuple(label for label, _ in configs)
+    idle: dict[str, Any] = {
+        "unit": "cpu_s",
+        "seconds": sz.idle_seconds,
+        "window": sz.idle_window,
+        "probe_interval": 5.0,
+        "sizes": {},
+    }
+    scrape: dict[str, Any] = {"unit": "ms", "comps": max(sz.idle_sizes), "systems": {}}
+    biggest = max(sz.idle_sizes)
+    for i, size in enumerate(sz.idle_sizes):
+        per_size: dict[str, Any] = {}
+        idle["sizes"][str(size)] = per_size
+        ports = free_ports(size)
+        order = [labels[(i + j) % len(labels)] for j in range(len(labels))]
+        for label in order:
+            probes = dict(configs)[label]
+            kind = label.split("+")[0]
+            cs = comps(f"i{kind[:2]}", size, ports=ports if probes else None)
+
+            def one(
+                kind: str = kind,
+                cs: list[Comp] = cs,
+                probes: bool = probes,
+                label: str = label,
+                size: int = size,
+                per_size: dict[str, Any] = per_size,
+            ) -> None:
+                with b.running(kind, cs, probes=probes) as system:
+                    time.sleep(sz.idle_settle)
+                    per_size[label] = measure_idle(
+                        system.supervisor_pids(), sz.idle_seconds, sz.idle_window
+                    )
+                    if size == biggest and isinstance(system, Razard):
+                        scrape["systems"][label] = measure_scrape(
+                            system.metrics_port, sz.scrape_trials
+                        )
+
+            _errors_to(idle, f"{label}@{size}", one)
+    return {"idle": idle, "scrape": scrape}
+
+
+def measure_idle(pids: list[int], seconds: float, window: float) -> dict[str, Any]:
+    """CPU seconds and peak RSS of ``pids`` over ``seconds``; CPU % of one core per window."""
+    procs = [psutil.Process(p) for p in pids]
+
+    def cpu() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    def rss() -> int:
+        return sum(p.memory_info().rss for p in procs)
+
+    start_cpu, t0 = cpu(), time.monotonic()
+    last_cpu, last_t = start_cpu, t0
+    windows: list[float] = []
+    peak = rss()
+    end = t0 + seconds
+    while (now := time.monotonic()) < end:
+        time.sleep(min(0.5, end - now))
+        peak = max(peak, rss())
+        now = time.monotonic()
+        if now - last_t >= window - 1e-3 or now >= end:
+            c = cpu()
+            windows.append(100.0 * (c - last_cpu) / (now - last_t))
+            last_cpu, last_t = c, now
+    total = cpu() - start_cpu
+    elapsed = time.monotonic() - t0
+    return {
+        "cpu_s": total,
+        "elapsed_s": elapsed,
+        "cpu_pct": 100.0 * total / elapsed,
+        "cpu_pct_windows": summary(windows),
+        "peak_rss_mib": peak / 2**20,
+    }
+
+
+def measure_scrape(port: int, trials: int) -> dict[str, Any]:
+    """Latency of a whole ``GET /metrics`` (connect to last byte), over ``trials`` scrapes."""
+    times: list[float] = []
+    size = 0
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/metrics")
+            body = conn.getresponse().read()
+        finally:
+            conn.close()
+        times.append(1000 * (time.perf_counter() - t0))
+        size = len(body)
+        time.sleep(0.05)
+    return {**summary(times), "bytes": size, "samples": times}
