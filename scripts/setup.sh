@@ -18,6 +18,8 @@ command -v ping >/dev/null || need_apt+=(iputils-ping)
 # alert rules are checked with promtool and run by a real Prometheus; alerts go to a real Alertmanager
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+# the notifier benchmark (and its smoke test) builds a journal of its own with it
+[ -x /lib/systemd/systemd-journal-remote ] || need_apt+=(systemd-journal-remote)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then
