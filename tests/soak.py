@@ -44,13 +44,18 @@ def metric_sum(page: str, name: str) -> float:
     )
 
 
+BASE_SECONDS = 900_000  # component i sleeps BASE_SECONDS + i: its process is found by that
+
+
 def sleepers() -> dict[str, int]:
     """pid of each component's process, by its tag (``soak-<i>``)."""
     out: dict[str, int] = {}
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = p.info["cmdline"] or []
-        if len(cmd) == 3 and cmd[0].endswith("sleep") and cmd[2].startswith("soak-"):
-            out[cmd[2]] = p.info["pid"]
+        if len(cmd) == 2 and cmd[0].endswith("sleep") and cmd[1].isdigit():
+            i = int(cmd[1]) - BASE_SECONDS
+            if i >= 0:
+                out[f"soak-{i}"] = p.info["pid"]
     return out
 
 
@@ -62,6 +67,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
+    # a SIGTERM (timeout, Ctrl+C) still tears the private manager down
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     journald = ensure_journald()
     base = Path(tempfile.mkdtemp(prefix="razar-soak-"))
@@ -80,9 +87,9 @@ def main() -> int:
         f'unit_dir = "{um.unit_dir}"\n'
         + "".join(
             f'\n[[component]]\nname = "{t}"\nlayer = "crown"\npriority = {i % 5}\n'
-            f'command = ["/bin/sleep", "100000", "{t}"]\n'
-            "restart = { attempts = 1000000, backoff_base = 0.01, backoff_cap = 0.05, "
-            "jitter = 0.0 }\n"
+            f'command = ["/bin/sleep", "{BASE_SECONDS + i}"]\n'
+            "restart = { attempts = 10000, backoff_base = 0.01, backoff_cap = 0.05, "
+            "jitter = 0.0, healthy_window = 0.5 }\n"
             for i, t in enumerate(tags)
         )
     )
@@ -97,6 +104,8 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit((base / "razard.stderr").read_text()[-3000:])
             try:
                 if "razar_ready 1.0" in httpx.get(url, timeout=2).text:
                     break
