@@ -113,4 +113,5 @@ class StateStore:
                 # make, at a fraction of its cost for hundreds of components
                 "components": {k: dict(vars(v)) for k, v in sorted(self.components.items())},
             },
+            compact=True,  # `python3 -m json.tool razar_state.json` for a person
         )
