@@ -60,7 +60,11 @@ def _recover(engine: PatchEngine, config: Config) -> tuple[list[str], set[str]]:
         if (config.daemon.state_dir / "repair" / f"{c.name}.pending.json").exists()
     }
     with engine.lock():
-        return engine.recover(config.components), pending
+        # owed before any file is restored: a razard killed in between still restarts them
+        for name in pending:
+            engine.owe_restart(name, "its files are restored from a snapshot at start")
+        lines = engine.recover(config.components)
+        return lines, engine.restarts_owed() & {c.name for c in config.components}
 
 
 def hold_state_lock(state_dir: Path) -> int:

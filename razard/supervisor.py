@@ -299,6 +299,11 @@ class Runner:
             return Failure(cfg.name, "start", str(e))
         self._died.clear()
         self._expect_running = True
+        if job == "done" and cfg.name in self.sup.restarts_owed:
+            # started afresh from the files as they are now: the restart owed is done
+            self.sup.restarts_owed.discard(cfg.name)
+            with contextlib.suppress(OSError):
+                self.sup.engine.restart_done(cfg.name)
         current = sd.cached(cfg.unit) or self.unit_status
         if job != "done" or (current is not None and current.dead):
             with contextlib.suppress(SystemdError):
@@ -625,6 +630,8 @@ class Supervisor:
         self.engine = engine or PatchEngine(config.daemon.state_dir)
         self.ladder_info = dict(ladder_info or {})
         self._restart_on_boot = set(restart_on_boot or ())
+        #: components whose running process may predate an undone patch (see PatchEngine)
+        self.restarts_owed = set(self._restart_on_boot)
         self.rng = rng or random.Random()
         self.state = StateStore(config.daemon.state_dir)
         self.quarantine = QuarantineStore(config.daemon.state_dir)

@@ -727,6 +727,28 @@ class PatchEngine:
     def _pending_path(self, component: str) -> Path:
         return self.state_dir / PENDING_DIR / f"{component}.pending.json"
 
+    # ---------------------------------------------------------- restart owed
+
+    def _restart_path(self, component: str) -> Path:
+        return self.state_dir / PENDING_DIR / f"{component}.restart"
+
+    def owe_restart(self, component: str, why: str) -> None:
+        """Write down that ``component``'s process may still run code its files no longer
+        hold (a patch undone at start): it is restarted, even if razard is killed before."""
+        write_json_atomic(self._restart_path(component), {"component": component, "why": why})
+
+    def restarts_owed(self) -> set[str]:
+        """Components with a restart written down and not yet done."""
+        d = self.state_dir / PENDING_DIR
+        if not d.is_dir():
+            return set()
+        return {p.name.removesuffix(".restart") for p in d.glob("*.restart")}
+
+    def restart_done(self, component: str) -> None:
+        """The component's process was started again from its current files."""
+        with contextlib.suppress(FileNotFoundError):
+            self._restart_path(component).unlink()
+
     def _pending(self, component: str) -> dict[str, Any] | None:
         value = read_json(self._pending_path(component))
         return value if isinstance(value, dict) else None

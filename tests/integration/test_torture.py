@@ -214,3 +214,44 @@ def test_razard_killed_anywhere_loses_and_repeats_nothing(
     counts["alerts queued"] = len(outbox)
     counts["sleepers adopted every time"] = len(sleeper_pids)
     print("torture: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def test_a_restart_owed_for_an_undone_patch_survives_a_kill(
+    user_manager: UserManager, journald: object, tmp_path: Path
+) -> None:
+    """A unit whose patch was undone at start is restarted by the next razard even when the
+    one that undid it was killed first (found by the torture test); then adopted as usual."""
+    name = f"tt-owed-{uuid.uuid4().hex[:6]}"
+    unit = f"razar-{name}.service"
+    r = Razard(
+        user_manager,
+        tmp_path,
+        f"""
+        [[component]]
+        name = "{name}"
+        layer = "crown"
+        priority = 1
+        command = ["/bin/sleep", "100000"]
+        """,
+    )
+    try:
+        r.start()
+        r.wait_state(name, "healthy")
+        pid = r.main_pid(unit)
+        r.stop()
+        # what a razard killed right after undoing the patch leaves behind
+        owed = r.state_dir / "repair" / f"{name}.restart"
+        owed.parent.mkdir(exist_ok=True)
+        owed.write_text(json.dumps({"component": name, "why": "test"}))
+        r.start()
+        r.wait_state(name, "healthy")
+        wait_for(lambda: r.main_pid(unit) not in (0, pid), 30, "the owed restart")
+        assert not owed.exists()
+        pid = r.main_pid(unit)
+        r.stop()
+        r.start()
+        r.wait_state(name, "healthy")
+        assert r.main_pid(unit) == pid  # owed once: adopted from then on
+    finally:
+        r.stop()
+        r.cleanup_units([unit])
