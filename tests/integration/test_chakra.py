@@ -9,35 +9,16 @@ writes (the kernel's own /proc/pressure cannot be driven on demand).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from razard.sandbox import UserManager
+from tests.integration.conftest import Factory
 from tests.integration.harness import Razard, py, script, wait_for
 
 pytestmark = pytest.mark.integration
-
-Factory = Callable[[str], Razard]
-
-
-@pytest.fixture
-def razard(user_manager: UserManager, journald: object, tmp_path: Path) -> Iterator[Factory]:
-    made: list[Razard] = []
-
-    def make(components: str) -> Razard:
-        r = Razard(user_manager, tmp_path, components)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
-        names = re.findall(r'^\s*name = "([^"]+)"', r.config.read_text(), re.M)
-        r.cleanup_units([f"razar-{n}.service" for n in names])
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:

@@ -6,42 +6,16 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from razard.sandbox import UserManager
-from tests.integration.harness import BIN, Razard, free_port, py, script, wait_for
+from tests.integration.conftest import Factory
+from tests.integration.harness import BIN, free_port, py, script, wait_for
 
 pytestmark = pytest.mark.integration
-
-Factory = Callable[[str], Razard]
-
-
-@pytest.fixture
-def razard(user_manager: UserManager, journald: object, tmp_path: Path) -> Iterator[Factory]:
-    made: list[Razard] = []
-
-    def make(components: str) -> Razard:
-        r = Razard(user_manager, tmp_path, components)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
-        units = [f"razar-{n}.service" for n in _names(r.config.read_text())]
-        r.cleanup_units(units)
-
-
-def _names(config_text: str) -> list[str]:
-    return [
-        line.split("=", 1)[1].strip().strip('"')
-        for line in config_text.splitlines()
-        if line.strip().startswith("name =")
-    ]
 
 
 def sleeper(name: str, priority: int = 10, extra: str = "") -> str:
