@@ -206,3 +206,37 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def sleepers(names: list[str], *, waves: int = 1, restart: str = "") -> str:
+    """Components that sleep (crown layer), spread over ``waves`` priorities; ``restart`` is
+    the inline table's body, e.g. ``"attempts = 3, backoff_base = 0.1"``."""
+    policy = f"restart = {{ {restart} }}" if restart else ""
+    return "".join(
+        f"""
+        [[component]]
+        name = "{n}"
+        layer = "crown"
+        priority = {i % waves}
+        command = ["/bin/sleep", "100000"]
+        {policy}
+        """
+        for i, n in enumerate(names)
+    )
+
+
+def crash_loop(directory: Path, name: str, message: str) -> str:
+    """A heart-layer component that prints ``message`` on stderr and exits 4, every time:
+    two restarts and it is quarantined."""
+    s = script(
+        directory / f"{name}.py",
+        f"import sys\nprint({message!r}, file=sys.stderr)\nsys.exit(4)\n",
+    )
+    return f"""
+        [[component]]
+        name = "{name}"
+        layer = "heart"
+        priority = 10
+        command = ["{py()}", "{s}"]
+        restart = {{ attempts = 2, backoff_base = 0.05, backoff_cap = 0.2, jitter = 0.0 }}
+        """

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from razard.sandbox import UserManager
-from tests.integration.harness import Razard
+from tests.integration.conftest import Factory
+from tests.integration.harness import Razard, sleepers
 
 pytestmark = pytest.mark.integration
 
@@ -33,38 +31,19 @@ STATE_CORRUPTIONS = {
 
 
 @pytest.fixture
-def two(user_manager: UserManager, journald: object, tmp_path: Path) -> Iterator[Razard]:
+def two(razard: Factory) -> tuple[Razard, list[str]]:
+    """A razard (not started) with two sleepers of a fresh name each."""
     tag = uuid.uuid4().hex[:6]
-    names = (f"cs-a-{tag}", f"cs-b-{tag}")
-    r = Razard(
-        user_manager,
-        tmp_path,
-        "".join(
-            f"""
-            [[component]]
-            name = "{n}"
-            layer = "crown"
-            priority = {i}
-            command = ["/bin/sleep", "100000"]
-            """
-            for i, n in enumerate(names)
-        ),
-    )
-    r.names = names  # type: ignore[attr-defined]
-    try:
-        yield r
-    finally:
-        r.stop()
-        r.cleanup_units([f"razar-{n}.service" for n in names])
-
+    names = [f"cs-a-{tag}", f"cs-b-{tag}"]
+    return razard(sleepers(names, waves=2)), names
 
 @pytest.mark.parametrize("case", list(STATE_CORRUPTIONS))
 def test_a_corrupt_state_file_is_set_aside_and_running_units_are_adopted(
-    two: Razard, case: str
+    two: tuple[Razard, list[str]], case: str
 ) -> None:
     """razard starts on a bad razar_state.json, keeps it aside for a person, warns, and adopts
     the units that are still running instead of restarting them."""
-    a, b = two.names  # type: ignore[attr-defined]
+    two, (a, b) = two
     two.start()
     two.wait_state(a, "healthy")
     two.wait_state(b, "healthy")
@@ -90,10 +69,10 @@ def test_a_corrupt_state_file_is_set_aside_and_running_units_are_adopted(
     assert json.loads(state_file.read_text())["version"] == 1  # written fresh and whole
 
 
-def test_corrupt_logs_and_records_do_not_stop_razard(two: Razard) -> None:
+def test_corrupt_logs_and_records_do_not_stop_razard(two: tuple[Razard, list[str]]) -> None:
     """Garbage in razar.log, a JSON array where lines are expected, a torn patch history and
     an unreadable quarantine record: razard starts, appends whole lines, lists what it can."""
-    a, b = two.names  # type: ignore[attr-defined]
+    two, (a, b) = two
     sd = two.state_dir
     sd.mkdir(parents=True, exist_ok=True)
     (sd / "razar.log").write_bytes(b'{"ts": "x", "event": "ok"}\n\x00\x01garbage\n{"torn": ')

@@ -13,7 +13,7 @@ import pytest
 
 from razard.escalation.history import ESCALATIONS_FILE, read_escalations
 from razard.sandbox import UserManager
-from tests.integration.harness import Razard, free_port, py, script, wait_for
+from tests.integration.harness import Razard, crash_loop, free_port, wait_for
 from tests.integration.test_escalation_operator import OperatorConsole
 
 pytestmark = pytest.mark.integration
@@ -36,24 +36,11 @@ def test_quarantined_component_reaches_the_operator_exactly_once(
     name = f"it-esc-{uuid.uuid4().hex[:6]}"
     token_file = tmp_path / "operator.token"
     token_file.write_text(console.token + "\n")
-    crash = script(
-        tmp_path / "crash.py",
-        """\
-        import sys
-        print("fatal: shard corrupt", file=sys.stderr)
-        sys.exit(4)
-        """,
-    )
     r = Razard(
         user_manager,
         tmp_path,
         f"""
-        [[component]]
-        name = "{name}"
-        layer = "heart"
-        priority = 10
-        command = ["{py()}", "{crash}"]
-        restart = {{ attempts = 2, backoff_base = 0.05, backoff_cap = 0.2 }}
+        {crash_loop(tmp_path, name, 'fatal: shard corrupt')}
 
         [escalation]
         threshold = 1000

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from razard.sandbox import UserManager
-from tests.integration.harness import Razard, wait_for
+from tests.integration.conftest import Factory
+from tests.integration.harness import Razard, sleepers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -19,39 +17,20 @@ N = 12
 
 
 @pytest.fixture
-def storm(user_manager: UserManager, journald: object, tmp_path: Path) -> Iterator[Razard]:
+def storm(razard: Factory) -> tuple[Razard, list[str]]:
+    """A razard (not started) with N sleepers in three waves, restarted without delay."""
     tag = uuid.uuid4().hex[:6]
     names = [f"st{i}-{tag}" for i in range(N)]
-    r = Razard(
-        user_manager,
-        tmp_path,
-        "".join(
-            f"""
-            [[component]]
-            name = "{n}"
-            layer = "crown"
-            priority = {i % 3}
-            command = ["/bin/sleep", "100000"]
-            restart = {{ attempts = 50, backoff_base = 0.05, backoff_cap = 0.3, jitter = 0.0 }}
-            """
-            for i, n in enumerate(names)
-        ),
-    )
-    r.names = names  # type: ignore[attr-defined]
-    try:
-        yield r
-    finally:
-        r.stop()
-        r.cleanup_units([f"razar-{n}.service" for n in names])
-
+    restart = "attempts = 50, backoff_base = 0.05, backoff_cap = 0.3, jitter = 0.0"
+    return razard(sleepers(names, waves=3, restart=restart)), names
 
 def test_no_component_is_lost_when_the_bus_drops_and_systemd_reexecs_mid_storm(
-    storm: Razard,
+    storm: tuple[Razard, list[str]],
 ) -> None:
     """Every unit is killed, then the user bus is restarted (cutting razard's connection)
     and systemd re-executes, all while the restarts run: razard reconnects, re-reads every
     unit, and each component ends healthy and is still watched (a later kill is healed)."""
-    r, names = storm, storm.names  # type: ignore[attr-defined]
+    r, names = storm
     r.start()
     for n in names:
         r.wait_state(n, "healthy")

@@ -5,58 +5,37 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from razard.sandbox import UserManager
-from tests.integration.harness import Razard, py, script
+from tests.integration.conftest import Factory
+from tests.integration.harness import Razard, crash_loop
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def crashed(user_manager: UserManager, journald: object, tmp_path: Path) -> Iterator[Razard]:
+def quarantined(razard: Factory, tmp_path: Path) -> tuple[Razard, str]:
     """A razard whose one component crash-loops into quarantine (a fresh name per test, so
     records of earlier runs in the same journal do not count)."""
     name = f"tri-{uuid.uuid4().hex[:8]}"
-    s = script(
-        tmp_path / "loop.py",
-        """\
-        import sys
-        print("fatal: shard 3 corrupt at offset 0x7f3a", file=sys.stderr)
-        sys.exit(4)
-        """,
-    )
-    r = Razard(
-        user_manager,
-        tmp_path,
-        f"""
-        [[component]]
-        name = "{name}"
-        layer = "heart"
-        priority = 10
-        command = ["{py()}", "{s}"]
-        restart = {{ attempts = 2, backoff_base = 0.05, backoff_cap = 0.2, jitter = 0.0 }}
-        """,
-    )
-    r.name = name  # type: ignore[attr-defined]
+    r = razard(crash_loop(tmp_path, name, "fatal: shard 3 corrupt at offset 0x7f3a"))
     r.start()
     r.wait_state(name, "quarantined")
-    yield r
-    r.stop()
-    r.cleanup_units([f"razar-{name}.service"])
+    return r, name
 
 
 def json_lines(text: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_logs_filters_by_event_layer_and_priority_like_journalctl(crashed: Razard) -> None:
+def test_logs_filters_by_event_layer_and_priority_like_journalctl(
+    quarantined: tuple[Razard, str],
+) -> None:
     """--event, --layer and -p select razard's records through journal fields, and the
     printed journalctl command shows the same records on its own."""
-    name = crashed.name  # type: ignore[attr-defined]
+    crashed, name = quarantined
     out = crashed.ctl("logs", name, "--event", "state_quarantined", "-o", "json").stdout
     rows = json_lines(out)
     assert len(rows) == 1
@@ -78,18 +57,22 @@ def test_logs_filters_by_event_layer_and_priority_like_journalctl(crashed: Razar
     assert [r["__CURSOR"] for r in json_lines(direct.stdout)] == [r["__CURSOR"] for r in rows]
 
 
-def test_logs_of_a_component_include_its_unit_output(crashed: Razard) -> None:
+def test_logs_of_a_component_include_its_unit_output(
+    quarantined: tuple[Razard, str],
+) -> None:
     """Without filters a component's logs hold its own stderr as well as razard's records."""
-    name = crashed.name  # type: ignore[attr-defined]
+    crashed, name = quarantined
     text = crashed.ctl("logs", name, "-o", "cat").stdout
     assert "fatal: shard 3 corrupt" in text  # the unit's own output
     assert "quarantined" in text  # razard's record
 
 
-def test_incident_is_one_timeline_in_table_json_and_markdown(crashed: Razard) -> None:
+def test_incident_is_one_timeline_in_table_json_and_markdown(
+    quarantined: tuple[Razard, str],
+) -> None:
     """The incident shows the failures, restarts and quarantine in order, as a table, JSON
     for machines and Markdown for a ticket, without needing razard's bus."""
-    name = crashed.name  # type: ignore[attr-defined]
+    crashed, name = quarantined
     cfg = str(crashed.config)
     body = json.loads(crashed.ctl("incident", name, "--config", cfg, "--json").stdout)
     kinds = [e["kind"] for e in body["entries"]]
@@ -115,10 +98,12 @@ def test_incident_is_one_timeline_in_table_json_and_markdown(crashed: Razard) ->
     assert json.loads(later.stdout)["entries"] == []
 
 
-def test_incident_falls_back_to_razar_log_and_refuses_bad_input(crashed: Razard) -> None:
+def test_incident_falls_back_to_razar_log_and_refuses_bad_input(
+    quarantined: tuple[Razard, str],
+) -> None:
     """With no journal records razar.log is read; an unknown component or time is a clear
     error with exit 2."""
-    name = crashed.name  # type: ignore[attr-defined]
+    crashed, name = quarantined
     cfg = str(crashed.config)
     from razard.triage import load_incident
 
