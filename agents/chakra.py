@@ -151,6 +151,8 @@ class Chakra:
     def _configure(self, config: Config) -> None:
         old = self.layers
         self.config = config
+        #: components that beat: looked up for every source on every evaluation tick
+        self.beating = frozenset(c.name for c in config.components if c.heartbeat)
         self.layers = {}
         for name in LAYERS:
             settings = config.chakra.layer(name)
@@ -289,8 +291,7 @@ class Chakra:
     def _effective(self, src: Source) -> float | None:
         """When ``src`` last counted as beating; None when it is not judged right now."""
         if src.kind == "heartbeat":
-            configured = any(c.name == src.name and c.heartbeat for c in self.config.components)
-            if configured:
+            if src.name in self.beating:
                 judged, since = self.host.beat_grace(src.name)
                 if not judged:
                     return None  # starting, or stopped by an operator
