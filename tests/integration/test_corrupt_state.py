@@ -37,6 +37,7 @@ def two(razard: Factory) -> tuple[Razard, list[str]]:
     names = [f"cs-a-{tag}", f"cs-b-{tag}"]
     return razard(sleepers(names, waves=2)), names
 
+
 @pytest.mark.parametrize("case", list(STATE_CORRUPTIONS))
 def test_a_corrupt_state_file_is_set_aside_and_running_units_are_adopted(
     two: tuple[Razard, list[str]], case: str

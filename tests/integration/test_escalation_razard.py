@@ -40,7 +40,7 @@ def test_quarantined_component_reaches_the_operator_exactly_once(
         user_manager,
         tmp_path,
         f"""
-        {crash_loop(tmp_path, name, 'fatal: shard corrupt')}
+        {crash_loop(tmp_path, name, "fatal: shard corrupt")}
 
         [escalation]
         threshold = 1000

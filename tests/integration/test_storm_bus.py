@@ -24,6 +24,7 @@ def storm(razard: Factory) -> tuple[Razard, list[str]]:
     restart = "attempts = 50, backoff_base = 0.05, backoff_cap = 0.3, jitter = 0.0"
     return razard(sleepers(names, waves=3, restart=restart)), names
 
+
 def test_no_component_is_lost_when_the_bus_drops_and_systemd_reexecs_mid_storm(
     storm: tuple[Razard, list[str]],
 ) -> None:
