@@ -4,11 +4,14 @@ Many entries (1,000,000 in a full run) are written as a journal export stream an
 imported with ``systemd-journal-remote`` into a journal directory of their own (no
 journald rate limit, nothing of the host's journal). Then, alternating:
 
-- the notifier's read path: `razard.escalation.source.JournalSource` in batches of
-  the notifier's ``BATCH`` (``journalctl -o json --after-cursor``, stream-parsed),
-  each entry classified as the notifier does (`classify.from_journal`), and each
-  failure's signature counted by a `Grouper`;
-- the ceiling: ``journalctl -o json > /dev/null`` over the same entries.
+- the notifier's read path, built from the notifier's own parts:
+  `razard.escalation.source.JournalSource` as the notifier configures it (export
+  format, `classify.JOURNAL_FIELDS`, its ``BATCH``, the `OwnEntries` filter), each
+  entry classified (`classify.from_journal`) and each failure's signature counted
+  by a `Grouper`;
+- the ceiling: ``journalctl -o json > /dev/null`` over the same entries;
+- for reference, the notifier's journalctl alone (``-o export --output-fields=...
+  > /dev/null``): what is left of the notifier's time is Python's.
 
 Entries are a mix like a busy node's: a third razard events, the rest component
 output, a quarter of that errors with varying numbers, addresses and ids.
@@ -29,7 +32,7 @@ from bench.scenarios import Bench
 from bench.stats import summary
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
-MODULES = ("razard.escalation.signature", "razard.escalation.source", "razard.escalation.grouping")
+MODULES = ("razard.escalation.notifier", "razard.escalation.source", "razard.escalation.grouping")
 COMPONENTS = 50
 
 
@@ -100,23 +103,20 @@ def make_journal(directory: Path, n: int) -> Path:
     return directory
 
 
-def count_ceiling(directory: Path) -> tuple[float, int]:
-    """Seconds for ``journalctl -o json > /dev/null`` over the directory (-1: not counted)."""
-    argv = ["journalctl", "--no-pager", "-q", "-o", "json", f"--directory={directory}"]
+def count_ceiling(directory: Path, *args: str) -> float:
+    """Seconds for ``journalctl -o json > /dev/null`` over the directory (``args``: other
+    output options instead of ``-o json``)."""
+    out = list(args) or ["-o", "json"]
+    argv = ["journalctl", "--no-pager", "-q", *out, f"--directory={directory}"]
     t0 = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t0, -1
+    return time.perf_counter() - t0
 
 
-def _matches() -> list[str]:
-    """The journalctl matches the notifier itself uses for these components."""
-    try:
-        from razard.escalation.notifier import journal_matches
-    except ImportError:
-        return []
+def _components() -> list[Any]:
     from razard.config import ComponentConfig
 
-    comps = [
+    return [
         ComponentConfig(
             name=f"c{i:02d}",
             layer="crown",
@@ -126,52 +126,44 @@ def _matches() -> list[str]:
         )
         for i in range(COMPONENTS)
     ]
-    return journal_matches(comps)
 
 
-#: The fields `classify.from_journal` reads (journalctl adds the cursor and timestamps).
-FIELDS = (
-    "MESSAGE,PRIORITY,RAZAR_EVENT,RAZAR_COMPONENT,RAZAR_LAYER,SYSLOG_IDENTIFIER,"
-    "_SYSTEMD_UNIT,_SYSTEMD_USER_UNIT,_HOSTNAME"
-)
-
-
-async def _notifier_pass(
-    directory: Path, cursor: Path, *, lean: bool = False
-) -> tuple[float, int, int]:
-    """Seconds to read and judge every entry as the notifier does; entries; failures seen.
-
-    ``lean``: what it would take without the notifier's journalctl matches (the entries
-    are filtered by `classify.from_journal` anyway) and with ``--output-fields``.
-    """
+async def _notifier_pass(directory: Path, cursor: Path) -> tuple[float, int, int]:
+    """Seconds to read and judge every entry as the notifier does; entries; failures seen."""
     from razard.escalation import classify
     from razard.escalation.grouping import Grouper
+    from razard.escalation.notifier import BATCH, OwnEntries
     from razard.escalation.source import JournalSource
 
-    try:
-        from razard.escalation.notifier import BATCH
-    except ImportError:
-        BATCH = 10_000  # noqa: N806
     await asyncio.to_thread(cursor.unlink, missing_ok=True)
-    args = [f"--directory={directory}"] + ([f"--output-fields={FIELDS}"] if lean else [])
-    source = JournalSource(cursor, matches=[] if lean else _matches(), journal_args=args)
+    source = JournalSource(
+        cursor, journal_args=[f"--directory={directory}"], fields=classify.JOURNAL_FIELDS
+    )
+    comps = _components()
+    keep = OwnEntries(comps)
     grouper = Grouper(5, 300.0)
-    units = {f"razar-c{i:02d}.service": f"c{i:02d}" for i in range(COMPONENTS)}
-    layers = {f"c{i:02d}": "crown" for i in range(COMPONENTS)}
+    units = {c.unit: c.name for c in comps}
+    layers = {c.name: c.layer for c in comps}
     total = failures = 0
     now = time.time()
     t0 = time.perf_counter()
     while True:
-        entries = await source.read_new(BATCH)
-        total += len(entries)
+        entries = await source.read_new(BATCH, keep=keep)
+        total += source.last_read
         for entry in entries:
             o = classify.from_journal(entry, units=units, layers=layers, host="bench", now=now)
             if o is not None and o.kind == "failure":
                 failures += 1
                 grouper.observe((o.component, o.signature), o.ts)
-        if len(entries) < BATCH:
+        if source.last_read < BATCH:
             break
     return time.perf_counter() - t0, total, failures
+
+
+def _export_args() -> list[str]:
+    from razard.escalation.classify import JOURNAL_FIELDS
+
+    return ["-o", "export", "--output-fields=" + ",".join(JOURNAL_FIELDS)]
 
 
 def run(b: Bench) -> dict[str, Any]:
@@ -187,22 +179,20 @@ def run(b: Bench) -> dict[str, Any]:
     make_journal(directory, n)
     cursor = b.work / "notifier.cursor"
     trials = b.sizes.notifier_trials
-    rates: dict[str, list[float]] = {"notifier": [], "journalctl": [], "notifier_lean": []}
+    rates: dict[str, list[float]] = {"notifier": [], "journalctl": [], "journalctl_export": []}
     seen = failures = 0
     for r in range(trials):
-        order = ["notifier", "journalctl", "notifier_lean"]
+        order = ["notifier", "journalctl", "journalctl_export"]
         order = order[r % 3 :] + order[: r % 3]
         for who in order:
             if who == "journalctl":
-                secs, _ = count_ceiling(directory)
-                rates[who].append(n / secs)
+                rates[who].append(n / count_ceiling(directory))
+            elif who == "journalctl_export":
+                rates[who].append(n / count_ceiling(directory, *_export_args()))
             else:
-                secs, got, fails = asyncio.run(
-                    _notifier_pass(directory, cursor, lean=who == "notifier_lean")
-                )
+                secs, got, fails = asyncio.run(_notifier_pass(directory, cursor))
                 rates[who].append(got / secs)
-                if who == "notifier":
-                    seen, failures = got, fails
+                seen, failures = got, fails
     shutil.rmtree(directory, ignore_errors=True)
     out: dict[str, Any] = {
         "unit": "lines/s",
@@ -211,8 +201,8 @@ def run(b: Bench) -> dict[str, Any]:
         "failures_counted": failures,
         "notifier": summary(rates["notifier"]),
         "journalctl": summary(rates["journalctl"]),
-        "notifier_lean": summary(rates["notifier_lean"]),
-        "lean_fields": FIELDS,
+        "journalctl_export": summary(rates["journalctl_export"]),
+        "export_args": " ".join(_export_args()),
     }
     out["notifier_lps"] = out["notifier"]["median"]
     out["journalctl_lps"] = out["journalctl"]["median"]

@@ -61,6 +61,20 @@ _NOT_FAILURES: Final = frozenset(
 #: repair records (razar_ai_invocations.json / razar_ai_patches.json) that are failures
 FAILED_STATUSES: Final = frozenset({"failed", "refused", "reverted", "aborted"})
 
+#: The fields `from_journal` reads (what the notifier asks journalctl for; the cursor and
+#: the timestamps come with every entry)
+JOURNAL_FIELDS: Final = (
+    "MESSAGE",
+    "PRIORITY",
+    "RAZAR_EVENT",
+    "RAZAR_COMPONENT",
+    "RAZAR_LAYER",
+    "SYSLOG_IDENTIFIER",
+    "_SYSTEMD_UNIT",
+    "_SYSTEMD_USER_UNIT",
+    "_HOSTNAME",
+)
+
 SIG_QUARANTINE: Final = "quarantined"
 SIG_WARNING: Final = "escalation_warning"
 SIG_LAYER_DOWN: Final = "layer_down"
@@ -96,29 +110,13 @@ def layer_component(layer: str) -> str:
     return f"layer:{layer}"
 
 
-def field(entry: Mapping[str, Any], name: str) -> str:
-    """A journal JSON field as text: journalctl writes binary values as byte arrays and a
-    field set more than once as an array of its values (the first is taken)."""
-    value = entry.get(name)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value:
-        if all(isinstance(b, int) for b in value):
-            return bytes(b & 0xFF for b in value).decode("utf-8", "replace")
-        first = value[0]
-        return first if isinstance(first, str) else field({"v": first}, "v")
-    return str(value)
-
-
-def entry_time(entry: Mapping[str, Any], default: float) -> float:
-    raw = field(entry, "__REALTIME_TIMESTAMP")
+def entry_time(entry: Mapping[str, str], default: float) -> float:
+    raw = entry.get("__REALTIME_TIMESTAMP", "")
     return int(raw) / 1e6 if raw.isdigit() else default
 
 
 def from_journal(
-    entry: Mapping[str, Any],
+    entry: Mapping[str, str],
     *,
     units: Mapping[str, str],
     layers: Mapping[str, str],
@@ -126,37 +124,40 @@ def from_journal(
     now: float,
     fixed_host: str = "",
 ) -> Observation | None:
-    """The observation in one journal entry, or None.
+    """The observation in one journal entry (``{field: text}``, as `JournalSource`
+    reads them), or None.
 
     ``units`` maps unit names to components, ``layers`` components to layers
     (both from the config). The host is ``fixed_host`` when set (the config's
     ``host``), else the entry's ``_HOSTNAME``, else ``host``.
     """
-    event = field(entry, "RAZAR_EVENT")
-    message = field(entry, "MESSAGE")
-    component = field(entry, "RAZAR_COMPONENT")
-    ident = field(entry, "SYSLOG_IDENTIFIER")
+    get = entry.get  # called for every entry the notifier reads: kept lean
+    event = get("RAZAR_EVENT", "")
+    component = get("RAZAR_COMPONENT", "")
     if not component and not event:
-        unit = field(entry, "_SYSTEMD_UNIT") or field(entry, "_SYSTEMD_USER_UNIT")
+        unit = get("_SYSTEMD_UNIT") or get("_SYSTEMD_USER_UNIT", "")
         component = units.get(unit, "")
-        if not component and ident.startswith("razar-") and ident.removeprefix("razar-") in layers:
-            component = ident.removeprefix("razar-")
-    layer = field(entry, "RAZAR_LAYER") or layers.get(component, "")
-    prio_raw = field(entry, "PRIORITY")
+        if not component:
+            ident = get("SYSLOG_IDENTIFIER", "")
+            if ident.startswith("razar-") and ident[6:] in layers:
+                component = ident[6:]
+            else:
+                return None
+    message = get("MESSAGE", "")
+    prio_raw = get("PRIORITY", "")
     priority = int(prio_raw) if prio_raw.isdigit() else 6
+    if not event and priority > OUTPUT_ERROR_PRIORITY and not ERROR_WORDS.search(message):
+        return None  # a component's ordinary output: the bulk of what is read
+    layer = get("RAZAR_LAYER") or layers.get(component, "")
     ts = entry_time(entry, now)
-    hostname = fixed_host or field(entry, "_HOSTNAME") or host
+    hostname = fixed_host or get("_HOSTNAME") or host
 
     def obs(kind: Kind, comp: str = component) -> Observation:
         return Observation(kind, ts, hostname, comp, layer, message, event)
 
     if event:
         return _from_event(event, priority, component, layer, obs)
-    if not component:
-        return None
-    if priority <= OUTPUT_ERROR_PRIORITY or ERROR_WORDS.search(message):
-        return obs("failure")
-    return None
+    return obs("failure")
 
 
 def _from_event(

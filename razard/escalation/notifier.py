@@ -107,19 +107,36 @@ class _Send:
     targets: list[str]
 
 
-def journal_matches(
-    components: Iterable[ComponentConfig], identifier: str = classify.RAZARD_IDENTIFIER
-) -> list[str]:
-    """journalctl matches for razard's events (``identifier``) and every component's output."""
-    comps = list(components)
-    idents = [f"SYSLOG_IDENTIFIER={identifier}"]
-    idents += [f"SYSLOG_IDENTIFIER={c.unit.removesuffix('.service')}" for c in comps if c.owned]
-    units = sorted({c.unit for c in comps})
-    matches = idents
-    if units:
-        matches += ["+", *(f"_SYSTEMD_UNIT={u}" for u in units)]
-        matches += ["+", *(f"_SYSTEMD_USER_UNIT={u}" for u in units)]
-    return matches
+class OwnEntries:
+    """Which journal entries the notifier reads: razard's events (its SYSLOG_IDENTIFIER)
+    and every component's output (the identifier razard gives the units it writes, or
+    the unit). A filter in Python, not journalctl matches: one match per component and
+    field (150 for 50 components) made journalctl ten times slower than reading all."""
+
+    def __init__(
+        self, components: Iterable[ComponentConfig], identifier: str = classify.RAZARD_IDENTIFIER
+    ) -> None:
+        comps = list(components)
+        self.identifiers = frozenset(
+            [identifier] + [c.unit.removesuffix(".service") for c in comps if c.owned]
+        )
+        self.units = frozenset(c.unit for c in comps)
+
+    def __call__(self, entry: Mapping[str, str]) -> bool:
+        get = entry.get
+        return (
+            get("SYSLOG_IDENTIFIER") in self.identifiers
+            or get("_SYSTEMD_UNIT") in self.units
+            or get("_SYSTEMD_USER_UNIT") in self.units
+        )
+
+    def matches(self) -> list[str]:
+        """The same selection as journalctl matches (``journalctl -o json <these>``)."""
+        out = [f"SYSLOG_IDENTIFIER={i}" for i in sorted(self.identifiers)]
+        for name in ("_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT"):
+            if self.units:
+                out += ["+", *(f"{name}={u}" for u in sorted(self.units))]
+        return out
 
 
 class EscalationNotifier:
@@ -160,6 +177,7 @@ class EscalationNotifier:
             journal_args=cfg.journal_args,
             since=start,
             journalctl=journalctl,
+            fields=classify.JOURNAL_FIELDS,
         )
         self.tails = [
             (JsonlTail(state_dir / name, self.dir / f"{name}.pos"), source) for name, source in LOGS
@@ -263,9 +281,10 @@ class EscalationNotifier:
         comps = list(self.components())
         units = {c.unit: c.name for c in comps}
         layers = {c.name: c.layer for c in comps}
-        self.journal.matches = tuple(journal_matches(comps, self.identifier))
-        entries = await self.journal.read_new(BATCH, commit=False)
-        result.entries = len(entries)
+        entries = await self.journal.read_new(
+            BATCH, commit=False, keep=OwnEntries(comps, self.identifier)
+        )
+        result.entries = self.journal.last_read
         observations: list[Observation] = []
         for entry in entries:
             o = classify.from_journal(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -10,7 +13,12 @@ from typing import Any
 
 import pytest
 
+from razard.config import parse_config
+from razard.escalation.notifier import OwnEntries
 from razard.escalation.source import JournalSource, SourceError
+from razard.journal import JOURNAL_SOCKET, encode_fields
+
+JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +96,87 @@ async def test_since_bounds_the_first_read_and_extra_args_reach_journalctl(
     bad = JournalSource(tmp_path / "d", journal_args=["--directory=/nonexistent/journal"])
     with pytest.raises(SourceError, match="journalctl"):
         await bad.read_new()
+
+
+async def test_multi_line_and_non_utf8_values_come_back_whole(
+    journald: object, tmp_path: Path
+) -> None:
+    """Values journalctl exports in binary form (a traceback's newlines and empty lines,
+    bytes that are not UTF-8) are read whole, and the entries after them too; with
+    ``fields`` only those (plus cursor and timestamps) are read."""
+    ident = f"razar-esc-{uuid.uuid4().hex[:8]}"
+    tb = "Traceback (most recent call last):\n  File x\n\nKEY=not a field\nValueError: boom"
+    datagram = encode_fields(
+        [("SYSLOG_IDENTIFIER", ident), ("MESSAGE", tb), ("PRIORITY", "3"), ("EXTRA", "x")]
+    )
+    raw = f"SYSLOG_IDENTIFIER={ident}\nMESSAGE\n".encode()
+    raw += struct.pack("<Q", 8) + b"bad \xff\xfe ok"[:8] + b"\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(datagram, JOURNAL_SOCKET)
+        s.sendto(raw, JOURNAL_SOCKET)
+    await write(ident, ["after"])
+    src = JournalSource(
+        tmp_path / "c", [f"SYSLOG_IDENTIFIER={ident}"], fields=["MESSAGE", "PRIORITY"]
+    )
+    got = await read_until(src, 3)
+    assert [e["MESSAGE"] for e in got] == [tb, "bad \ufffd\ufffd o", "after"]
+    assert got[0]["PRIORITY"] == "3" and "EXTRA" not in got[0]
+    assert all(e["__CURSOR"] and e["__REALTIME_TIMESTAMP"].isdigit() for e in got)
+    assert src.cursor == got[-1]["__CURSOR"]
+
+
+@pytest.mark.skipif(not JOURNAL_REMOTE.exists(), reason=f"needs {JOURNAL_REMOTE}")
+async def test_the_notifiers_filter_selects_what_its_journalctl_matches_select(
+    tmp_path: Path,
+) -> None:
+    """OwnEntries in Python and `OwnEntries.matches()` given to journalctl pick the same
+    entries out of a journal of razard events, component output and other programs."""
+    config = parse_config(
+        {
+            "component": [
+                {"name": "vllm", "layer": "sacral", "priority": 1, "command": ["/bin/true"]},
+                {"name": "gw", "layer": "throat", "priority": 2, "unit": "nginx.service"},
+            ]
+        },
+        tmp_path / "razard.toml",
+        env={},
+    )
+    sources = [
+        "SYSLOG_IDENTIFIER=razard\nRAZAR_EVENT=state_healthy\n",
+        "SYSLOG_IDENTIFIER=razard-other\nRAZAR_EVENT=operator_alert\n",
+        "SYSLOG_IDENTIFIER=razar-vllm\n",
+        "SYSLOG_IDENTIFIER=python3\n_SYSTEMD_USER_UNIT=razar-vllm.service\n",
+        "SYSLOG_IDENTIFIER=nginx\n_SYSTEMD_UNIT=nginx.service\n",
+        "SYSLOG_IDENTIFIER=sshd\n_SYSTEMD_UNIT=ssh.service\n",
+        "SYSLOG_IDENTIFIER=kernel\n",
+    ]
+    t0 = int(time.time() * 1e6)
+    stream = "".join(
+        f"__REALTIME_TIMESTAMP={t0 + i}\n__MONOTONIC_TIMESTAMP={1000 + i}\n"
+        f"_BOOT_ID={'ab' * 16}\n{sources[i % len(sources)]}MESSAGE=m{i}\n\n"
+        for i in range(70)
+    )
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    proc = await asyncio.create_subprocess_exec(
+        str(JOURNAL_REMOTE), f"--output={directory}/t.journal", "-", stdin=asyncio.subprocess.PIPE
+    )
+    await proc.communicate(stream.encode())
+    assert proc.returncode == 0
+    keep = OwnEntries(config.components)
+    ours = await JournalSource(tmp_path / "c", journal_args=[f"--directory={directory}"]).read_new(
+        keep=keep
+    )
+    p = await asyncio.create_subprocess_exec(
+        "journalctl",
+        "-q",
+        "-o",
+        "json",
+        f"--directory={directory}",
+        *keep.matches(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await p.communicate()
+    theirs = [json.loads(line)["MESSAGE"] for line in out.splitlines()]
+    assert [e["MESSAGE"] for e in ours] == theirs
+    assert len(theirs) == 40  # 4 of every 7 sources

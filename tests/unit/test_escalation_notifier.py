@@ -9,7 +9,7 @@ import pytest
 
 from razard.config import parse_config
 from razard.escalation.history import read_escalations
-from razard.escalation.notifier import EscalationNotifier
+from razard.escalation.notifier import EscalationNotifier, OwnEntries
 from razard.journal import EventLog
 
 
@@ -18,12 +18,15 @@ class ScriptedJournal:
 
     def __init__(self) -> None:
         self.queued: list[dict[str, Any]] = []
-        self.matches: tuple[str, ...] = ()
         self.commits = 0
+        self.last_read = 0
 
-    async def read_new(self, max_entries: int | None = None, *, commit: bool = True) -> Any:
+    async def read_new(
+        self, max_entries: int | None = None, *, commit: bool = True, keep: Any = None
+    ) -> Any:
         batch, self.queued = self.queued, []
-        return batch
+        self.last_read = len(batch)
+        return [e for e in batch if keep is None or keep(e)]
 
     def commit(self) -> None:
         self.commits += 1
@@ -106,6 +109,7 @@ async def test_recovery_resolves_and_a_new_notifier_remembers_firing_alerts(
     """A quarantine survives a restart of the notifier (no duplicate); healthy resolves it."""
     n, journal, clock = setup
     quarantine = {
+        "SYSLOG_IDENTIFIER": "razard",
         "RAZAR_EVENT": "operator_alert",
         "RAZAR_COMPONENT": "vllm",
         "MESSAGE": "vllm quarantined: token=abc123 leaked",
@@ -113,7 +117,7 @@ async def test_recovery_resolves_and_a_new_notifier_remembers_firing_alerts(
     }
     journal.queued = [quarantine]
     async with n.client() as client:
-        await n.run_once(client)
+        assert len((await n.run_once(client)).raised) == 1
     n.unlock()
 
     again = EscalationNotifier(
@@ -121,7 +125,12 @@ async def test_recovery_resolves_and_a_new_notifier_remembers_firing_alerts(
     )  # razard restarted
     journal2 = ScriptedJournal()
     again.journal = journal2  # type: ignore[assignment]
-    journal2.queued = [quarantine, {"RAZAR_EVENT": "state_healthy", "RAZAR_COMPONENT": "vllm"}]
+    healthy = {
+        "SYSLOG_IDENTIFIER": "razard",
+        "RAZAR_EVENT": "state_healthy",
+        "RAZAR_COMPONENT": "vllm",
+    }
+    journal2.queued = [quarantine, healthy]
     async with again.client() as client:
         r = await again.run_once(client)
     assert r.raised == [] and len(r.resolved) == 1
@@ -144,3 +153,49 @@ def test_without_a_cursor_every_start_reads_from_the_first_start(
     (state / "escalation" / "journal.cursor").write_text("s=abc")
     after = EscalationNotifier(n.cfg, state, n.components, n.events, since=3000.0)
     assert after.journal.since == 3000.0  # the cursor decides from now on
+
+
+def test_only_razards_own_events_and_its_components_output_are_read() -> None:
+    """OwnEntries keeps razard's events (its identifier) and component output by the
+    identifier razard gives its units, the system unit or the user unit; another razard's
+    events and other programs are dropped, and `matches()` is the same selection for
+    journalctl."""
+    config = parse_config(
+        {
+            "component": [
+                {"name": "vllm", "layer": "sacral", "priority": 1, "command": ["/bin/true"]},
+                {"name": "gw", "layer": "throat", "priority": 2, "unit": "nginx.service"},
+            ]
+        },
+        Path("razard.toml"),
+        env={},
+    )
+    keep = OwnEntries(config.components, "razard-a")
+    kept = [
+        {"SYSLOG_IDENTIFIER": "razard-a", "RAZAR_EVENT": "operator_alert"},
+        {"SYSLOG_IDENTIFIER": "razar-vllm", "MESSAGE": "x"},
+        {"_SYSTEMD_UNIT": "nginx.service", "SYSLOG_IDENTIFIER": "nginx"},
+        {"_SYSTEMD_USER_UNIT": "razar-vllm.service", "SYSLOG_IDENTIFIER": "python3"},
+    ]
+    dropped = [
+        {
+            "SYSLOG_IDENTIFIER": "razard-b",
+            "RAZAR_EVENT": "operator_alert",
+            "RAZAR_COMPONENT": "vllm",
+        },
+        {"SYSLOG_IDENTIFIER": "nginx", "_SYSTEMD_UNIT": "other.service"},
+        {"SYSLOG_IDENTIFIER": "razar-gw"},  # nginx.service is not a unit razard writes
+        {"MESSAGE": "no identifier at all"},
+    ]
+    assert [keep(e) for e in kept] == [True] * 4
+    assert [keep(e) for e in dropped] == [False] * 4
+    assert keep.matches() == [
+        "SYSLOG_IDENTIFIER=razar-vllm",
+        "SYSLOG_IDENTIFIER=razard-a",
+        "+",
+        "_SYSTEMD_UNIT=nginx.service",
+        "_SYSTEMD_UNIT=razar-vllm.service",
+        "+",
+        "_SYSTEMD_USER_UNIT=nginx.service",
+        "_SYSTEMD_USER_UNIT=razar-vllm.service",
+    ]
