@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 
 import pytest
 
+from razard.errors import SystemdError, UnitNotFound
+from razard.sandbox import UserManager
+from razard.systemd import Systemd, UnitStatus
 from tests.integration.conftest import Factory
 from tests.integration.harness import Razard, sleepers, wait_for
 
@@ -69,3 +73,27 @@ def test_no_component_is_lost_when_the_bus_drops_and_systemd_reexecs_mid_storm(
     status = json.loads(r.ctl("status", "--json").stdout)
     assert sorted(c["name"] for c in status["components"]) == sorted(names)
     print(f"storm: {N} components, 3 kill waves, {len(resyncs)} resyncs, none lost")
+
+
+async def test_a_burst_of_calls_larger_than_the_socket_buffer_keeps_the_connection(
+    user_manager: UserManager,
+) -> None:
+    """2,000 calls at once (what a boot or resync of hundreds of units sends) all get their
+    answers on the same connection. dbus-fast drops the connection when a write finds the
+    socket buffer full; razard keeps few enough calls in flight that it never is."""
+    sd = Systemd(bus="user", address=user_manager.bus_address)
+    await sd.connect()
+    try:
+        missing = [f"razar-absent-{i}.service" for i in range(1000)]
+        results = await asyncio.gather(
+            *(sd.status(u) for u in missing),
+            *(sd.status("dbus.service") for _ in range(1000)),
+            return_exceptions=True,
+        )
+        lost = [r for r in results if isinstance(r, SystemdError) and "connection" in str(r)]
+        assert lost == [], f"{len(lost)} calls lost the bus: {lost[0]}"
+        assert all(isinstance(r, UnitNotFound) for r in results[:1000])
+        assert all(isinstance(r, UnitStatus) and r.active_state == "active" for r in results[1000:])
+        assert sd.connected
+    finally:
+        await sd.close()
