@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -149,6 +150,46 @@ async def test_tcp_closed_port_is_refused(free_port: int) -> None:
     assert not r.ok
     assert r.detail.startswith("connection refused")
     assert r.duration < 2
+
+
+async def test_tcp_probe_that_gets_no_handshake_times_out_and_leaves_nothing_behind() -> None:
+    """A listener whose backlog is full drops the SYN: the probe fails at its timeout, and
+    the prober's epoll holds no leftover entry (its descriptor may be reused)."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):  # fill the accept queue; nobody accepts
+            c = stack.enter_context(socket.socket())
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        async with Prober() as prober:
+            probe = ProbeConfig(kind="tcp", host="127.0.0.1", port=port, timeout=0.3)
+            r = await prober.run(probe)
+            assert not r.ok and r.detail == "timed out after 0.3s", r
+            assert 0.3 <= r.duration < 2
+            assert prober._connector is not None and prober._connector._waiting == {}
+
+
+async def test_many_tcp_probes_at_once_each_get_their_own_answer(free_port: int) -> None:
+    """200 probes in flight on one prober: those to the listener pass, those to the closed
+    port are refused, and a host name is resolved first."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(512)
+        port = listener.getsockname()[1]
+        async with Prober() as prober:
+            probes = [
+                ProbeConfig(kind="tcp", host="127.0.0.1", port=p, timeout=5)
+                for p in [port, free_port] * 100
+            ]
+            results = await asyncio.gather(*(prober.run(p) for p in probes))
+            named = await prober.run(ProbeConfig(kind="tcp", host="localhost", port=port))
+    assert [r.ok for r in results] == [True, False] * 100
+    assert all(r.detail.startswith("connection refused") for r in results[1::2])
+    assert named.ok, named
 
 
 # ------------------------------------------------------------------------- exec
