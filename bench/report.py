@@ -185,6 +185,15 @@ def markdown(res: dict[str, Any]) -> str:
                     f"[{fmt(w['min'], 2)}–{fmt(w['max'], 2)}], {fmt(m['peak_rss_mib'])} MiB"
                 )
             lines.append("| " + " | ".join(row) + " |")
+        floor = idle.get("razard_import", {})
+        if "daemon_mib" in floor:
+            lines += [
+                "",
+                f"razard's floor, no component: a Python importing its daemon peaks at "
+                f"{fmt(floor['daemon_mib'])} MiB ({floor['modules']} modules), of which "
+                f"asyncio, dbus-fast and prometheus-client alone take {fmt(floor['libs_mib'])} "
+                "MiB.",
+            ]
     scr = sc.get("scrape", {})
     if scr.get("systems"):
         lines += [

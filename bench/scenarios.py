@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -346,6 +348,8 @@ def idle_and_scrape(b: Bench) -> dict[str, Any]:
         "probe_interval": 5.0,
         "sizes": {},
     }
+    if "razard" in b.systems:
+        idle["razard_import"] = import_floor()
     scrape: dict[str, Any] = {"unit": "ms", "comps": max(sz.idle_sizes), "systems": {}}
     biggest = max(sz.idle_sizes)
     for i, size in enumerate(sz.idle_sizes):
@@ -378,6 +382,28 @@ def idle_and_scrape(b: Bench) -> dict[str, Any]:
 
             _errors_to(idle, f"{label}@{size}", one)
     return {"idle": idle, "scrape": scrape}
+
+
+#: What razard's libraries alone take: a fresh interpreter that imports the daemon.
+_IMPORT_RSS = (
+    "import resource, sys; import asyncio, dbus_fast.aio, prometheus_client; "
+    "libs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; import razard.daemon; "
+    "print(libs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(sys.modules))"
+)
+
+
+def import_floor() -> dict[str, Any]:
+    """RSS of a Python that imports only asyncio, dbus-fast and prometheus-client, and of
+    one that imports razard's daemon (no component, nothing running): the part of
+    razard's memory no number of components changes."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _IMPORT_RSS], capture_output=True, text=True, timeout=60
+        )
+        libs, daemon, modules = (int(x) for x in out.stdout.split())
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        return {"error": str(e)}
+    return {"libs_mib": libs / 1024, "daemon_mib": daemon / 1024, "modules": modules}
 
 
 def measure_idle(pids: list[int], seconds: float, window: float) -> dict[str, Any]:
