@@ -73,7 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = EventLog(
         None, identifier=IDENTIFIER, mirror_to_stderr="JOURNAL_STREAM" not in os.environ
     )
-    notifier = EscalationNotifier(cfg, config.daemon.state_dir, lambda: config.components, events)
+    notifier = EscalationNotifier(
+        cfg,
+        config.daemon.state_dir,
+        lambda: config.components,
+        events,
+        identifier=args.identifier,
+    )
     try:
         notifier.lock()
     except NotifierBusy as e:

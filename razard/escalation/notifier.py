@@ -57,6 +57,8 @@ from razard.escalation.source import JournalSource
 from razard.escalation.tail import JsonlTail
 from razard.escalation.targets import DeliveryError, Status, Target
 from razard.journal import EventLog, Priority, redact
+from razard.repair.handover import INVOCATIONS_FILE
+from razard.repair.patch import PATCHES_FILE
 from razard.storage import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,7 @@ STATE_SUBDIR: Final = "escalation"
 LOCK_FILE: Final = "notifier.lock"
 BATCH: Final = 10_000  # journal entries per read; a full batch is followed by another at once
 SAMPLE_CHARS: Final = 500
-LOGS: Final = (
-    ("razar_ai_invocations.json", "repair_attempt"),
-    ("razar_ai_patches.json", "patch"),
-)
+LOGS: Final = ((INVOCATIONS_FILE, "repair_attempt"), (PATCHES_FILE, "patch"))
 REASON_TEXT: Final = {
     "recurring": "recurring failure",
     "quarantine": "quarantined (razard gave up healing it)",
@@ -170,29 +169,35 @@ class EscalationNotifier:
         self.targets: dict[str, Target] = {
             t.kind: Target(t, cfg.repeat_interval) for t in cfg.targets
         }
-        start = since if since is not None else clock() - cfg.window
-        start = self._first_read_from(start)
-        self.journal = JournalSource(
-            self.dir / "journal.cursor",
-            journal_args=cfg.journal_args,
-            since=start,
-            journalctl=journalctl,
-            fields=classify.JOURNAL_FIELDS,
-        )
-        self.tails = [
-            (JsonlTail(state_dir / name, self.dir / f"{name}.pos"), source) for name, source in LOGS
-        ]
-        self.book = AlertBook(self.dir / "firing.json")
-        self.outbox = Outbox(self.dir / "outbox", cfg.outbox_max)
+        self._since = since if since is not None else clock() - cfg.window
+        self._journalctl = journalctl
         self.grouper = Grouper(cfg.threshold, cfg.window)
         self._lock_fd: int | None = None
         self._said: set[str] = set()
+        self._load()
 
-    def _first_read_from(self, start: float) -> float:
+    def _load(self) -> None:
+        """(Re)read the saved positions, alert book and outbox: at start, and each time the
+        lock is taken anew, since another notifier may have moved them on meanwhile."""
+        self.journal = JournalSource(
+            self.dir / "journal.cursor",
+            journal_args=self.cfg.journal_args,
+            journalctl=self._journalctl,
+            fields=classify.JOURNAL_FIELDS,
+        )
+        self.journal.since = self._first_read_from(self.journal.cursor, self._since)
+        self.tails = [
+            (JsonlTail(self.state_dir / name, self.dir / f"{name}.pos"), source)
+            for name, source in LOGS
+        ]
+        self.book = AlertBook(self.dir / "firing.json")
+        self.outbox = Outbox(self.dir / "outbox", self.cfg.outbox_max)
+
+    def _first_read_from(self, cursor: str | None, start: float) -> float:
         """Until a cursor is saved, the journal is read from the first start's ``since``,
         kept on disk: a razard killed before its first commit must not skip what happened
         before its next start (a quarantine, say)."""
-        if (self.dir / "journal.cursor").exists():
+        if cursor is not None:
             return start
         path = self.dir / "journal.since"
         try:
@@ -230,6 +235,11 @@ class EscalationNotifier:
                 "the razar-notifier service) is active on this state directory"
             ) from None
         self._lock_fd = fd
+        try:
+            self._load()  # what the previous holder left, not what was there at our start
+        except BaseException:
+            self.unlock()
+            raise
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

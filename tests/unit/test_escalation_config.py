@@ -71,6 +71,7 @@ def test_every_mistake_names_its_key() -> None:
             "journal_args": ["--directory=/x", "bad"],
             "operator": {"url": "ftp://x", "token_env": "1BAD"},
             "alertmanager": {"url": "http://h", "token_env": "A", "token_file": "/t"},
+            "webhook": {"url": "http://h", "token_file": "~nosuchuser-razar/t"},
         }
     )
     for key in (
@@ -82,6 +83,7 @@ def test_every_mistake_names_its_key() -> None:
         "escalation.operator.url",
         "escalation.operator.token_env",
         "escalation.alertmanager: set token_env or token_file, not both",
+        "escalation.webhook.token_file: cannot expand '~nosuchuser-razar/t'",
     ):
         assert f"{SRC}: {key}" in text
 

@@ -199,3 +199,25 @@ def test_only_razards_own_events_and_its_components_output_are_read() -> None:
         "_SYSTEMD_USER_UNIT=nginx.service",
         "_SYSTEMD_USER_UNIT=razar-vllm.service",
     ]
+
+
+async def test_taking_the_lock_reads_what_the_previous_holder_left(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], tmp_path: Path
+) -> None:
+    """A notifier built while another held the lock (razard starting beside the timer's
+    --once run) sees that one's alerts once it gets the lock: no duplicate alert, and its
+    saved book does not drop the other's."""
+    other, journal, clock = setup
+    waiting = EscalationNotifier(other.cfg, tmp_path, other.components, other.events, clock=clock)
+    other.lock()
+    other.journal = journal  # type: ignore[assignment]  # taking the lock read the real one
+    journal.queued = [line(f"OOM killed pid {100 + i}", clock.now + i) for i in range(3)]
+    async with other.client() as client:
+        assert len((await other.run_once(client)).raised) == 1
+    other.unlock()
+    assert waiting.book.alerts == {}  # read before the other raised it
+    waiting.lock()
+    try:
+        assert [a.signature for a in waiting.book.alerts.values()] == ["OOM killed pid <n>"]
+    finally:
+        waiting.unlock()
