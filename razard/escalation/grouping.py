@@ -50,11 +50,6 @@ class Grouper:
             return True
         return False
 
-    def count(self, key: tuple[str, str], now: float) -> int:
-        """Occurrences of ``key`` within the window ending at ``now`` (since it last fired)."""
-        times = self._seen.get(key, ())
-        return sum(1 for t in times if now - t <= self.window_s)
-
     def prune(self, now: float) -> None:
         """Forget keys whose last occurrence is older than the window."""
         self._seen = {k: v for k, v in self._seen.items() if v and now - v[-1] <= self.window_s}

@@ -38,12 +38,6 @@ class JsonlTail:
         self.state_file = state_file
         self._inode, self._offset, self._check = _load(state_file)
         self._saved = (self._inode, self._offset, self._check)
-        self.rotations = 0  # times the file was found replaced or truncated
-
-    @property
-    def position(self) -> tuple[int | None, int]:
-        """(inode, offset) of the next unread byte."""
-        return self._inode, self._offset
 
     def read_new(self, *, commit: bool = True) -> list[dict[str, Any]]:
         """The JSON objects in complete lines appended since the last read (blocking I/O).
@@ -65,8 +59,6 @@ class JsonlTail:
                 or st.st_size < self._offset
                 or _check(fd, self._offset) != self._check
             ):
-                if self._inode is not None:
-                    self.rotations += 1
                 self._inode, self._offset, self._check = st.st_ino, 0, ""
             size = min(st.st_size - self._offset, MAX_READ_BYTES)
             data = os.pread(fd, size, self._offset) if size > 0 else b""
