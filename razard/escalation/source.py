@@ -196,45 +196,35 @@ class ExportParser:
         self.count = 0  # entries read, kept or not
         self.cursor: str | None = None  # of the last entry read
         self.done = False  # max_entries reached: the rest is not wanted
-        self._buf = b""
+        self._buf = b"\n"
         self._entry: Entry = {}
 
     def feed(self, data: bytes) -> None:
         if self.done:
             return
-        buf = self._buf + data if self._buf else data
-        pos = 0
-        end = len(buf)
-        while pos < end and not self.done:
+        # the buffer keeps the newline before its first unparsed line, so a binary field's
+        # name line is always found as "\nNAME\n", the first one included
+        buf = self._buf + data
+        pos = 1
+        while not self.done:
             # the text lines from pos up to the next binary field's name line (or the last
-            # complete line); a name line at pos itself is found through the newline before it
-            at = pos - 1 if pos else 0
-            if pos == 0:
-                first = buf.find(b"\n")
-                if first > 0 and b"=" not in buf[:first]:
-                    pos = self._binary(buf, 0, first)
-                    if pos < 0:
-                        pos = 0
-                        break
-                    continue
-            m = _BINARY_NAME.search(buf, at)
+            # complete line), then that binary field
+            m = _BINARY_NAME.search(buf, pos - 1)
             stop = m.start() + 1 if m is not None else buf.rfind(b"\n") + 1
             if stop > pos:
                 self._text(buf[pos:stop])
                 pos = stop
-                if self.done:
-                    break
-            if m is None:
+            if m is None or self.done:
                 break
             nxt = self._binary(buf, m.start() + 1, m.end() - 1)
             if nxt < 0:
                 break
             pos = nxt
-        self._buf = b"" if self.done else buf[pos:]
+        self._buf = buf[pos - 1 :]
 
     def close(self) -> None:
         """The stream ended: what is left is an unfinished entry, dropped."""
-        self._buf = b""
+        self._buf = b"\n"
         self._entry = {}
 
     def _text(self, run: bytes) -> None:
