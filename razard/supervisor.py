@@ -687,7 +687,7 @@ class Supervisor:
         self.prober = Prober()
         self.ticker = Ticker()
         self.runners: dict[str, Runner] = {}
-        self._summary: tuple[tuple[int, int, int], str] = ((-1, -1, -1), "")
+        self._summary: tuple[tuple[int, int], str] = ((-1, -1), "")
         self._status_changes = 0  # bumped when a status or the set of runners changes
         self.held = 0  # healers running: unit deaths wait until they finish
         self.layer_agents: Chakra | None = None  # set by the daemon once they run
@@ -873,7 +873,7 @@ class Supervisor:
         """``N healthy, N restarting, N quarantined[, N <other state>...]``; recounted only
         after a status or the set of components changed (STATUS=, the crown layer's health
         and status replies all ask for it)."""
-        key = (self._status_changes, len(self.runners), id(self.state.components))
+        key = (self._status_changes, id(self.state.components))  # a state load: new records
         if self._summary[0] != key:
             self._summary = (key, self._count_states())
         return self._summary[1]
