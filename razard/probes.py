@@ -146,6 +146,8 @@ class Prober:
         """
         loop = asyncio.get_running_loop()
         if self._connector is None or self._connector.loop is not loop:
+            if self._connector is not None:  # a prober reused on another loop (tests)
+                self._connector.close()
             self._connector = Connector(loop)
         connector = self._connector
         family = _literal_family(host)
