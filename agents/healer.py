@@ -307,9 +307,11 @@ class HealerRunner:
             except (SystemdError, ValueError, TypeError):
                 code, unit_result = None, result
             finally:
-                await sd.reset_failed(name)  # a failed transient unit stays loaded until this
+                with contextlib.suppress(SystemdError):  # the outcome is known: report it
+                    await sd.reset_failed(name)  # a failed transient unit stays loaded until this
         try:
-            data = out.read_bytes()[:OUTPUT_LIMIT]
+            with out.open("rb") as f:
+                data = f.read(OUTPUT_LIMIT)  # a noisy healer's output is not loaded whole
         except OSError:
             data = b""
         with contextlib.suppress(OSError):
