@@ -63,8 +63,10 @@ def leaks_in_journal(since: float, prefix: str = PREFIX) -> list[str]:
             timeout=120,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [f"journal not searched: {e}"]  # fails the run rather than passing unsearched
+    if p.returncode != 0:
+        return [f"journal not searched: journalctl exited {p.returncode}: {p.stderr[:200]!r}"]
     hits: list[str] = []
     for line in p.stdout.splitlines():
         if prefix.encode() not in line:

@@ -104,9 +104,9 @@ def test_notifier_has_figures_or_says_why_not(results: Path) -> None:
     """Scenario 6 reports lines per second for the notifier and journalctl, or why it did
     not run (the notifier's modules or systemd-journal-remote missing)."""
     nt = _doc(results)["scenarios"]["notifier"]
-    if "not_run" in nt:
-        assert not JOURNAL_REMOTE.exists() or "notifier missing" in nt["not_run"], nt
-        return
+    if "not_run" in nt:  # only for want of the Debian package: the notifier ships here
+        assert not JOURNAL_REMOTE.exists(), nt
+        pytest.skip(nt["not_run"])
     assert not nt.get("errors"), nt.get("errors")
     assert nt["entries_read"] == nt["entries"]
     for key in ("notifier_lps", "journalctl_lps"):

@@ -187,9 +187,9 @@ def test_razard_killed_anywhere_loses_and_repeats_nothing(
         r.wait_state(looper, "quarantined", 90)
         for n in sleepers:
             r.wait_state(n, "healthy", 60)
-        if sleeper_pids:
-            for n, pid in sleeper_pids.items():
-                assert r.main_pid(f"razar-{n}.service") == pid, f"{n} was restarted, not adopted"
+        assert sleeper_pids, "the sleepers were never all running between kills"
+        for n, pid in sleeper_pids.items():
+            assert r.main_pid(f"razar-{n}.service") == pid, f"{n} was restarted, not adopted"
         wait_for(lambda: list((sd / "escalation" / "outbox").glob("*.json")), 30, "a queued alert")
         r.stop()
     finally:
