@@ -262,8 +262,10 @@ async def ask(behaviour: Behaviour, elsewhere: FakeOpenAI) -> tuple[str, float, 
         agent = OpenAIAgent(spec(), server.url, "sk-hostile-token", max_retries=1)
         t0 = time.monotonic()
         try:
+            # bounded, not timed: a TimeoutError here is a propose() that ignored its deadline
             with pytest.raises(AgentFailed) as info:
-                await agent.propose(CTX)
+                async with asyncio.timeout(DEADLINE + MARGIN):
+                    await agent.propose(CTX)
         finally:
             await agent.aclose()
         return str(info.value), time.monotonic() - t0, server
@@ -276,7 +278,6 @@ async def test_hostile_server_is_bounded(case: str, elsewhere: FakeOpenAI) -> No
     elsewhere.queue(completion(GOOD))
     error, took, server = await ask(behaviour, elsewhere)
     assert words in error, error
-    assert took < DEADLINE + MARGIN, f"{case}: {took:.1f}s"
     # The client stopped reading at its cap: the 1 GiB the server meant to send never left it.
     # (Loopback socket buffers hold a few MiB the client never read; 32 MiB bounds them.)
     assert server.sent < MAX_REPLY_BYTES + (32 << 20)
@@ -348,7 +349,8 @@ async def test_ladder_moves_past_every_hostile_agent_to_a_good_one(
                 return conf.read_text() == "mode = ok\n"
 
             t0 = time.monotonic()
-            outcome = await handover.run(comp, FailureInfo(error="bad mode"), verify)
+            async with asyncio.timeout(len(servers) * (DEADLINE + MARGIN)):  # every agent bounded
+                outcome = await handover.run(comp, FailureInfo(error="bad mode"), verify)
             took = time.monotonic() - t0
         finally:
             for a in agents:
@@ -360,8 +362,10 @@ async def test_ladder_moves_past_every_hostile_agent_to_a_good_one(
     assert [r["status"] for r in records] == ["failed"] * len(servers) + ["healed"]
     assert conf.read_text() == "mode = ok\n"
     assert elsewhere.requests == []
-    assert took < len(servers) * (DEADLINE + MARGIN)
-    print(f"hostile agents passed by the ladder: {len(servers)}/{len(servers)}; healed by good")
+    print(
+        f"hostile agents passed by the ladder: {len(servers)}/{len(servers)} in {took:.1f}s; "
+        "healed by good"
+    )
 
 
 def _const(agent: OpenAIAgent) -> Callable[[ComponentConfig], RepairAgent]:
