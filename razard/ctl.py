@@ -93,9 +93,6 @@ PATCH_STYLES = {
     "aborted": "red",
 }
 
-JOURNAL_OUTPUTS = OUTPUTS
-"""``logs -o`` choices and the journalctl output mode each means."""
-
 # A table piped into grep or a file should not be folded to 80 columns.
 _PIPE_WIDTH = 200
 
@@ -363,21 +360,6 @@ def heal_line(component: str, outcome: Mapping[str, Any]) -> str:
     return line
 
 
-def journal_argv(
-    name: str,
-    unit: str | None,
-    since: str | None,
-    follow: bool,
-    output: str,
-    lines: int | None,
-) -> list[str]:
-    """The journalctl command line showing ``name``'s journal: razard's records about the
-    component OR its unit's output (see `razard.triage.LogQuery`)."""
-    return LogQuery(
-        component=name, unit=unit, since=since, follow=follow, output=output, lines=lines
-    ).argv()
-
-
 # --- plumbing -------------------------------------------------------------------
 
 
@@ -569,7 +551,7 @@ def reload(ctx: click.Context) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Choice(list(JOURNAL_OUTPUTS)),
+    type=click.Choice(list(OUTPUTS)),
     default="short",
     show_default=True,
     help="short (ISO times), json (one record a line), cat (messages only).",
@@ -795,8 +777,8 @@ def _rollback_offline(
     """``rollback`` with razard down: the patch engine directly, then say how to restart."""
     # Imported here: every other command only talks to razard.
     from razard.config import load_config
-    from razard.daemon import STATE_LOCK
     from razard.repair.patch import PatchEngine
+    from razard.state import STATE_LOCK
 
     try:
         cfg = load_config(config_path)
@@ -981,7 +963,7 @@ def incident(
     comp = cfg.component(component)
     if comp is None:
         raise UnknownComponent(component)
-    from razard.daemon import LOG_FILE
+    from razard.journal import LOG_FILE
 
     state_dir = cfg.daemon.state_dir
     entries = load_incident(

@@ -14,7 +14,6 @@ from razard.control import HEAL_CALL_TIMEOUT, bus_address
 from razard.ctl import (
     COMPONENT_KEYS,
     heal_line,
-    journal_argv,
     ladder_summary,
     ladder_table,
     main,
@@ -26,6 +25,7 @@ from razard.ctl import (
     status_table,
 )
 from razard.errors import ControlError
+from razard.triage import LogQuery
 
 STATUS: dict[str, Any] = {
     "summary": "2 healthy, 1 restarting, 1 quarantined",
@@ -89,9 +89,16 @@ def render(table: Any) -> str:
     return console.export_text()
 
 
-def test_journal_argv_matches_component_or_its_unit() -> None:
+def test_logs_argv_matches_component_or_its_unit() -> None:
     """By default: ISO times, no pager, razard's records OR the unit under either manager."""
-    assert journal_argv("vllm", "razar-vllm.service", None, False, "short", None) == [
+    assert LogQuery(
+        component="vllm",
+        unit="razar-vllm.service",
+        since=None,
+        follow=False,
+        output="short",
+        lines=None,
+    ).argv() == [
         "journalctl",
         "--no-pager",
         "-o",
@@ -106,21 +113,37 @@ def test_journal_argv_matches_component_or_its_unit() -> None:
     ]
 
 
-def test_journal_argv_foreign_unit_has_no_identifier_match() -> None:
+def test_logs_argv_foreign_unit_has_no_identifier_match() -> None:
     """A unit razard did not write is matched by unit only, not by a guessed identifier."""
-    argv = journal_argv("nv", "nvidia-persistenced.service", None, False, "short", None)
+    argv = LogQuery(
+        component="nv",
+        unit="nvidia-persistenced.service",
+        since=None,
+        follow=False,
+        output="short",
+        lines=None,
+    ).argv()
     assert not any(a.startswith("SYSLOG_IDENTIFIER=") for a in argv)
 
 
-def test_journal_argv_without_unit_matches_component_only() -> None:
+def test_logs_argv_without_unit_matches_component_only() -> None:
     """Without a unit only razard's own records about the component are matched."""
-    argv = journal_argv("vllm", None, None, False, "short", None)
+    argv = LogQuery(
+        component="vllm", unit=None, since=None, follow=False, output="short", lines=None
+    ).argv()
     assert argv == ["journalctl", "--no-pager", "-o", "short-iso", "RAZAR_COMPONENT=vllm"]
 
 
-def test_journal_argv_options_come_before_matches() -> None:
+def test_logs_argv_options_come_before_matches() -> None:
     """--since, -n, -f and -o json are passed through ahead of the match terms."""
-    argv = journal_argv("api", "razar-api.service", "1h ago", True, "json", 100)
+    argv = LogQuery(
+        component="api",
+        unit="razar-api.service",
+        since="1h ago",
+        follow=True,
+        output="json",
+        lines=100,
+    ).argv()
     assert argv[:10] == [
         "journalctl",
         "--no-pager",
@@ -143,16 +166,20 @@ def test_journal_argv_options_come_before_matches() -> None:
     ]
 
 
-def test_journal_argv_cat_and_zero_lines() -> None:
+def test_logs_argv_cat_and_zero_lines() -> None:
     """`-o cat` maps to journalctl's cat and `-n 0` is kept (not dropped as falsy)."""
-    argv = journal_argv("api", None, "", False, "cat", 0)
+    argv = LogQuery(
+        component="api", unit=None, since="", follow=False, output="cat", lines=0
+    ).argv()
     assert argv == ["journalctl", "--no-pager", "-o", "cat", "-n", "0", "RAZAR_COMPONENT=api"]
 
 
-def test_journal_argv_rejects_unknown_output() -> None:
+def test_logs_argv_rejects_unknown_output() -> None:
     """An output mode razarctl does not offer is refused."""
     with pytest.raises(ValueError, match="unknown output 'verbose'"):
-        journal_argv("api", None, None, False, "verbose", None)
+        LogQuery(
+            component="api", unit=None, since=None, follow=False, output="verbose", lines=None
+        ).argv()
 
 
 def test_status_table_rows_sorted_with_states_and_errors() -> None:
