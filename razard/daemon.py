@@ -35,20 +35,19 @@ from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
 from razard.escalation.metrics import NotifierMetrics
 from razard.escalation.notifier import EscalationNotifier
-from razard.journal import EventLog, Priority
+from razard.journal import LOG_FILE, EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.handover import Handover
 from razard.repair.patch import PatchEngine
 from razard.repair.rung import RepairRung
 from razard.repair.setup import build_roster, load_repair
+from razard.state import STATE_LOCK
 from razard.supervisor import Supervisor
 from razard.systemd import Systemd
 
 log = logging.getLogger(__name__)
 
-LOG_FILE = "razar.log"
 STATUS_REFRESH = 2.0  # seconds between checks of what STATUS= says (e.g. DEGRADED)
-STATE_LOCK = "razard.lock"
 START_EXTENSION_S = 60.0
 
 
