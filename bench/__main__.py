@@ -57,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: {SYSTEMD} is missing", file=sys.stderr)
         return 2
     sizes = scenarios.SMOKE if args.smoke else scenarios.FULL
-    if args.scale != 1.0:
-        sizes = sizes.scaled(args.scale)
-    if args.comps != 1.0:
-        sizes = sizes.with_comps(args.comps)
+    sizes = sizes.scaled(trials=args.scale, comps=args.comps)
     only = set(args.only.split(",")) if args.only else set(SCENARIOS)
     unknown = only - set(SCENARIOS)
     if unknown:

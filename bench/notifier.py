@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import Bench
+from bench.scenarios import Bench, rotations
 from bench.stats import summary
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
@@ -181,9 +181,7 @@ def run(b: Bench) -> dict[str, Any]:
     trials = b.sizes.notifier_trials
     rates: dict[str, list[float]] = {"notifier": [], "journalctl": [], "journalctl_export": []}
     seen = failures = 0
-    for r in range(trials):
-        order = ["notifier", "journalctl", "journalctl_export"]
-        order = order[r % 3 :] + order[: r % 3]
+    for _r, order in rotations(("notifier", "journalctl", "journalctl_export"), trials):
         for who in order:
             if who == "journalctl":
                 rates[who].append(n / count_ceiling(directory))

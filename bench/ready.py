@@ -108,9 +108,3 @@ class ReadyListener:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-    def __enter__(self) -> ReadyListener:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -25,7 +25,7 @@ import psutil  # type: ignore[import-untyped]
 
 from bench.ready import ReadyListener
 from bench.stats import summary
-from bench.systems import SYSTEMS, Comp, Razard, System, kill_leftovers
+from bench.systems import PROBE_INTERVAL, SYSTEMS, Comp, Razard, System, kill_leftovers
 
 log = logging.getLogger("bench")
 
@@ -55,36 +55,27 @@ class Sizes:
     notifier_trials: int = 3
     timeout: float = 120.0
 
-    def scaled(self, f: float) -> Sizes:
-        """Trial counts, durations and journal entries times ``f`` (component counts kept)."""
+    def scaled(self, trials: float = 1.0, comps: float = 1.0) -> Sizes:
+        """Trial counts, durations and journal entries times ``trials``; component counts
+        times ``comps`` (1.0: as they are)."""
 
-        def n(x: int) -> int:
+        def n(x: float, f: float) -> int:
             return max(1, round(x * f))
 
         return replace(
             self,
-            recovery_trials=n(self.recovery_trials),
-            storm_trials=n(self.storm_trials),
-            boot_trials=n(self.boot_trials),
-            idle_seconds=max(2.0, self.idle_seconds * f),
-            idle_window=max(1.0, self.idle_window * f),
-            scrape_trials=n(self.scrape_trials),
-            notifier_lines=n(self.notifier_lines),
-            notifier_trials=max(2, n(self.notifier_trials)),
-        )
-
-    def with_comps(self, f: float) -> Sizes:
-        """Component counts times ``f``."""
-
-        def n(x: int) -> int:
-            return max(1, round(x * f))
-
-        return replace(
-            self,
-            recovery_comps=n(self.recovery_comps),
-            storm_comps=n(self.storm_comps),
-            boot_comps=max(self.boot_waves, n(self.boot_comps)),
-            idle_sizes=tuple(n(s) for s in self.idle_sizes),
+            recovery_trials=n(self.recovery_trials, trials),
+            storm_trials=n(self.storm_trials, trials),
+            boot_trials=n(self.boot_trials, trials),
+            idle_seconds=max(2.0, self.idle_seconds * trials),
+            idle_window=max(1.0, self.idle_window * trials),
+            scrape_trials=n(self.scrape_trials, trials),
+            notifier_lines=n(self.notifier_lines, trials),
+            notifier_trials=max(2, n(self.notifier_trials, trials)),
+            recovery_comps=n(self.recovery_comps, comps),
+            storm_comps=n(self.storm_comps, comps),
+            boot_comps=max(self.boot_waves, n(self.boot_comps, comps)),
+            idle_sizes=tuple(n(x, comps) for x in self.idle_sizes),
         )
 
 
@@ -345,18 +336,18 @@ def idle_and_scrape(b: Bench) -> dict[str, Any]:
         "unit": "cpu_s",
         "seconds": sz.idle_seconds,
         "window": sz.idle_window,
-        "probe_interval": 5.0,
+        "probe_interval": PROBE_INTERVAL,
         "sizes": {},
     }
     if "razard" in b.systems:
         idle["razard_import"] = import_floor()
-    scrape: dict[str, Any] = {"unit": "ms", "comps": max(sz.idle_sizes), "systems": {}}
     biggest = max(sz.idle_sizes)
-    for i, size in enumerate(sz.idle_sizes):
+    scrape: dict[str, Any] = {"unit": "ms", "comps": biggest, "systems": {}}
+    for i, order in rotations(labels, len(sz.idle_sizes)):
+        size = sz.idle_sizes[i]
         per_size: dict[str, Any] = {}
         idle["sizes"][str(size)] = per_size
         ports = free_ports(size)
-        order = [labels[(i + j) % len(labels)] for j in range(len(labels))]
         for label in order:
             probes = dict(configs)[label]
             kind = label.split("+")[0]

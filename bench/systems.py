@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +84,6 @@ class System:
     def __init__(self, base: Path, ready_socket: Path) -> None:
         self.base = base
         self.ready_socket = ready_socket
-        self.comps: list[Comp] = []
         base.mkdir(parents=True, exist_ok=True)
 
     def prepare(self, comps: list[Comp], *, probes: bool = False) -> None:
@@ -124,7 +122,6 @@ class Razard(System):
         self.stderr_path = base / "razard.stderr"
 
     def prepare(self, comps: list[Comp], *, probes: bool = False) -> None:
-        self.comps = comps
         self.um = start_user_manager(self.base / "um")
         self.metrics_port = free_port()
         parts = [
@@ -195,7 +192,7 @@ class Razard(System):
     def close(self) -> None:
         self.halt()
         if self.um is not None:
-            _stop_manager(self.um)
+            self.um.stop()
             self.um = None
 
     def log_tail(self) -> str:
@@ -212,7 +209,6 @@ class SystemdNative(System):
         self.um: UserManager | None = None
 
     def prepare(self, comps: list[Comp], *, probes: bool = False) -> None:
-        self.comps = comps
         um = self.um = start_user_manager(self.base / "um")
         waves = sorted({c.wave for c in comps})
         for c in comps:
@@ -257,7 +253,7 @@ class SystemdNative(System):
         # down make it read cgroups that are gone by the time it lists them
         self.halt()
         if self.um is not None:
-            _stop_manager(self.um)
+            self.um.stop()
             self.um = None
 
 
@@ -270,7 +266,6 @@ class Supervisord(System):
         self.conf = base / "supervisord.conf"
 
     def prepare(self, comps: list[Comp], *, probes: bool = False) -> None:
-        self.comps = comps
         b = self.base
         parts = [
             textwrap.dedent(f"""\
@@ -334,18 +329,6 @@ SYSTEMS: dict[str, type[System]] = {
 }
 
 
-def _stop_manager(um: UserManager) -> None:
-    """`UserManager.stop`, and SIGKILL for the manager if that failed half way."""
-    try:
-        um.stop()
-    except Exception:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(um.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(um.pid, signal.SIGKILL)
-        raise
-
-
 def kill_leftovers(pids: set[int]) -> int:
     """SIGKILL any component process still alive among ``pids``; returns how many."""
     n = 0
@@ -360,18 +343,3 @@ def kill_leftovers(pids: set[int]) -> int:
                 os.kill(pid, signal.SIGKILL)
                 n += 1
     return n
-
-
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not os.path.exists(f"/proc/{pid}"):
-            return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.002)
-    return False
