@@ -19,6 +19,7 @@ from razard.config import load_config
 from razard.escalation.history import read_escalations
 from razard.escalation.notifier import EscalationNotifier
 from razard.journal import EventLog, Priority
+from tests import canary
 from tests.integration.harness import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -85,7 +86,7 @@ async def test_alertmanager_receives_dedups_and_resolves(
     """One alert with razar's labels; a repeat is the same alert; recovery resolves it."""
     comp = f"am-{uuid.uuid4().hex[:8]}"
     ident = f"razard-{comp}"
-    token = f"tok-{uuid.uuid4().hex}"
+    token = canary.token("alertmanager")
     monkeypatch.setenv("RAZAR_TEST_AM_TOKEN", token)
     cfg_path = tmp_path / "razard.toml"
     cfg_path.write_text(
@@ -164,6 +165,4 @@ async def test_alertmanager_receives_dedups_and_resolves(
         ("resolved", {"alertmanager": "delivered"}),
     ]
     assert history[1]["repeat_of"] == history[0]["id"] == history[2]["resolves"]
-    for path in config.daemon.state_dir.rglob("*"):
-        if path.is_file():
-            assert token.encode() not in path.read_bytes(), path
+    assert canary.leaks_in_files([config.daemon.state_dir]) == []

@@ -26,6 +26,7 @@ from razard.escalation.history import ESCALATIONS_FILE, read_escalations
 from razard.escalation.metrics import NotifierMetrics
 from razard.escalation.notifier import EscalationNotifier, PassResult
 from razard.journal import EventLog, Priority
+from tests import canary
 from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,7 @@ class OperatorConsole:
 
 @pytest.fixture
 def console() -> Iterator[OperatorConsole]:
-    c = OperatorConsole(free_port(), f"tok-{uuid.uuid4().hex}")
+    c = OperatorConsole(free_port(), canary.token("operator"))
     yield c
     c.down()
 
@@ -146,11 +147,9 @@ async def passes_until(n: EscalationNotifier, pred: Any, tries: int = 100) -> Pa
     raise AssertionError("the notifier never saw it")
 
 
-def assert_no_token(state_dir: Path, token: str) -> None:
-    """The token is nowhere in the state directory (escalations, outbox, cursor, logs)."""
-    for path in state_dir.rglob("*"):
-        if path.is_file():
-            assert token.encode() not in path.read_bytes(), path
+def assert_no_token(state_dir: Path) -> None:
+    """No token is anywhere in the state directory (escalations, outbox, cursor, logs)."""
+    assert canary.leaks_in_files([state_dir]) == []
 
 
 async def test_target_down_keeps_the_alert_and_delivers_it_once_after_a_restart(
@@ -214,7 +213,7 @@ async def test_target_down_keeps_the_alert_and_delivers_it_once_after_a_restart(
     assert [x["event"] for x in lines] == ["raised", "delivery"]
     assert not list((state / "escalation" / "outbox").iterdir())
     assert console.unauthorized == 0
-    assert_no_token(state, console.token)
+    assert_no_token(state)
 
 
 async def test_recurring_failure_is_raised_once_then_resolved_on_recovery(
@@ -254,7 +253,7 @@ async def test_recurring_failure_is_raised_once_then_resolved_on_recovery(
     assert "razar_alert_outbox_size 0.0" in text
     assert "razar_notifier_last_run_timestamp_seconds 1." in text
     assert console.token not in text
-    assert_no_token(config.daemon.state_dir, console.token)
+    assert_no_token(config.daemon.state_dir)
 
 
 async def test_alerts_of_higher_layers_wait_while_root_is_down(
@@ -358,7 +357,7 @@ async def test_operator_console_and_webhook_each_get_the_alert(
     journald: object, console: OperatorConsole, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two targets: each receives the alert once, each with its own token; both recorded."""
-    hook = OperatorConsole(free_port(), f"hook-{uuid.uuid4().hex}", path="/hooks/razar")
+    hook = OperatorConsole(free_port(), canary.token("hook"), path="/hooks/razar")
     hook.up()
     try:
         monkeypatch.setenv(TOKEN_ENV, console.token)
@@ -383,7 +382,7 @@ async def test_operator_console_and_webhook_each_get_the_alert(
         assert (hooked["version"], hooked["status"]) == (1, "firing")
         assert hooked["alert"]["id"] == rec["id"] == console.requests[0]["context"]["id"]
         assert hook.unauthorized == console.unauthorized == 0
-        assert_no_token(config.daemon.state_dir, hook.token)
+        assert_no_token(config.daemon.state_dir)
     finally:
         hook.down()
 

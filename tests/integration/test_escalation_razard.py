@@ -13,6 +13,7 @@ import pytest
 
 from razard.escalation.history import ESCALATIONS_FILE, read_escalations
 from razard.sandbox import UserManager
+from tests import canary
 from tests.integration.harness import Razard, crash_loop, free_port, wait_for
 from tests.integration.test_escalation_operator import OperatorConsole
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def console() -> Iterator[OperatorConsole]:
-    c = OperatorConsole(free_port(), f"tok-{uuid.uuid4().hex}")
+    c = OperatorConsole(free_port(), canary.token("operator"))
     c.up()
     yield c
     c.down()
@@ -93,9 +94,7 @@ def test_quarantined_component_reaches_the_operator_exactly_once(
     raw = (r.state_dir / ESCALATIONS_FILE).read_text()
     ours = [json.loads(line) for line in raw.splitlines() if name in line]
     assert [(x["event"], x["reason"]) for x in ours] == [("raised", "quarantine")]
-    for path in r.state_dir.rglob("*"):
-        if path.is_file():
-            assert console.token.encode() not in path.read_bytes(), path
+    assert canary.leaks_in_files([r.state_dir]) == []
     assert console.token not in metrics
     journal = subprocess.run(
         ["journalctl", "--no-pager", "-o", "export", "--since=-10min", f"RAZAR_COMPONENT={name}"],
