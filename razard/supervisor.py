@@ -917,14 +917,13 @@ class Supervisor:
         # one after the other would hold up the first wave for seconds
         gate = asyncio.Semaphore(WATCH_CONCURRENCY)
 
-        async def add(cfg: ComponentConfig) -> None:
+        async def watch(runner: Runner) -> None:
             async with gate:
-                await self._add_runner(cfg)
+                await self._watch_unit(runner)
 
-        for cfg in self.config.components:
-            self.runners[cfg.name] = Runner(self, cfg)  # config order, whatever answers first
-            self._status_changes += 1
-        await asyncio.gather(*(add(cfg) for cfg in self.config.components))
+        # made in config order, whatever answers first
+        runners = [self._new_runner(cfg) for cfg in self.config.components]
+        await asyncio.gather(*(watch(r) for r in runners))
         self._started = True
 
     async def _write_units(self, comps: Sequence[ComponentConfig]) -> None:
@@ -937,15 +936,22 @@ class Supervisor:
             await self.systemd.daemon_reload()
 
     async def _add_runner(self, cfg: ComponentConfig) -> Runner:
+        runner = self._new_runner(cfg)
+        await self._watch_unit(runner)
+        return runner
+
+    def _new_runner(self, cfg: ComponentConfig) -> Runner:
         runner = Runner(self, cfg)
         self.runners[cfg.name] = runner
         self._status_changes += 1
         self.metrics.set_state(cfg.name, cfg.layer, self.state.record(cfg.name).status)
+        return runner
+
+    async def _watch_unit(self, runner: Runner) -> None:
         try:
-            runner.on_unit(await self.systemd.watch(cfg.unit, runner.on_unit))
+            runner.on_unit(await self.systemd.watch(runner.cfg.unit, runner.on_unit))
         except SystemdError as e:
             self.event(runner, "unit_unavailable", str(e), priority=Priority.ERR)
-        return runner
 
     async def boot(self, on_first_wave: Callable[[], Awaitable[None]] | None = None) -> None:
         """Start components in priority waves; adopt what is already running and healthy."""
