@@ -46,6 +46,7 @@ METRICS_PORT_ENV: Final = "RAZAR_METRICS_PORT"
 
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 UNIT_RE: Final = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|mount|timer|scope)$")
+_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 USER_RE: Final = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 
@@ -186,9 +187,7 @@ class Reader:
         for k in table:
             if k not in allowed:
                 hint = f"; expected one of: {', '.join(sorted(allowed))}"
-                # a hostile key (empty, escapes that repaint the terminal) is shown quoted
-                shown = k if re.fullmatch(r"[A-Za-z0-9_-]+", str(k)) else json.dumps(str(k))
-                self.problem(join_key(prefix, shown), f"unknown key{hint}")
+                self.problem(join_key(prefix, shown_key(str(k))), f"unknown key{hint}")
 
     def string(
         self, table: Mapping[str, Any], prefix: str, key: str, default: str | None = None
@@ -280,6 +279,12 @@ class Reader:
 def has_control(text: str) -> bool:
     """True when ``text`` holds a control character (\\r and \\n end a line in a unit file)."""
     return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def shown_key(key: str) -> str:
+    """A key as an error names it: bare when plain, quoted (JSON) when empty or odd, so a
+    hostile key (escapes that repaint the terminal) never reaches it raw."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
 def join_key(prefix: str, key: str) -> str:

@@ -50,7 +50,13 @@ from typing import Any, Final
 
 from razard.config import ComponentConfig
 from razard.errors import StateError
-from razard.repair.difftools import DiffError, FilePatch, apply_file_patch, parse_unified_diff
+from razard.repair.difftools import (
+    _CONTROL_RE,
+    DiffError,
+    FilePatch,
+    apply_file_patch,
+    parse_unified_diff,
+)
 from razard.repair.difftools import unified_diff as make_diff
 from razard.repair.snapshots import (
     NEW_FILE_MODE,
@@ -87,7 +93,6 @@ CRASH_STEPS: Final = ("snapshot", "intent", "first_file", "files", "applied", "k
 _ID_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _COMPONENT_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _RATIONALE_CHARS: Final = 2000
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)

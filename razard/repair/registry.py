@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import json
 import os
 import re
 import signal
@@ -43,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
 from agents.layers import LAYERS, Layer
+from razard.config import shown_key
 from razard.errors import ConfigError, ConfigProblem
 from razard.repair.types import AgentFailed, AgentSkipped, FileEdit, Proposal, RepairContext
 
@@ -68,7 +68,6 @@ _FIX_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "healer": frozenset({"type", "layer"}),
 }
 _EDIT_KEYS: Final = frozenset({"path", "search", "replace"})
-_BARE_KEY: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Programs that run their arguments as code: a pattern's text must never reach them.
 SHELLS: Final = frozenset(
     {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox", "env"}
@@ -157,7 +156,7 @@ def parse_registry(doc: Mapping[str, Any], file: str = "<registry>") -> tuple[Re
 
     for key in doc:
         if key != "entry":
-            problem(_shown(key), 'unknown key; expected "entry" (an array of [[entry]] tables)')
+            problem(shown_key(key), 'unknown key; expected "entry" (an array of [[entry]] tables)')
     raw_entries = doc.get("entry", [])
     if not isinstance(raw_entries, list):
         problem("entry", "expected an array of tables ([[entry]])")
@@ -189,7 +188,7 @@ def _parse_entry(raw: Any, prefix: str, problem: _Problem) -> RegistryEntry | No
     for key in raw:
         if key not in _ENTRY_KEYS:
             problem(
-                f"{prefix}.{_shown(key)}",
+                f"{prefix}.{shown_key(key)}",
                 f"unknown key; expected one of: {', '.join(sorted(_ENTRY_KEYS))}",
             )
             ok = False
@@ -255,7 +254,7 @@ def _parse_fix(
         if key not in _FIX_KEYS[kind]:
             allowed = ", ".join(sorted(_FIX_KEYS[kind]))
             problem(
-                f"{prefix}.{_shown(key)}",
+                f"{prefix}.{shown_key(key)}",
                 f"unknown key for a {kind} fix; expected one of: {allowed}",
             )
             ok = False
@@ -333,7 +332,9 @@ def _parse_edits(raw: Any, prefix: str, problem: _Problem) -> tuple[FileEdit, ..
             continue
         for k in item:
             if k not in _EDIT_KEYS:
-                problem(f"{key}.{_shown(k)}", "unknown key; expected one of: path, replace, search")
+                problem(
+                    f"{key}.{shown_key(k)}", "unknown key; expected one of: path, replace, search"
+                )
                 ok = False
         values: dict[str, str] = {}
         for k in ("path", "search", "replace"):
@@ -515,11 +516,6 @@ def _values(ctx: RepairContext, match: re.Match[str]) -> dict[str, str]:
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
-
-
-def _shown(key: str) -> str:
-    """A key as a problem names it: bare when plain, quoted when empty or odd (escapes)."""
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
 def _command(entry: str, templates: Sequence[str], values: Mapping[str, str]) -> tuple[str, ...]:

@@ -46,7 +46,6 @@ DEFAULT_RSTAR_THRESHOLD: Final = 9
 
 _URL_RE: Final = re.compile(r"^https?://[^/\s]+\S*$")
 _INT_RE: Final = re.compile(r"^\s*[0-9]{1,9}\s*$")
-_BARE_KEY_RE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOP_KEYS: Final = frozenset({"active", "agents"})
 _AGENT_KEYS: Final = frozenset(
     {
@@ -154,7 +153,7 @@ def parse_roster(data: Any, source: Path) -> Roster:
             f'expected a JSON object {{"active": ..., "agents": [...]}}, got {typename(data)}',
         )
         raise ConfigError(r.problems)
-    _unknown(r, data, "", _TOP_KEYS)
+    r.unknown(data, "", _TOP_KEYS)
     base = source.resolve().parent
     agents: list[AgentSpec] = []
     raw_agents = data.get("agents")
@@ -196,7 +195,7 @@ def _parse_agent(r: Reader, raw: Any, prefix: str, base: Path) -> AgentSpec | No
         r.problem(prefix, f"expected an agent object, got {typename(raw)}")
         return None
     before = len(r.problems)
-    _unknown(r, raw, prefix, _AGENT_KEYS)
+    r.unknown(raw, prefix, _AGENT_KEYS)
     name = r.string(raw, prefix, "name")
     if name is not None and not NAME_RE.fullmatch(name):
         r.problem(
@@ -267,15 +266,6 @@ def _parse_agent(r: Reader, raw: Any, prefix: str, base: Path) -> AgentSpec | No
         max_attempts=max_attempts,
         config=config,
     )
-
-
-def _unknown(r: Reader, obj: Mapping[str, Any], prefix: str, allowed: frozenset[str]) -> None:
-    """Report keys not in ``allowed``; an odd key ("", control characters) is shown quoted."""
-    hint = f"; expected one of: {', '.join(sorted(allowed))}"
-    for k in obj:
-        if k not in allowed:
-            shown = k if _BARE_KEY_RE.fullmatch(k) else json.dumps(k)
-            r.problem(join_key(prefix, shown), f"unknown key{hint}")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
