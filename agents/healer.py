@@ -320,7 +320,7 @@ class HealerRunner:
             return HealRun(
                 layer, healer, "error", f"killed after healer_timeout {limit:g}s", None, 0.0
             )
-        hint = f"its stderr: journalctl -t razar-heal-{layer.replace('_', '-')} ({name})"
+        hint = f"its stderr: journalctl -t {sandbox.identifier(layer)} ({name})"
         if unit_result not in ("success", "exit-code"):
             return HealRun(layer, healer, "error", f"{name} {unit_result}; {hint}", code, 0.0)
         return _outcome(layer, healer, code, data, hint)

@@ -41,7 +41,6 @@ from typing import Any, Final
 #: capability numbers from linux/capability.h
 CAPS: Final = {
     "CAP_DAC_OVERRIDE": 1,
-    "CAP_KILL": 5,
     "CAP_NET_ADMIN": 12,
     "CAP_NET_RAW": 13,
     "CAP_SYS_ADMIN": 21,
@@ -57,8 +56,13 @@ TMP_ROOTS: Final = (Path("/tmp"), Path("/var/tmp"))
 Property = tuple[str, str, Any]
 
 
+def identifier(layer: str) -> str:
+    """The SYSLOG_IDENTIFIER a layer's healer logs under (``razar-heal-solar-plexus``)."""
+    return f"razar-heal-{layer.replace('_', '-')}"
+
+
 def unit_name(layer: str, run_id: str) -> str:
-    return f"razar-heal-{layer.replace('_', '-')}-{run_id}.service"
+    return f"{identifier(layer)}-{run_id}.service"
 
 
 def capability_mask(names: Iterable[str]) -> int:
@@ -98,7 +102,7 @@ def properties(
         ("Environment", "as", [f"{k}={v}" for k, v in env.items()]),
         ("WorkingDirectory", "s", "/"),
         ("StandardOutputFileToTruncate", "s", str(output)),
-        ("SyslogIdentifier", "s", f"razar-heal-{layer.replace('_', '-')}"),
+        ("SyslogIdentifier", "s", identifier(layer)),
         ("TimeoutStartUSec", "t", max(1, int(timeout * 1_000_000))),
         ("KillMode", "s", "control-group"),
         ("NoNewPrivileges", "b", True),
