@@ -850,6 +850,10 @@ async def test_heal_of_unknown_component_exits_2(served: Served) -> None:
     assert run.err.strip() == "razarctl: unknown component 'nope'"
 
 
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_heal_ctrl_c_exits_130_and_leaves_razard_working(served: Served) -> None:
     """Ctrl+C during `heal --long-task` exits 130 and says razard goes on; no traceback."""
     served.supervisor.heal_forever = True
@@ -864,6 +868,9 @@ async def test_heal_ctrl_c_exits_130_and_leaves_razard_working(served: Served) -
         "--long-task",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # as at a terminal: a test run started in the background (a non-interactive
+        # shell's `&`) ignores SIGINT, and its children would inherit that
+        preexec_fn=_sigint_as_at_a_terminal,
     )
     async with asyncio.timeout(CLI_DEADLINE):
         await served.supervisor.heal_called.wait()
