@@ -1,0 +1,331 @@
+"""razard on a real node: installed by the README's steps, run by systemd as PID 1.
+
+One booted Debian 12 container for the module (see bed.py). The tests run in
+order, as an operator's first hour would: install by hand, start, triage as
+root, as an operator (group razar) and as an outsider, break things and watch
+razard heal them, reload, restart, daemon-reload. Every check is made from
+outside razard: systemctl, journalctl, the files, the metrics page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import time
+from typing import Any
+
+import pytest
+
+from tests.system import bed
+from tests.system.conftest import readme_block
+
+pytestmark = pytest.mark.timeout(600)
+
+APP = """\
+import pathlib, sys, time
+mode = pathlib.Path("app.conf").read_text().split("=")[1].strip()
+if mode != "ok":
+    print(f"error: unknown mode '{mode}'", file=sys.stderr, flush=True)
+    sys.exit(2)
+print("app: serving", flush=True)
+time.sleep(100000)
+"""
+
+COMPONENTS = """\
+[[component]]
+name = "web"
+layer = "throat"
+priority = 10
+command = ["/usr/bin/python3", "-m", "http.server", "8081", "--bind", "127.0.0.1"]
+working_directory = "/srv/web"
+user = "app"
+probe = { type = "http", url = "http://127.0.0.1:8081/", interval = 1.0 }
+restart = { attempts = 3, backoff_base = 0.2, backoff_cap = 2.0 }
+
+[[component]]
+name = "worker"
+layer = "heart"
+priority = 10
+command = ["/bin/sleep", "infinity"]
+user = "app"
+restart = { attempts = 3, backoff_base = 0.2, backoff_cap = 2.0 }
+
+[[component]]
+name = "regfix"
+layer = "third_eye"
+priority = 20
+command = ["/usr/bin/python3", "/srv/regfix/app.py"]
+working_directory = "/srv/regfix"
+user = "app"
+artifacts = ["app.conf"]
+restart = { attempts = 1, backoff_base = 0.1, backoff_cap = 0.2 }
+
+[[component]]
+name = "crashy"
+layer = "crown"
+priority = 30
+command = ["/bin/sh", "-c", "echo 'crashy: cannot open model weights' >&2; exit 3"]
+restart = { attempts = 2, backoff_base = 0.1, backoff_cap = 0.2 }
+"""
+
+EXTRA = """
+[[component]]
+name = "extra"
+layer = "throat"
+priority = 40
+command = ["/bin/sleep", "infinity"]
+user = "app"
+"""
+
+CONFIG = "/etc/razard/razard.toml"
+RAZARCTL = "/usr/local/bin/razarctl"
+
+
+def config(components: str) -> str:
+    return (
+        textwrap.dedent("""\
+        [razard]
+        state_dir = "/var/lib/razard"
+        bus = "system"
+        metrics_port = 9360
+        """)
+        + "\n"
+        + components
+    )
+
+
+def ctl(node: bed.Node, *args: str, user: str | None = None, check: bool = True) -> bed.Result:
+    return node.run([RAZARCTL, *args], user=user, check=check, timeout=60)
+
+
+def status(node: bed.Node) -> dict[str, dict[str, Any]]:
+    rows = json.loads(ctl(node, "status", "--json").stdout)["components"]
+    return {r["name"]: r for r in rows}
+
+
+def main_pid(node: bed.Node, unit: str) -> int:
+    return int(node.show(unit, "MainPID")["MainPID"])
+
+
+def metrics(node: bed.Node) -> str:
+    py = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9360/metrics').read().decode())"
+    return node.run(["/opt/razar/bin/python", "-c", py]).stdout
+
+
+def metric(page: str, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", page, re.M)
+    assert m, f"{name} not on the metrics page"
+    return float(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def installed(node: bed.Node) -> bed.Node:
+    """razar installed by the README's block, word for word, from the checkout's copy."""
+    script = readme_block("install-by-hand")
+    # the node has no network: pip installs from wheels fetched on the host
+    env = {
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": bed.WHEELS_IN_NODE,
+        "DEBIAN_FRONTEND": "noninteractive",
+    }
+    node.run(f"cd /root/razar && set -ex\n{script}", env=env, timeout=600)
+    # the node's people: a component user, an operator in group razar, an outsider
+    node.run(
+        "useradd --system --no-create-home app && useradd -m -G razar op && useradd -m outsider"
+    )
+    node.run("install -d -m 755 /srv/web /srv/regfix")
+    node.copy_in_text("/srv/regfix/app.py", APP)
+    node.copy_in_text("/srv/regfix/app.conf", "# app settings\nmode = brokn\n")
+    node.copy_in_text(CONFIG, config(COMPONENTS))
+    return node
+
+
+def test_policy_loaded_without_unknown_group(installed: bed.Node) -> None:
+    """The group exists before the policy lands, so dbus-daemon never rejects it."""
+    assert "Unknown group" not in installed.journal("-u", "dbus.service")
+
+
+def test_check_config_accepts_the_nodes_config(installed: bed.Node) -> None:
+    out = installed.run(["razard", "check-config", CONFIG])
+    assert out.returncode == 0
+
+
+def test_enable_now_returns_once_ready_with_a_true_status(installed: bed.Node) -> None:
+    """`systemctl enable --now razard` waits for READY=1; the STATUS= it leaves counts
+    units that systemd says are active."""
+    script = readme_block("start-by-hand").replace("editor /etc/razard/razard.toml\n", "")
+    t0 = time.monotonic()
+    installed.run(f"set -ex\n{script}", timeout=150)
+    took = time.monotonic() - t0
+    props = installed.show("razard.service", "ActiveState", "SubState", "StatusText", "NRestarts")
+    assert (props["ActiveState"], props["SubState"]) == ("active", "running"), props
+    m = re.search(r"(\d+) healthy", props["StatusText"])
+    assert m, props["StatusText"]
+    active = [
+        u
+        for u in ("razar-web.service", "razar-worker.service")
+        if installed.show(u, "ActiveState")["ActiveState"] == "active"
+    ]
+    assert int(m.group(1)) <= len(active) + 2  # later waves may have settled too
+    assert installed.systemctl("is-enabled", "razard").stdout.strip() == "enabled"
+    print(f"enable --now returned after {took:.1f}s; STATUS={props['StatusText']}")
+    installed.wait_for("web healthy", lambda: status(installed)["web"]["state"] == "healthy")
+
+
+def test_status_for_root_and_operators_refused_to_others(installed: bed.Node) -> None:
+    as_root = ctl(installed, "status")
+    assert "web" in as_root.stdout
+    as_op = ctl(installed, "status", "--json", user="op")
+    assert {r["name"] for r in json.loads(as_op.stdout)["components"]} >= {"web", "worker"}
+    refused = ctl(installed, "status", user="outsider", check=False)
+    assert refused.returncode == 1
+    assert "web" not in refused.stdout
+    assert re.search(r"denied|not allowed|permission", refused.stderr, re.I), refused.stderr
+    # nor can an outsider call razard behind razarctl's back, or take its name
+    call = installed.run(
+        "dbus-send --system --print-reply --dest=org.razar.Supervisor1 "
+        "/org/razar/Supervisor1 org.razar.Supervisor1.Status",
+        user="outsider",
+        check=False,
+    )
+    assert call.returncode != 0 and "AccessDenied" in call.stderr, call
+    own = installed.run(
+        [
+            "/opt/razar/bin/python",
+            "-c",
+            "import asyncio\n"
+            "from dbus_fast.aio import MessageBus\n"
+            "from dbus_fast import BusType\n"
+            "async def main():\n"
+            "    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()\n"
+            "    print(await bus.request_name('org.razar.Supervisor1'))\n"
+            "asyncio.run(main())\n",
+        ],
+        user="outsider",
+        check=False,
+    )
+    assert own.returncode != 0 and "not allowed to own" in own.stderr, own
+
+
+def test_journal_attributes_output_and_events(installed: bed.Node) -> None:
+    """The unit's own output under its unit; razard's records under RAZAR_COMPONENT."""
+    installed.wait_for(
+        "web's request log",
+        lambda: "GET / HTTP" in installed.journal("-u", "razar-web.service"),
+    )
+    events = installed.journal("RAZAR_COMPONENT=web", "_SYSTEMD_UNIT=razard.service", "-o", "json")
+    names = {json.loads(line).get("RAZAR_EVENT") for line in events.splitlines()}
+    assert "state_healthy" in names, names
+
+
+def test_sigkilled_component_is_restarted(installed: bed.Node) -> None:
+    before = main_pid(installed, "razar-worker.service")
+    assert before > 0
+    installed.run(["kill", "-KILL", str(before)])
+    after = installed.wait_for(
+        "a new worker",
+        lambda: (p := main_pid(installed, "razar-worker.service")) not in (0, before) and p,
+    )
+    assert installed.show("razar-worker.service", "ActiveState")["ActiveState"] == "active"
+    row = installed.wait_for(
+        "worker healthy again",
+        lambda: (r := status(installed)["worker"])["state"] == "healthy" and r,
+    )
+    assert row["restarts"] >= 1, row
+    print(f"worker MainPID {before} -> {after}")
+
+
+def test_crash_loop_is_quarantined(installed: bed.Node) -> None:
+    installed.wait_for(
+        "crashy quarantined",
+        lambda: status(installed)["crashy"]["state"] == "quarantined",
+        timeout=120,
+    )
+    record = json.loads(installed.run(["cat", "/var/lib/razard/quarantine/crashy.json"]).stdout)
+    assert record
+    assert installed.show("razar-crashy.service", "ActiveState")["ActiveState"] != "active"
+    alerts = installed.journal("RAZAR_COMPONENT=crashy", "RAZAR_EVENT=operator_alert")
+    assert "crashy" in alerts
+
+
+def test_registry_fix_then_rollback(installed: bed.Node) -> None:
+    """A known fault patched by the registry agent; `razarctl rollback` puts the bytes back."""
+    installed.wait_for(
+        "regfix healed by the registry",
+        lambda: status(installed)["regfix"]["state"] == "healthy",
+        timeout=120,
+    )
+    assert "mode = ok" in installed.run(["cat", "/srv/regfix/app.conf"]).stdout
+    out = ctl(installed, "rollback", "regfix")
+    assert out.returncode == 0
+    assert "mode = brokn" in installed.run(["cat", "/srv/regfix/app.conf"]).stdout
+    history = installed.run(["tail", "-n1", "/var/lib/razard/patch_history.jsonl"]).stdout
+    assert json.loads(history)["status"] == "reverted"
+
+
+def test_metrics_served_on_loopback(installed: bed.Node) -> None:
+    page = metrics(installed)
+    assert re.search(r'^razar_component_up\{component="web",layer="throat"\} 1\.0$', page, re.M)
+    listeners = installed.run(["ss", "-Hltn", "sport = :9360"]).stdout
+    local = [line.split()[3] for line in listeners.splitlines()]
+    assert local == ["127.0.0.1:9360"], listeners
+
+
+def test_healer_runs_in_its_own_hardened_unit(installed: bed.Node) -> None:
+    """A layer healer runs as a transient unit of PID 1, with the sandbox applied for real."""
+    out = ctl(installed, "chakra", "heal", "throat", "--json", check=False)
+    assert out.returncode in (0, 1), out
+    units = installed.journal("-o", "json", "SYSLOG_IDENTIFIER=razar-heal-throat")
+    seen = {json.loads(line).get("_SYSTEMD_UNIT", "") for line in units.splitlines()}
+    started = installed.journal("_PID=1", "-g", r"razar-heal-throat-")
+    assert any(u.startswith("razar-heal-throat-") for u in seen) or started, (seen, started)
+    # the sandbox was set up (namespaces, capabilities) or systemd says why not
+    assert "Failed to set up" not in installed.journal("_PID=1", "-g", "razar-heal")
+    row = installed.wait_for("web healthy", lambda: status(installed)["web"]["state"] == "healthy")
+    assert row
+
+
+def test_reload_adds_a_component(installed: bed.Node) -> None:
+    installed.copy_in_text(CONFIG, config(COMPONENTS + EXTRA))
+    installed.systemctl("reload", "razard", timeout=90)
+    installed.wait_for(
+        "extra running",
+        lambda: installed.show("razar-extra.service", "ActiveState")["ActiveState"] == "active",
+    )
+    installed.wait_for("extra in status", lambda: "extra" in status(installed))
+
+
+def test_daemon_reload_is_noticed(installed: bed.Node) -> None:
+    before = metric(metrics(installed), "razar_bus_resyncs_total")
+    installed.systemctl("daemon-reload")
+    installed.wait_for(
+        "a resync after daemon-reload",
+        lambda: metric(metrics(installed), "razar_bus_resyncs_total") > before,
+    )
+    # and the jobs razard waits for still finish afterwards
+    pid = main_pid(installed, "razar-worker.service")
+    installed.run(["kill", "-KILL", str(pid)])
+    installed.wait_for(
+        "worker restarted after daemon-reload",
+        lambda: main_pid(installed, "razar-worker.service") not in (0, pid),
+    )
+
+
+def test_restart_of_razard_adopts_running_units(installed: bed.Node) -> None:
+    units = ("razar-web.service", "razar-worker.service", "razar-extra.service")
+    before = {u: main_pid(installed, u) for u in units}
+    old = main_pid(installed, "razard.service")
+    installed.systemctl("restart", "razard", timeout=150)
+    assert main_pid(installed, "razard.service") != old
+    assert {u: main_pid(installed, u) for u in units} == before
+    rows = status(installed)
+    assert rows["web"]["state"] == "healthy"
+    assert rows["crashy"]["state"] == "quarantined"  # a quarantine survives a restart
+
+
+def test_watchdog_never_fired(installed: bed.Node) -> None:
+    journal = installed.journal("_PID=1", "-g", "razard.service")
+    assert "Watchdog timeout" not in journal
+    assert "StartUnit job did not finish" not in installed.journal("-u", "razard.service")
+    assert installed.show("razard.service", "NRestarts")["NRestarts"] == "0"
