@@ -1,7 +1,7 @@
 """``razard``: run the supervisor, or check a config without starting anything.
 
     razard [--config FILE] [--retries N]     run (what razard.service starts)
-    razard check-config FILE                 validate; print every problem; exit 0 or 1
+    razard check-config [--host] FILE        validate (and, as root, check this node); exit 0 or 1
     razard demo [--keep]                     the embedded demo on a private systemd
 
 Exit codes: 0 ok, 1 runtime error, 2 invalid config or arguments.
@@ -86,9 +86,22 @@ def cli(
 
 @cli.command("check-config")
 @click.argument("file", type=click.Path(path_type=Path))
-def check_config(file: Path) -> None:
-    """Validate FILE; print every problem with its key; exit 0 when valid."""
+@click.option(
+    "--host/--no-host",
+    "host",
+    default=None,
+    help="Also check this node: users, programs, `unit =` units (asked of systemd), "
+    "directories, token files and the metrics port. Default: on when run as root.",
+)
+def check_config(file: Path, host: bool | None) -> None:
+    """Validate FILE; print every problem with its key; exit 0 when valid.
+
+    With --host (the default as root), then check FILE against this node: what it
+    lacks is an error (exit 1), what may be fine (the metrics port held by the
+    running razard, an unwritable artifact_root, an unreachable bus) a warning.
+    """
     from razard.config import load_config
+    from razard.hostcheck import check_host, summary
     from razard.repair.setup import load_repair, repair_files
 
     try:
@@ -100,21 +113,24 @@ def check_config(file: Path) -> None:
         click.secho(f"{file}: {len(e.problems)} problem(s)", fg="red", err=True)
         sys.exit(1)
     click.echo(
-        f"{file}: ok, {len(cfg.components)} component(s), bus={cfg.daemon.bus}, "
+        f"{file}: valid, {len(cfg.components)} component(s), bus={cfg.daemon.bus}, "
         f"state_dir={cfg.daemon.state_dir}"
     )
-    for comp in cfg.components:
-        root = Path(comp.artifact_root) if comp.artifact_root else None
-        if comp.artifacts and root is not None and root.exists() and not os.access(root, os.W_OK):
-            click.secho(
-                f"warning: {comp.name}: artifact_root {root} is not writable here; repairs "
-                "cannot patch it (under razard.service add ReadWritePaths= for it)",
-                fg="yellow",
-                err=True,
-            )
     agents, registry = repair_files(cfg)
     click.echo(f"repair roster: {agents or 'none (no razar_ai_agents.json beside the config)'}")
     click.echo(f"error registry: {registry or 'none (no error_registry.toml beside the config)'}")
+    if host is None:
+        host = os.geteuid() == 0
+    if not host:
+        click.echo(f"{file}: ok (this node not checked: --host checks it)")
+        return
+    findings = check_host(cfg)
+    for f in findings:
+        click.secho(str(f), fg="red" if f.error else "yellow", err=True)
+    if any(f.error for f in findings):
+        click.secho(f"{file}: {summary(findings)}", fg="red", err=True)
+        sys.exit(1)
+    click.echo(f"{file}: {summary(findings)}")
 
 
 @cli.command()

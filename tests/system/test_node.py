@@ -146,9 +146,17 @@ def test_policy_loaded_without_unknown_group(installed: bed.Node) -> None:
     assert "Unknown group" not in installed.journal("-u", "dbus.service")
 
 
-def test_check_config_accepts_the_nodes_config(installed: bed.Node) -> None:
+def test_check_config_knows_the_node(installed: bed.Node) -> None:
+    """The unedited example names users, programs and units this node has not got:
+    check-config (as root: the node is checked too) says so; the node's own config passes."""
+    example = installed.run(
+        ["razard", "check-config", "/root/razar/config/razard.toml"], check=False
+    )
+    assert example.returncode == 1, example
+    assert "inference" in example.stdout + example.stderr
+    assert "nvidia-persistenced.service" in example.stdout + example.stderr
     out = installed.run(["razard", "check-config", CONFIG])
-    assert out.returncode == 0
+    assert "ok" in out.stdout.splitlines()[-1], out.stdout
 
 
 def test_enable_now_returns_once_ready_with_a_true_status(installed: bed.Node) -> None:
