@@ -78,6 +78,35 @@ command = ["/bin/sleep", "infinity"]
 user = "app"
 """
 
+#: third_eye's healer here: reports, from inside its transient unit, what the sandbox let it
+#: do, and says "not applicable" so the ladder goes on to the repair agents
+INSPECT_HEALER = """\
+#!/usr/bin/python3
+import json, os, sys
+status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
+def writable(path):
+    try:
+        with open(path, "w"):
+            pass
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+json.dump({
+    "cap_eff": status["CapEff"].strip(),
+    "no_new_privs": status["NoNewPrivs"].strip(),
+    "uid": os.getuid(),
+    "etc_writable": writable("/etc/razar-heal-probe"),
+    "usr_writable": writable("/usr/razar-heal-probe"),
+    "host_tmp_seen": os.path.exists("/tmp/razar-node-marker"),
+    "unit": os.environ.get("RAZAR_UNIT", ""),
+    "layer": os.environ.get("RAZAR_LAYER", ""),
+    "reason": "inspection only",
+}, sys.stdout)
+sys.exit(2)
+"""
+HEALER = "/usr/local/libexec/razar-inspect-healer"
+
 CONFIG = "/etc/razard/razard.toml"
 RAZARCTL = "/usr/local/bin/razarctl"
 
@@ -89,6 +118,9 @@ def config(components: str) -> str:
         state_dir = "/var/lib/razard"
         bus = "system"
         metrics_port = 9360
+
+        [chakra.third_eye]
+        healer = ["/usr/local/libexec/razar-inspect-healer"]
         """)
         + "\n"
         + components
@@ -138,6 +170,8 @@ def installed(node: bed.Node) -> bed.Node:
     node.copy_in_text("/srv/regfix/app.py", APP)
     node.copy_in_text("/srv/regfix/app.conf", "# app settings\nmode = brokn\n")
     node.copy_in_text(CONFIG, config(COMPONENTS))
+    node.copy_in_text(HEALER, INSPECT_HEALER, mode=0o755)
+    node.run("touch /tmp/razar-node-marker")
     return node
 
 
@@ -281,17 +315,21 @@ def test_metrics_served_on_loopback(installed: bed.Node) -> None:
 
 
 def test_healer_runs_in_its_own_hardened_unit(installed: bed.Node) -> None:
-    """A layer healer runs as a transient unit of PID 1, with the sandbox applied for real."""
-    out = ctl(installed, "chakra", "heal", "throat", "--json", check=False)
-    assert out.returncode in (0, 1), out
-    units = installed.journal("-o", "json", "SYSLOG_IDENTIFIER=razar-heal-throat")
-    seen = {json.loads(line).get("_SYSTEMD_UNIT", "") for line in units.splitlines()}
-    started = installed.journal("_PID=1", "-g", r"razar-heal-throat-")
-    assert any(u.startswith("razar-heal-throat-") for u in seen) or started, (seen, started)
-    # the sandbox was set up (namespaces, capabilities) or systemd says why not
-    assert "Failed to set up" not in installed.journal("_PID=1", "-g", "razar-heal")
-    row = installed.wait_for("web healthy", lambda: status(installed)["web"]["state"] == "healthy")
-    assert row
+    """A layer healer runs as a transient unit of PID 1 with its layer's sandbox applied
+    for real: seen from inside the healer itself."""
+    out = ctl(installed, "chakra", "heal", "third_eye", "--json", check=False)
+    assert out.returncode == 2, out  # the inspector says "not applicable"
+    seen = json.loads(out.stdout)["report"]
+    print(f"inside the healer unit: {seen}")
+    assert seen["uid"] == 0 and seen["layer"] == "third_eye"
+    assert int(seen["cap_eff"], 16) == 0  # third_eye keeps no capability
+    assert seen["no_new_privs"] == "1"
+    assert not seen["etc_writable"] and not seen["usr_writable"]  # ProtectSystem=strict
+    assert not seen["host_tmp_seen"]  # PrivateTmp
+    # PID 1 itself ran it: its records of the transient unit
+    records = installed.journal("-o", "json", "_PID=1", "-u", "razar-heal-third-eye-*")
+    units = {json.loads(line).get("UNIT", "") for line in records.splitlines()}
+    assert any(u.startswith("razar-heal-third-eye-") for u in units), units
 
 
 def test_reload_adds_a_component(installed: bed.Node) -> None:
