@@ -1,7 +1,8 @@
 # The two commands a new user runs (see README):
 #   make demo   set up, then run razard on a private systemd and show it healing
 #   make test   set up, then lint, type-check and run the whole test suite
-.PHONY: setup demo test lint unit
+#   make deb    build/razar_<version>_amd64.deb (DEB_VERSION=0.1.1 to stamp another)
+.PHONY: setup demo test lint unit deb
 VENV := .venv/bin
 
 setup:
@@ -20,3 +21,6 @@ test: lint
 
 unit: setup
 	$(VENV)/python -m pytest -q tests/unit
+
+deb:
+	@scripts/build_deb.sh $(if $(DEB_VERSION),--version $(DEB_VERSION))
