@@ -1,13 +1,18 @@
 # The two commands a new user runs (see README):
-#   make demo   set up, then run razard on a private systemd and show it healing
-#   make test   set up, then lint, type-check and run the whole test suite
-.PHONY: setup demo test lint unit
+#   make demo   set up what the demo uses, then run razard on a private systemd and show it healing
+#   make test   set up what the tests use, then lint, type-check and run the whole test suite
+.PHONY: setup setup-demo demo test lint unit
 VENV := .venv/bin
 
+# what the tests use (more than the demo: see scripts/setup.sh)
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh test
 
-demo: setup
+# only what the demo uses: systemd, dbus, dbus-user-session, razar's runtime dependencies
+setup-demo:
+	@scripts/setup.sh demo
+
+demo: setup-demo
 	$(VENV)/razard demo $(DEMO_ARGS)
 
 lint: setup
