@@ -233,9 +233,11 @@ class Demo:
     def show(self, shown: str, argv: Sequence[str], lines: int | None = None) -> str:
         """Print ``$ shown`` and the output of ``argv`` (the last ``lines`` lines)."""
         print(f"$ {shown}", flush=True)
-        p = subprocess.run(
-            argv, capture_output=True, text=True, env=self.um.env(), timeout=60, check=False
-        )
+        # razarctl's tables are as wide as its output: not a terminal here, so say how
+        # wide (at least 160, so that a long last error is not folded into a column)
+        width = max(shutil.get_terminal_size((160, 24)).columns, 160)
+        env = {**self.um.env(), "COLUMNS": str(width)}
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
         out = (p.stdout + p.stderr).rstrip("\n")
         kept = out.splitlines()[-lines:] if lines else out.splitlines()
         print(textwrap.indent("\n".join(kept), "  "), flush=True)
@@ -282,7 +284,13 @@ class Demo:
             ),
             self.wait,
         )
-        self.check("every wave settled (healthy or quarantined)", bool(done), done)
+        self.check("razarctl: every wave settled (healthy or quarantined)", bool(done), done)
+        units = {n: self.unit(n)[0] for n in COMPONENTS}
+        self.check(
+            "systemd: api, inference, gateway active; broken-indexer not",
+            [units[n] == "active" for n in COMPONENTS] == [True, True, True, False],
+            units,
+        )
         self.show_ctl("status")
         return bool(done)
 
