@@ -1,14 +1,19 @@
 # The two commands a new user runs (see README):
-#   make demo   set up, then run razard on a private systemd and show it healing
-#   make test   set up, then lint, type-check and run the whole test suite
+#   make demo   set up what the demo uses, then run razard on a private systemd and show it healing
+#   make test   set up what the tests use, then lint, type-check and run the whole test suite
 #   make deb    build/razar_<version>_amd64.deb (DEB_VERSION=0.1.1 to stamp another)
-.PHONY: setup demo test lint unit deb
+.PHONY: setup setup-demo demo test lint unit deb
 VENV := .venv/bin
 
+# what the tests use (more than the demo: see scripts/setup.sh)
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh test
 
-demo: setup
+# only what the demo uses: systemd, dbus, dbus-user-session, razar's runtime dependencies
+setup-demo:
+	@scripts/setup.sh demo
+
+demo: setup-demo
 	$(VENV)/razard demo $(DEMO_ARGS)
 
 lint: setup

@@ -77,6 +77,9 @@ _LOG_TAIL_LINES: Final = 30
 _CGROUP_NAME_RE: Final = re.compile(r"^razar-sandbox-(\d+)-[0-9a-f]+$")
 
 _live: set[UserManager] = set()
+#: In a manager's environment: left running on purpose (`razard demo --keep`), so
+#: `reap_stale_sandboxes` leaves it alone once the process that started it is gone.
+KEEP_ENV: Final = "RAZAR_SANDBOX_KEEP"
 
 
 class SandboxError(RazarError):
@@ -181,6 +184,14 @@ class UserManager:
                 + ", ".join(str(p) for p in sorted(survivors))
             )
 
+    def detach(self) -> None:
+        """Leave the manager running when this process exits (it is not stopped at exit).
+
+        Only a manager started with ``keep=True`` also survives `reap_stale_sandboxes`;
+        stop it with ``kill <pid>`` (its units go with it) or `stop`.
+        """
+        _live.discard(self)
+
     def __enter__(self) -> UserManager:
         return self
 
@@ -235,7 +246,9 @@ class UserManager:
         return found
 
 
-def start_user_manager(base: Path | None = None, timeout: float = 15.0) -> UserManager:
+def start_user_manager(
+    base: Path | None = None, timeout: float = 15.0, *, keep: bool = False
+) -> UserManager:
     """Start a private ``systemd --user`` under ``base`` and wait until it answers.
 
     ``base`` None makes a new ``razar-sandbox-*`` temporary directory, removed again
@@ -244,6 +257,7 @@ def start_user_manager(base: Path | None = None, timeout: float = 15.0) -> UserM
     ``base/state``, ``base/cache`` and ``base/manager.log``. Raises `SandboxError`,
     with the tail of the manager's log, if it does not reach ``running`` or
     ``degraded`` within ``timeout`` seconds; nothing of it is left running then.
+    ``keep`` marks it as meant to outlive this process (see `UserManager.detach`).
     """
     if not SYSTEMD.exists():
         raise SandboxError(f"{SYSTEMD} is missing: systemd is not installed")
@@ -289,6 +303,8 @@ def start_user_manager(base: Path | None = None, timeout: float = 15.0) -> UserM
         XDG_CACHE_HOME=str(root / "cache"),
         DBUS_SESSION_BUS_ADDRESS=f"unix:path={runtime_dir / 'bus'}",
     )
+    if keep:
+        env[KEEP_ENV] = "1"
     proc, cgroups = _spawn_manager(env, log_path)
     um = UserManager(
         base=root,
@@ -419,7 +435,8 @@ def reap_stale_sandboxes() -> list[int]:
             for cg in hierarchy.iterdir():
                 m = _CGROUP_NAME_RE.match(cg.name)
                 if m and cg.is_dir() and not psutil.pid_exists(int(m.group(1))):
-                    stale.append(cg)
+                    if not _kept(cg):
+                        stale.append(cg)
     if not stale:
         return killed
     members: dict[int, float] = {}
@@ -499,6 +516,15 @@ def _spawn_waiting_shell(
         except OSError as e:
             _remove_cgroups(cgroups)
             raise SandboxError(f"cannot start {SYSTEMD} --user: {e}") from None
+
+
+def _kept(cgroup: Path) -> bool:
+    """True when a manager in ``cgroup`` was started with ``keep=True``."""
+    for pid in _cgroup_pids([cgroup]):
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).environ().get(KEEP_ENV) == "1":
+                return True
+    return False
 
 
 def _cgroup_hierarchies() -> list[Path]:

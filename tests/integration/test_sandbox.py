@@ -205,3 +205,41 @@ def test_sandboxes_of_dead_creators_are_reaped(tmp_path_factory: pytest.TempPath
     assert {unit_pid, manager_pid} <= set(killed)
     assert all_gone([unit_pid, manager_pid], within=5)
     assert _processes_of(base / "run") == []
+
+
+_KEEP = """
+import sys
+from pathlib import Path
+from razard.sandbox import start_user_manager, write_unit
+um = start_user_manager(Path(sys.argv[1]), keep=True)
+write_unit(um, "kept.service", "[Service]\\nExecStart=/bin/sleep 1000\\n")
+um.systemctl("start", "kept.service")
+print(um.systemctl("show", "-p", "MainPID", "--value", "kept.service").stdout.strip())
+print(um.pid, flush=True)
+um.detach()  # `razard demo --keep`: a normal exit, atexit included, leaves it running
+"""
+
+
+def test_a_kept_manager_outlives_its_creator_and_the_reaper(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """keep=True + detach(): still running after its creator exited and after
+    reap_stale_sandboxes(); `kill <manager pid>` takes its units with it."""
+    base = tmp_path_factory.mktemp("kept")
+    out = subprocess.run(
+        [sys.executable, "-c", _KEEP, str(base)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    unit_pid, manager_pid = int(out[0]), int(out[1])
+    try:
+        assert not gone(unit_pid) and not gone(manager_pid)
+        killed = reap_stale_sandboxes()
+        assert unit_pid not in killed and manager_pid not in killed
+        assert not gone(unit_pid) and not gone(manager_pid)
+    finally:
+        os.kill(manager_pid, signal.SIGTERM)  # what the demo tells the operator to do
+    assert all_gone([unit_pid, manager_pid], within=10)
+    reap_stale_sandboxes()  # its empty cgroup
