@@ -211,6 +211,8 @@ def test_enable_now_returns_once_ready_with_a_true_status(installed: bed.Node) -
     ]
     assert int(m.group(1)) <= len(active) + 2  # later waves may have settled too
     assert installed.systemctl("is-enabled", "razard").stdout.strip() == "enabled"
+    # the notifier's timer covers the time razard is down
+    assert installed.systemctl("is-active", "razar-notifier.timer").stdout.strip() == "active"
     print(f"enable --now returned after {took:.1f}s; STATUS={props['StatusText']}")
     installed.wait_for("web healthy", lambda: status(installed)["web"]["state"] == "healthy")
 
