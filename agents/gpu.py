@@ -85,7 +85,10 @@ RecoveryAction = Literal[
     "unknown",
 ]
 
-#: NVML's numbers (``NVML_GPU_RECOVERY_ACTION_*``) for each recovery action.
+#: NVML's numbers (``NVML_GPU_RECOVERY_ACTION_*`` in nvml.h) for each recovery action. Written
+#: out rather than read from pynvml: the driver answers with these numbers whatever the
+#: bindings know, and nvidia-ml-py defines the constants only from 12.570 on (``BUS_RESET``
+#: and ``SYSTEM_REBOOT`` only from 13.615); the numbers razar reads with need no constant.
 RECOVERY_ACTION_CODES: Final[dict[RecoveryAction, int]] = {
     "none": 0,
     "gpu_reset": 1,
@@ -98,6 +101,35 @@ RECOVERY_ACTION_CODES: Final[dict[RecoveryAction, int]] = {
 }
 #: The number `recovery_action_code` gives an action razar does not know.
 UNKNOWN_RECOVERY_CODE: Final = -1
+
+#: NVML numbers razar reads with, as nvml.h defines them, for the nvidia-ml-py releases the
+#: pin allows (12.535 on) that lack some: the recovery action's field id came in 12.570,
+#: the unsigned-short value type in 12.560. The bindings' own value wins where it has one.
+NVML_FALLBACKS: Final[dict[str, int]] = {
+    "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION": 230,
+    "NVML_VALUE_TYPE_UNSIGNED_INT": 1,
+    "NVML_VALUE_TYPE_UNSIGNED_LONG": 2,
+    "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG": 3,
+    "NVML_VALUE_TYPE_SIGNED_LONG_LONG": 4,
+    "NVML_VALUE_TYPE_SIGNED_INT": 5,
+    "NVML_VALUE_TYPE_UNSIGNED_SHORT": 6,
+}
+
+
+def _nvml_number(name: str) -> int:
+    return int(getattr(pynvml, name, NVML_FALLBACKS[name]))
+
+
+_FI_RECOVERY_ACTION: Final = _nvml_number("NVML_FI_DEV_GET_GPU_RECOVERY_ACTION")
+#: which member of nvmlValue_t holds a value of each type
+_VALUE_MEMBERS: Final[dict[int, str]] = {
+    _nvml_number("NVML_VALUE_TYPE_UNSIGNED_INT"): "uiVal",
+    _nvml_number("NVML_VALUE_TYPE_UNSIGNED_LONG"): "ulVal",
+    _nvml_number("NVML_VALUE_TYPE_UNSIGNED_LONG_LONG"): "ullVal",
+    _nvml_number("NVML_VALUE_TYPE_SIGNED_LONG_LONG"): "sllVal",
+    _nvml_number("NVML_VALUE_TYPE_SIGNED_INT"): "siVal",
+    _nvml_number("NVML_VALUE_TYPE_UNSIGNED_SHORT"): "usVal",
+}
 
 _NAME_BY_CODE: Final[dict[int, RecoveryAction]] = {c: n for n, c in RECOVERY_ACTION_CODES.items()}
 _ACTIONS: Final = frozenset(get_args(RecoveryAction))
@@ -318,7 +350,7 @@ class Nvml:
             index,
             "the recovery action",
             pynvml.nvmlDeviceGetFieldValues,
-            [pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION],
+            [_FI_RECOVERY_ACTION],
         )
         if values is None:
             return None
@@ -329,15 +361,12 @@ class Nvml:
             raise GpuReadError(
                 f"GPU {index}: cannot read the recovery action: {pynvml.NVMLError(v.nvmlReturn)}"
             )
-        member = {
-            pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
-            pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
-            pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
-            pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
-            pynvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
-            pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
-        }.get(v.valueType, "uiVal")
-        return recovery_action_from_code(int(getattr(v.value, member)))
+        member = _VALUE_MEMBERS.get(v.valueType, "uiVal")
+        if hasattr(v.value, member):
+            code = int(getattr(v.value, member))
+        else:  # bindings older than the value type (usVal came in 12.560): its low 16 bits
+            code = int(v.value.uiVal) & 0xFFFF
+        return recovery_action_from_code(code)
 
     def _register_events(self) -> None:
         self._events = pynvml.nvmlEventSetCreate()

@@ -1,6 +1,7 @@
 """``razard``: run the supervisor, or check a config without starting anything.
 
     razard [--config FILE] [--retries N]     run (what razard.service starts)
+    razard --debug ...  (or RAZARD_DEBUG=1)  log at DEBUG, libraries included
     razard check-config [--host] FILE        validate (and, as root, check this node); exit 0 or 1
     razard demo [--keep]                     the embedded demo on a private systemd
 
@@ -21,6 +22,22 @@ from razard import __version__
 from razard.errors import ConfigError, RazarError
 
 DEFAULT_CONFIG = Path("/etc/razard/razard.toml")
+
+
+#: razard's own loggers: INFO by default. Every other logger (httpx logs each probe's
+#: request at INFO, dbus-fast, asyncio, watchdog...) stays at WARNING, or it floods the journal.
+OWN_LOGGERS = ("razard", "agents")
+
+
+def setup_logging(debug: bool = False) -> None:
+    """Log to stderr (the journal under systemd): razard's loggers at INFO and everything
+    else at WARNING; with ``debug`` everything at DEBUG."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _fail(message: str, code: int) -> None:
@@ -56,6 +73,12 @@ def _fail(message: str, code: int) -> None:
     help="Keep asking the repair agents until the component is healthy or razard is "
     "stopped (every attempt goes to razar_long_task.json).",
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="RAZARD_DEBUG",
+    help="Log at DEBUG, libraries (httpx, dbus-fast, asyncio...) included; also RAZARD_DEBUG=1.",
+)
 @click.version_option(__version__, prog_name="razard")
 @click.pass_context
 def cli(
@@ -64,11 +87,12 @@ def cli(
     retries: int | None,
     remote_attempts: int | None,
     long_task: bool,
+    debug: bool,
 ) -> None:
     """Self-healing supervisor for GPU/AI nodes."""
     if ctx.invoked_subcommand is not None:
         return
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(debug)
     from razard.daemon import run
 
     try:

@@ -134,7 +134,9 @@ class EventLog:
     ) -> None:
         """Record one event everywhere this log writes to.
 
-        ``event`` is a short machine name (``restart``, ``quarantine``); extra
+        The message is given `named` after ``component``: a line of the plain journal
+        (``journalctl -u razard``) says which component it is about. ``event`` is a
+        short machine name (``restart``, ``quarantine``); extra
         keyword ``fields`` become ``RAZAR_<KEY>`` in journald and keys of the
         JSON line. None values are left out. The message and string fields pass
         through :func:`redact`. Failure to reach journald or the log file is
@@ -146,14 +148,15 @@ class EventLog:
         """
         level = Priority(priority)
         extras = _clean_fields(fields)
-        message = redact(message)
+        bare = redact(message)
+        message = named(component, bare)
         now = time.time()
 
         if self.log_path is not None:
             _write_log_line(self.log_path, now, level, event, message, component, layer, extras)
         self._send_journald(level, event, message, component, layer, extras)
-        if self.mirror_to_stderr:
-            one_line = message.replace("\n", "\\n")
+        if self.mirror_to_stderr:  # its line names the component already
+            one_line = bare.replace("\n", "\\n")
             print(
                 f"{level.name.lower()} {component or '-'} {event}: {one_line}",
                 file=sys.stderr,
@@ -212,6 +215,14 @@ class EventLog:
         # sendto every time rather than connect once: a restarted journald makes
         # a new socket at the same path, and sendto reaches it without reconnecting.
         sock.sendto(datagram, socket.MSG_DONTWAIT, self.socket_path)
+
+
+def named(component: str | None, message: str) -> str:
+    """``component: message``, unless ``message`` begins with the component's name already
+    (``api quarantined: ...``) or there is no component."""
+    if not component or message.startswith((f"{component}: ", f"{component} ")):
+        return message
+    return f"{component}: {message}"
 
 
 def encode_fields(fields: list[tuple[str, str]]) -> bytes:

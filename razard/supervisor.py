@@ -57,6 +57,8 @@ WATCH_CONCURRENCY = 32
 LAZY_SAVE = 30.0
 #: How long `razarctl restart` waits for the component to settle before answering.
 RESTART_REPLY_WAIT = 20.0
+#: Saved statuses that claim the unit runs: at start they must match what systemd says.
+RUNNING_STATES = frozenset({"healthy", "unhealthy", "starting", "restarting", "escalating"})
 #: Probe rounds are due on a grid of this many seconds (at most a tenth of the interval).
 PROBE_TICK = 0.25
 
@@ -924,7 +926,21 @@ class Supervisor:
         # made in config order, whatever answers first
         runners = [self._new_runner(cfg) for cfg in self.config.components]
         await asyncio.gather(*(watch(r) for r in runners))
+        self._not_running_now(runners)
         self._started = True
+
+    def _not_running_now(self, runners: Sequence[Runner]) -> None:
+        """A saved status that says a unit runs (``healthy``, ``restarting``...) is what the last
+        razard saw; after a reboot the unit is down until its wave starts it. Such a component
+        is ``pending`` until its runner brings it up, so STATUS=, READY and `razarctl status`
+        count only units systemd says are active."""
+        for runner in runners:
+            was, st = runner.rec.status, runner.unit_status
+            if was in RUNNING_STATES and (st is None or st.active_state != "active"):
+                now = st.describe() if st else "unknown to systemd"
+                self.set_state(
+                    runner, "pending", note=f"unit {runner.cfg.unit} is {now} (was {was})"
+                )
 
     async def _write_units(self, comps: Sequence[ComponentConfig]) -> None:
         changed = False

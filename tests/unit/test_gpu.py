@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.gpu import (
     ENV_FAKE,
+    NVML_FALLBACKS,
     RECOVERY_ACTION_CODES,
     FakeNvml,
     GpuBackend,
@@ -194,19 +195,17 @@ def test_real_nvml_without_driver_is_unavailable() -> None:
 
 
 def test_recovery_actions_follow_nvml_numbers() -> None:
-    """Every NVML_GPU_RECOVERY_ACTION_* number maps to its name and back."""
-    nvml = {
-        "none": pynvml.NVML_GPU_RECOVERY_ACTION_NONE,
-        "gpu_reset": pynvml.NVML_GPU_RECOVERY_ACTION_GPU_RESET,
-        "node_reboot": pynvml.NVML_GPU_RECOVERY_ACTION_NODE_REBOOT,
-        "drain_p2p": pynvml.NVML_GPU_RECOVERY_ACTION_DRAIN_P2P,
-        "drain_and_reset": pynvml.NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET,
-        "recover_imex_domain": pynvml.NVML_GPU_RECOVERY_ACTION_RECOVER_IMEX_DOMAIN,
-        "bus_reset": pynvml.NVML_GPU_RECOVERY_ACTION_BUS_RESET,
-        "system_reboot": pynvml.NVML_GPU_RECOVERY_ACTION_SYSTEM_REBOOT,
+    """Each NVML_GPU_RECOVERY_ACTION_* the installed nvidia-ml-py defines has razar's number
+    for that action, and each number maps to its name and back. Releases the pin allows
+    define fewer (12.570 the first five, 13.610 IMEX, 13.615 the rest) or none: razar's
+    table, not the bindings, is what it reads the driver's numbers with."""
+    defined = {
+        name: getattr(pynvml, f"NVML_GPU_RECOVERY_ACTION_{name.upper()}")
+        for name in RECOVERY_ACTION_CODES
+        if hasattr(pynvml, f"NVML_GPU_RECOVERY_ACTION_{name.upper()}")
     }
-    assert nvml == RECOVERY_ACTION_CODES
-    for name, code in nvml.items():
+    assert defined == {name: RECOVERY_ACTION_CODES[name] for name in defined}
+    for name, code in RECOVERY_ACTION_CODES.items():
         assert recovery_action_from_code(code) == name
         assert parse_recovery_action(code) == name
         assert parse_recovery_action(name.upper()) == name
@@ -214,6 +213,13 @@ def test_recovery_actions_follow_nvml_numbers() -> None:
     assert recovery_action_code("unknown") == -1
     with pytest.raises(ValueError):
         parse_recovery_action(True)
+
+
+def test_nvml_fallback_numbers_are_the_bindings_numbers() -> None:
+    """The numbers agents.gpu falls back on where older nvidia-ml-py lacks a constant are
+    the ones the bindings define where they have it (all of them in the newest release)."""
+    defined = {n: getattr(pynvml, n) for n in NVML_FALLBACKS if hasattr(pynvml, n)}
+    assert defined == {n: NVML_FALLBACKS[n] for n in defined}
 
 
 # --------------------------------------------------------------------------- the collector

@@ -93,7 +93,7 @@ def test_datagram_carries_exactly_the_expected_fields(
     )
 
     assert receiver.recv(65536) == (
-        b"MESSAGE=unit failed, restarting\n"
+        b"MESSAGE=vllm: unit failed, restarting\n"
         b"PRIORITY=4\n"
         b"SYSLOG_IDENTIFIER=razard\n"
         b"RAZAR_EVENT=restart\n"
@@ -147,11 +147,12 @@ def test_oversized_message_is_truncated_and_sent(tmp_path: Path, receiver: socke
     fields = _parse_native(receiver.recv(4 * 1024 * 1024))
     assert fields["MESSAGE"].endswith(journal.TRUNCATION_MARKER)
     body = fields["MESSAGE"].removesuffix(journal.TRUNCATION_MARKER)
-    assert set(body) == {"é"}
+    assert body.startswith("vllm: ")
+    assert set(body.removeprefix("vllm: ")) == {"é"}
     assert len(body.encode()) <= journal.TRUNCATED_MESSAGE_BYTES
     assert fields["RAZAR_COMPONENT"] == "vllm"
     # razar.log keeps the whole message.
-    assert storage.read_jsonl(tmp_path / "razar.log")[0]["message"] == huge
+    assert storage.read_jsonl(tmp_path / "razar.log")[0]["message"] == f"vllm: {huge}"
 
 
 @pytest.mark.parametrize("kind", ["missing", "stale"])
@@ -176,9 +177,9 @@ def test_unreachable_journald_warns_once_and_still_writes_log(
     assert err.count("warning") == 1
     assert str(socket_path) in err
     assert [r["message"] for r in storage.read_jsonl(tmp_path / "razar.log")] == [
-        "attempt 0",
-        "attempt 1",
-        "attempt 2",
+        "vllm: attempt 0",
+        "vllm: attempt 1",
+        "vllm: attempt 2",
     ]
     assert len(storage.read_jsonl(tmp_path / "other.log")) == 1
 
@@ -222,7 +223,7 @@ def test_log_line_shape(tmp_path: Path, receiver: socket.socket) -> None:
         "vllm",
         "sacral",
     )
-    assert record["message"] == "budget exhausted"
+    assert record["message"] == "vllm: budget exhausted"
     assert (record["rung"], record["attempts"]) == ("repair", 3)
 
 
@@ -238,6 +239,25 @@ def test_no_log_path_writes_no_file(tmp_path: Path, receiver: socket.socket) -> 
     EventLog(None, socket_path=receiver.getsockname()).emit("boot", "starting")
     assert receiver.recv(65536).startswith(b"MESSAGE=starting\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.sock"]
+
+
+def test_message_names_its_component_once(tmp_path: Path, receiver: socket.socket) -> None:
+    """MESSAGE leads with the component's name so the plain journal (journalctl -u razard)
+    says which component a line is about; a message that starts with it is left alone."""
+    log = _log(tmp_path, receiver)
+    log.emit("state_restarting", "restart 1/3 in 0.40s", component="api")
+    log.emit("operator_alert", "api quarantined: crash loop", component="api")
+    log.emit("state_healthy", "apis are fine", component="api")  # a longer name is not it
+    log.emit("chakra_down", "root layer down", layer="root")
+    got = [_parse_native(receiver.recv(65536))["MESSAGE"] for _ in range(4)]
+    assert got == [
+        "api: restart 1/3 in 0.40s",
+        "api quarantined: crash loop",
+        "api: apis are fine",
+        "root layer down",
+    ]
+    logged = [r["message"] for r in storage.read_jsonl(tmp_path / "razar.log")]
+    assert logged == got  # razar.log carries the same line
 
 
 def test_mirror_to_stderr_prints_one_human_line(
@@ -405,7 +425,7 @@ def test_real_journald_stores_fields_queryable_by_component(
 
     assert len(entries) == 1, f"no journal entry for RAZAR_COMPONENT={component}"
     (entry,) = entries
-    assert entry["MESSAGE"] == message
+    assert entry["MESSAGE"] == f"{component}: {message}"
     assert entry["RAZAR_EVENT"] == "integration_check"
     assert entry["RAZAR_LAYER"] == "root"
     assert entry["RAZAR_OK"] == "true"
