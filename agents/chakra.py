@@ -32,9 +32,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 SENSOR: str = "sensor"
 MIN_AGE = 1e-3  # the age a beat "just now" is given, so the rate stays finite
+#: Layers whose healer restarts every unit of the layer (agents.healing.restart).
+RESTART_LAYERS: Final = frozenset({"throat", "third_eye", "crown"})
 
 
 class ChakraHost(Protocol):
@@ -64,8 +66,8 @@ class ChakraHost(Protocol):
     def escalate(self, component: str, kind: str, error: str, *, healer_tried: bool) -> bool:
         """Hand a failure to the component's ladder; False when the runner is busy."""
 
-    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """While held, units stopped or restarted by a healer are not failures."""
+    def hold(self, units: Iterable[str] = ()) -> contextlib.AbstractAsyncContextManager[None]:
+        """While held, ``units`` and the units a healer stops or restarts are not failures."""
 
 
 class NvmlUser(Protocol):
@@ -466,6 +468,15 @@ class Chakra:
     async def _restore(self, layer: str) -> None:
         await self.heal(layer, mode="restore", why="layer is back: undo runtime limits")
 
+    def held_units(self, layer: str, unit: str = "") -> list[str]:
+        """The units ``layer``'s healer is known to restart: the layer's own for the restart
+        healers (throat, third_eye, crown), and the failing unit it was called for. Any other
+        unit it stops or restarts is held from the moment systemd runs the job."""
+        units = [unit] if unit else []
+        if layer in RESTART_LAYERS:
+            units += [c.unit for c in self._components(layer)]
+        return units
+
     async def heal(
         self,
         layer: str,
@@ -489,7 +500,7 @@ class Chakra:
             for user in users:
                 await asyncio.to_thread(user.pause)
         try:
-            async with self.host.hold():
+            async with self.host.hold(self.held_units(layer, unit)):
                 return await self.runner.run(
                     layer, component=component, unit=unit, mode=mode, why=why
                 )
@@ -608,6 +619,6 @@ def register(registry: CollectorRegistry, chakra: Callable[[], Chakra | None]) -
 
 
 @contextlib.asynccontextmanager
-async def no_hold() -> AsyncIterator[None]:
+async def no_hold(units: Iterable[str] = ()) -> AsyncIterator[None]:
     """A `ChakraHost.hold` that holds nothing (tests, dry runs)."""
     yield

@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,7 +174,11 @@ class Runner:
         self.unit_status = status
         m = self.sup.metrics
         m.up.labels(self.cfg.name, self.cfg.layer).set(1 if status.active_state == "active" else 0)
-        if self._expect_running and status.dead and not self.sup.held:
+        if self._expect_running and status.job and self.sup.healing:
+            # a job razard did not ask for (razard's own come while it does not expect the
+            # unit running) while a healer runs: the healer is stopping or restarting it
+            self.sup.claim(self.cfg.unit)
+        if self._expect_running and status.dead and not self.sup.held(self.cfg.unit):
             self._died.set()
             self._wake.set()
 
@@ -469,8 +473,8 @@ class Runner:
                 return self._unit_failure(self.unit_status, "died")
             if self._injected is not None:
                 return self._injected
-            if self.sup.held:
-                misses = 0  # a healer is restarting units: its probes say nothing now
+            if self.sup.held(cfg.unit):
+                misses = 0  # a healer is restarting this unit: its probe says nothing now
                 continue
             if cfg.probe is None:
                 self._healthy(None)
@@ -689,7 +693,9 @@ class Supervisor:
         self.runners: dict[str, Runner] = {}
         self._summary: tuple[tuple[int, int], str] = ((-1, -1), "")
         self._status_changes = 0  # bumped when a status or the set of runners changes
-        self.held = 0  # healers running: unit deaths wait until they finish
+        #: one set of units per healer running: the units it stops or restarts, whose deaths
+        #: and probe misses wait until it finishes; every other unit is watched as usual
+        self._holds: list[set[str]] = []
         self.layer_agents: Chakra | None = None  # set by the daemon once they run
         self.on_config: list[Callable[[Config], Awaitable[None]]] = []  # after a reload
         self.ready = False
@@ -829,17 +835,34 @@ class Supervisor:
     # ------------------------------------------------------------ layer agents
 
     @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """While a healer runs, units it stops or restarts are not failures; afterwards a unit
-        that is still down is one."""
-        self.held += 1
+    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[None]:
+        """While a healer runs, the units it stops or restarts are not failures: ``units``
+        (those it is known to restart) and any unit systemd runs a job on meanwhile that
+        razard did not ask for (see `Runner.on_unit`). Afterwards a held unit that is still
+        down is a failure. Every other unit is watched and restarted as usual."""
+        held = set(units)
+        self._holds.append(held)
         try:
             yield
         finally:
-            self.held -= 1
-            if not self.held:
-                for runner in list(self.runners.values()):
+            self._holds.remove(held)
+            for runner in list(self.runners.values()):
+                if runner.cfg.unit in held and not self.held(runner.cfg.unit):
                     runner.recheck()
+
+    @property
+    def healing(self) -> bool:
+        """A healer is running."""
+        return bool(self._holds)
+
+    def held(self, unit: str) -> bool:
+        """A running healer holds ``unit``: its deaths and probe misses are not failures now."""
+        return any(unit in h for h in self._holds)
+
+    def claim(self, unit: str) -> None:
+        """A healer is acting on ``unit``: hold it until the healers running now finish."""
+        for h in self._holds:
+            h.add(unit)
 
     def beat_grace(self, component: str) -> tuple[bool, float | None]:
         """Is the component's heartbeat judged now, and since when it has been healthy.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -35,7 +35,7 @@ class Host:
         return True
 
     @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
+    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[None]:
         yield
 
 
