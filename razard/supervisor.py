@@ -835,15 +835,16 @@ class Supervisor:
     # ------------------------------------------------------------ layer agents
 
     @contextlib.asynccontextmanager
-    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[None]:
+    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[set[str]]:
         """While a healer runs, the units it stops or restarts are not failures: ``units``
         (those it is known to restart) and any unit systemd runs a job on meanwhile that
         razard did not ask for (see `Runner.on_unit`). Afterwards a held unit that is still
-        down is a failure. Every other unit is watched and restarted as usual."""
+        down is a failure. Every other unit is watched and restarted as usual. Yields the
+        set of held units, which grows as the healer acts."""
         held = set(units)
         self._holds.append(held)
         try:
-            yield
+            yield held
         finally:
             self._holds.remove(held)
             for runner in list(self.runners.values()):
@@ -863,6 +864,32 @@ class Supervisor:
         """A healer is acting on ``unit``: hold it until the healers running now finish."""
         for h in self._holds:
             h.add(unit)
+
+    def main_pid(self, unit: str) -> int:
+        """The unit's main pid as last seen (0: none, or not watched)."""
+        st = self.systemd.cached(unit)
+        return st.main_pid if st else 0
+
+    async def check_unit(self, unit: str, pid: int = 0) -> tuple[bool, str]:
+        """Is ``unit`` up now, still as main pid ``pid`` (when given), and does its
+        component's probe pass? For verifying a heal; ``(ok, what was seen)``."""
+        try:
+            st = await self.systemd.status(unit)
+        except SystemdError as e:
+            return False, f"{unit}: {e}"
+        if st.active_state != "active":
+            return False, f"{unit} is {st.describe()}"
+        if pid and st.main_pid != pid:
+            return False, f"{unit} died after the heal (main pid {pid} -> {st.main_pid})"
+        runner = next((r for r in self.runners.values() if r.cfg.unit == unit), None)
+        if runner is not None and runner.cfg.probe is not None:
+            result = await self.prober.run(
+                runner.cfg.probe, cwd=runner.cfg.working_directory or None
+            )
+            if not result.ok:
+                return False, f"{unit}: probe failed: {result.detail}"
+            return True, f"{unit} active (pid {st.main_pid}), probe passed"
+        return True, f"{unit} active (pid {st.main_pid})"
 
     def beat_grace(self, component: str) -> tuple[bool, float | None]:
         """Is the component's heartbeat judged now, and since when it has been healthy.

@@ -35,8 +35,14 @@ class Host:
         return True
 
     @contextlib.asynccontextmanager
-    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[None]:
-        yield
+    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[set[str]]:
+        yield set(units)
+
+    def main_pid(self, unit: str) -> int:
+        return 0
+
+    async def check_unit(self, unit: str, pid: int = 0) -> tuple[bool, str]:
+        return True, f"{unit} active"
 
 
 class Clock:
