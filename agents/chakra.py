@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 
 from agents.config import RESTORE_LAYERS, SENSOR_LAYERS, ChakraConfig, LayerSettings
 from agents.healer import HealerRunner, HealRun
+from agents.healing.units import host_support
 from agents.heartbeat import HeartbeatWatch, prepare
 from agents.layers import LAYERS
 from agents.sensors import GpuSensor, Reading, Sensor, sensor_for
@@ -149,6 +150,8 @@ class Chakra:
         self._watch: HeartbeatWatch | None = None
         #: what holds NVML open (the GPU metrics): released while the sacral healer runs
         self.nvml_users: list[NvmlUser] = []
+        #: which heart/solar_plexus actions work on this host (its cgroup layout)
+        self.supports = host_support()
         self._configure(config)
 
     # ------------------------------------------------------------ configuration
@@ -670,6 +673,7 @@ class Chakra:
                     "healer_runs": dict(self.runner.counts.get(name, {})),
                     "last_heal": last.as_dict() if last else None,
                     "healing": st.heal_task is not None and not st.heal_task.done(),
+                    "actions": dict(self.supports.get(name, {})),
                 }
             )
         return out

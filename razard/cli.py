@@ -103,6 +103,12 @@ def check_config(file: Path) -> None:
         f"{file}: ok, {len(cfg.components)} component(s), bus={cfg.daemon.bus}, "
         f"state_dir={cfg.daemon.state_dir}"
     )
+    from agents.healing.units import host_support
+
+    for layer, actions in host_support().items():  # what the healers can do on this host
+        for action, said in sorted(actions.items()):
+            if said.startswith("no:") and cfg.chakra.layer(layer).configured:
+                click.echo(f"note: [chakra.{layer}] {action} not supported here{said[2:]}")
     for comp in cfg.components:
         root = Path(comp.artifact_root) if comp.artifact_root else None
         if comp.artifacts and root is not None and root.exists() and not os.access(root, os.W_OK):

@@ -665,6 +665,21 @@ def chakra(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(layers, indent=2, sort_keys=True))
         return
     _stdout().print(chakra_table(layers))
+    for line in chakra_actions(layers):
+        click.echo(line)
+
+
+def chakra_actions(layers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which healer actions work on this host, e.g. ``heart: memory_high no (...)``."""
+    out = []
+    for layer in layers:
+        actions = layer.get("actions") or {}
+        if actions:
+            said = "; ".join(
+                f"{a} {str(v).replace(': ', ' (', 1)})" for a, v in sorted(actions.items())
+            )
+            out.append(f"{layer.get('layer')} actions on this host: {said}")
+    return out
 
 
 @chakra.command("heal")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Factory
-from tests.integration.harness import Razard, py, script, wait_for
+from tests.integration.harness import BIN, Razard, py, script, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -116,12 +118,14 @@ def test_a_crash_elsewhere_is_restarted_while_a_layer_healer_runs(
     wait_for(lambda: _events(r, "heal_result", layer="heart"), what="the heart healer's result")
 
 
-LEAK = 1536 << 20  # what the leaking component really allocates (bytes)
+LEAK = 2048 << 20  # what the leaking component really allocates (bytes)
 
 LEAKER = """\
     import pathlib, time
-    marker = pathlib.Path("{marker}")
+    marker, go = pathlib.Path("{marker}"), pathlib.Path("{go}")
     hold = []
+    while not marker.exists() and not go.exists():
+        time.sleep(0.1)
     if not marker.exists():  # the first run leaks; the restarted one stays small
         marker.write_text("leaked")
         while sum(map(len, hold)) < {leak}:
@@ -148,14 +152,12 @@ def test_memory_leak_is_healed_and_verified_from_the_sensor(
     restarts the top consumer instead); where it is, a limit that does not give the memory
     back does not hold and the restart follows. Judged as an operator would: the sensor, the
     unit's MainPID, the journal, razarctl chakra."""
-    available, total = _available()
-    ratio = (available - LEAK // 2) / total  # trips halfway through the leak
-    marker = tmp_path / "leaked"
-    leaker = script(tmp_path / "leak.py", LEAKER.format(marker=marker, leak=LEAK))
+    marker, go = tmp_path / "leaked", tmp_path / "go"
+    leaker = script(tmp_path / "leak.py", LEAKER.format(marker=marker, go=go, leak=LEAK))
     idler = script(tmp_path / "idle.py", IDLER)
-    r = razard(f"""
+    config = """
         [chakra]
-        runtime_dir = "{tmp_path / "run"}"
+        runtime_dir = "{run}"
         heartbeat_interval = 0.5
         window_factor = 2
 
@@ -168,17 +170,34 @@ def test_memory_leak_is_healed_and_verified_from_the_sensor(
         name = "ml-leaker"
         layer = "heart"
         priority = 20
-        command = ["{py()}", "{leaker}"]
+        command = ["{py}", "{leaker}"]
 
         [[component]]
         name = "ml-small"
         layer = "heart"
         priority = 10
-        command = ["{py()}", "{idler}"]
-        """)
+        command = ["{py}", "{idler}"]
+        """
+    r = razard(config.format(run=tmp_path / "run", ratio=0.0, py=py(), leaker=leaker, idler=idler))
     r.start()
     r.wait_state("ml-leaker", "healthy")
+    # the threshold halfway down the leak, from what this shared machine has free right now
+    available, total = _available()
+    ratio = (available - LEAK // 2) / total
+    r.write_config(
+        config.format(run=tmp_path / "run", ratio=ratio, py=py(), leaker=leaker, idler=idler)
+    )
+    reloaded = time.time()
+    r.ctl("reload")
+
+    def heart_sensor() -> dict[str, object]:
+        rows = {row["layer"]: row for row in json.loads(r.ctl("chakra", "--json").stdout)}
+        return dict(rows["heart"]["sensor"] or {})
+
+    wait_for(lambda: float(str(heart_sensor().get("at", 0))) > reloaded + 0.5, what="a reading")
+    assert heart_sensor()["ok"] is True
     first = r.main_pid("razar-ml-leaker.service")
+    go.touch()
     down = wait_for(lambda: _events(r, "chakra_down", layer="heart"), 60, "chakra_down")
     assert "of memory available" in str(down[0]["message"])
     healed = wait_for(
@@ -192,9 +211,20 @@ def test_memory_leak_is_healed_and_verified_from_the_sensor(
     results = [e["result"] for e in _events(r, "heal_result", layer="heart")]
     record = json.loads((r.state_dir / "chakra_healing.log").read_text().splitlines()[-1])
     steps = " | ".join(str(s["detail"]) for s in record["steps"])
+    table = r.ctl("chakra").stdout
+    assert "heart actions on this host: memory_high" in table
     if "not applicable here" in steps:  # this host: memory is not in the cgroup v2 tree
         assert "MemoryHigh needs the cgroup v2 memory controller" in steps
         assert results == ["healed"]
+        # razarctl chakra and check-config say so before anything goes wrong
+        assert "memory_high no (MemoryHigh needs the cgroup v2 memory controller" in table
+        check = subprocess.run(
+            [str(BIN / "razard"), "check-config", str(r.config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "note: [chakra.heart] memory_high not supported here" in check.stdout
     else:  # cgroup v2: the limit was set, it did not hold, the restart followed
         assert results == ["did_not_hold", "healed"], results
     assert record["result"] == "healed" and "sensor:" in record["verified"]
