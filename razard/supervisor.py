@@ -894,13 +894,15 @@ class Supervisor:
     def beat_grace(self, component: str) -> tuple[bool, float | None]:
         """Is the component's heartbeat judged now, and since when it has been healthy.
 
-        Not judged while it starts (a model may load for minutes) or is stopped by an
-        operator; judged on its last beat alone while it is down, restarting or
+        Not judged before its boot wave starts it, while it starts (a model may load for
+        minutes) or is stopped by an operator; judged on its last beat alone while it is down, restarting or
         quarantined (its layer is not beating); healthy, it gets a window from then."""
         runner = self.runners.get(component)
         if runner is None:
             return False, None
         status = runner.rec.status
+        if runner.task is None or status == "pending":
+            return False, None  # not started yet: its boot wave has not come
         if status in ("starting", "stopped") or runner.rec.operator_stopped:
             return False, None
         if status == "healthy":

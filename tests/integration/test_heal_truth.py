@@ -403,3 +403,64 @@ def test_a_unit_that_dies_at_once_after_a_layer_restart_is_not_called_healed(
     assert "died after the heal" in msg or "is failed" in msg or "is inactive" in msg, msg
     fixed = [e for e in r.events("dd-indexer") if e.get("event") == "escalation_result"]
     assert fixed and "not fixed" in str(fixed[0]["message"])
+
+
+SLOW_START = """\
+    import pathlib, time
+    time.sleep(4)
+    pathlib.Path("{ready}").touch()
+    time.sleep(100000)
+    """
+
+HB_BEATER = """\
+    import os, pathlib, time
+    beat = pathlib.Path(os.environ["RAZAR_HEARTBEAT_FILE"])
+    while True:
+        beat.touch()
+        time.sleep(0.2)
+    """
+
+
+def test_a_heartbeat_waiting_for_a_later_boot_wave_is_not_silent(
+    razard: Factory, tmp_path: Path
+) -> None:
+    """The first wave takes 4 s (four windows); the heartbeat component of the second wave
+    has not been started meanwhile, so it is not a silent source: its layer never goes down."""
+    ready = tmp_path / "ready"
+    slow = script(tmp_path / "slow.py", SLOW_START.format(ready=ready))
+    beater = script(tmp_path / "beat.py", HB_BEATER)
+    r = razard(f"""
+        [chakra]
+        runtime_dir = "{tmp_path / "run"}"
+        heartbeat_interval = 0.5
+        window_factor = 2
+
+        [[component]]
+        name = "bw-db"
+        layer = "crown"
+        priority = 10
+        command = ["{py()}", "{slow}"]
+        start_timeout = 30
+        probe = {{ type = "exec", command = ["/bin/test", "-e", "{ready}"], interval = 0.2 }}
+
+        [[component]]
+        name = "bw-api"
+        layer = "throat"
+        priority = 20
+        heartbeat = true
+        command = ["{py()}", "{beater}"]
+        """)
+    r.start(wait_ready=False)
+    r.wait_state("bw-api", "healthy", timeout=60)
+    wait_for(
+        lambda: any(s["name"] == "bw-api" and s["judged"] for s in _throat(r)["sources"]),
+        what="bw-api's heartbeat judged",
+    )
+    assert _throat(r)["state"] == "up"
+    assert not _events(r, "chakra_down", layer="throat")
+    assert not _events(r, "component_failed", component="bw-api")
+
+
+def _throat(r: Razard) -> dict[str, object]:
+    rows = {row["layer"]: row for row in json.loads(r.ctl("chakra", "--json").stdout)}
+    return dict(rows["throat"])
