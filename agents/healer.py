@@ -155,6 +155,7 @@ class HealerRunner:
         self.locks: dict[str, asyncio.Lock] = {layer: asyncio.Lock() for layer in LAYERS}
         self.last: dict[str, HealRun] = {}
         self.counts: dict[str, dict[str, int]] = {layer: {} for layer in LAYERS}
+        self._cleanups: set[asyncio.Task[None]] = set()  # cancelled healers' units to discard
 
     def reconfigure(self, chakra: ChakraConfig) -> None:
         """A reloaded ``[chakra]``: the next healer run of each layer uses its new settings
@@ -320,8 +321,10 @@ class HealerRunner:
         except SystemdError as e:
             return HealRun(layer, healer, "error", f"cannot start {name}: {e}", None, 0.0)
         except asyncio.CancelledError:
-            with contextlib.suppress(SystemdError):
-                await sd.stop(name, wait=False)
+            # stopped, then forgotten: a cancelled healer's unit must not stay loaded, failed
+            task = asyncio.get_running_loop().create_task(self._discard(sd, name))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
             raise
         code: int | None = 0
         unit_result = "success"
@@ -349,6 +352,13 @@ class HealerRunner:
         if unit_result not in ("success", "exit-code"):
             return HealRun(layer, healer, "error", f"{name} {unit_result}; {hint}", code, 0.0)
         return _outcome(layer, healer, code, data, hint)
+
+    @staticmethod
+    async def _discard(sd: Systemd, name: str) -> None:
+        with contextlib.suppress(SystemdError):
+            await sd.stop(name, job_timeout=30)
+        with contextlib.suppress(SystemdError):
+            await sd.reset_failed(name)
 
     def record(self, run: HealRun) -> None:
         """Write the run down: ``last``, the counts, the metric, the log line, the journal."""

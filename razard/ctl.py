@@ -234,6 +234,11 @@ def ladder_summary(ladder: Mapping[str, Any]) -> list[str]:
             "restart attempts before the ladder: "
             + ", ".join(f"{name} {restarts[name]}" for name in sorted(restarts))
         )
+    skipped = ladder.get("no_artifacts") or []
+    if skipped and ladder.get("roster"):
+        lines.append(
+            "repair agents never asked about (no artifacts to patch): " + ", ".join(skipped)
+        )
     return lines
 
 
@@ -473,6 +478,13 @@ def start(ctx: click.Context, component: str) -> None:
 def stop(ctx: click.Context, component: str) -> None:
     """Stop COMPONENT and keep razard from healing it (until `start`)."""
     _call(ctx, lambda c: c.stop(component))
+    status = _call(ctx, lambda c: c.status())
+    state = next(
+        (x.get("state") for x in status.get("components", []) if x.get("name") == component), None
+    )
+    if state == "quarantined":  # a no-op: quarantine already stopped it
+        _say(f"{component} is quarantined: its unit is already stopped; nothing to do")
+        return
     _say(f"stopped {component}; razard will not restart it until `razarctl start {component}`")
 
 

@@ -586,7 +586,7 @@ class Runner:
                 await asyncio.sleep(decision.delay)
                 return "restart"
             if decision.rung is Rung.QUARANTINE:
-                await self.quarantine(decision.reason, self.ladder_log)
+                await self.quarantine(self._quarantine_reason(decision.reason), self.ladder_log)
                 return None
             rung = sup.rungs[decision.attempt - 1]
             rec.escalations += 1
@@ -603,19 +603,60 @@ class Runner:
                 sup.event(self, "escalation_error", f"{rung.name}: {e}", priority=Priority.ERR)
             rec.in_escalation = False
             records = getattr(rung, "records", None)
+            how = getattr(rung, "outcome", None)
+            outcome, why = how(cfg.name) if callable(how) else ("fixed" if fixed else "failed", "")
+            if fixed:
+                outcome = "fixed"
             self.ladder_log.append(
                 {
                     "rung": rung.name,
                     "fixed": fixed,
+                    "outcome": outcome,
+                    "why": why or None,
                     "attempts": records(cfg.name) if callable(records) else [],
                 }
             )
+            said = {
+                "fixed": "fixed",
+                "failed": "not fixed",
+                "not_applicable": "not applicable here",
+                "skipped": "skipped",
+            }.get(outcome, outcome)
             sup.event(
-                self, "escalation_result", f"{rung.name}: {'fixed' if fixed else 'not fixed'}"
+                self,
+                "escalation_result",
+                f"{rung.name}: {said}{': ' + why if why and not fixed else ''}",
+                outcome=outcome,
             )
             if fixed:
+                # a verified fix ends the failure cycle: the next failure starts a new one
+                rec.restarts = rec.escalations = 0
+                sup.event(
+                    self,
+                    "backoff_reset",
+                    f"fixed by the {rung.name} rung; the failure cycle ends, restart budget reset",
+                )
                 return "healthy"
             # not fixed: the unit is down; the next rung decides without another bring-up
+
+    def _quarantine_reason(self, reason: str) -> str:
+        """The ladder's reason, with what each escalation rung of this cycle really did:
+        a rung that was not applicable or skipped did not fail."""
+        outcomes: dict[str, list[str]] = {}
+        for entry in self.ladder_log:
+            outcome = entry.get("outcome")
+            if outcome in ("failed", "not_applicable", "skipped"):
+                why = entry.get("why")
+                outcomes.setdefault(outcome, []).append(
+                    f"{entry['rung']}{f' ({why})' if why else ''}"
+                )
+        if not outcomes:
+            return reason
+        head = reason.split(" and ", 1)[0] if " escalation rung(s) failed" in reason else reason
+        words = {"failed": "failed", "not_applicable": "not applicable here", "skipped": "skipped"}
+        return head + "".join(
+            f"; {words[k]}: {', '.join(v)}" for k, v in outcomes.items() if k in words
+        )
 
     async def quarantine(self, reason: str, history: list[dict[str, Any]] | None = None) -> None:
         """Stop the unit, write the quarantine file and alert the operator."""
@@ -635,6 +676,9 @@ class Runner:
             await sup.systemd.wait_connected()
             try:
                 await sup.systemd.stop(cfg.unit, job_timeout=30)
+                # the quarantine says what failed; `systemctl --failed` need not say it again
+                with contextlib.suppress(SystemdError):
+                    await sup.systemd.reset_failed(cfg.unit)
                 break
             except SystemdError as e:
                 sup.event(
@@ -895,8 +939,9 @@ class Supervisor:
         """Is the component's heartbeat judged now, and since when it has been healthy.
 
         Not judged before its boot wave starts it, while it starts (a model may load for
-        minutes) or is stopped by an operator; judged on its last beat alone while it is down, restarting or
-        quarantined (its layer is not beating); healthy, it gets a window from then."""
+        minutes) or is stopped by an operator; judged on its last beat alone while it is
+        down, restarting or quarantined (its layer is not beating); healthy, it gets a
+        window from then."""
         runner = self.runners.get(component)
         if runner is None:
             return False, None
@@ -1164,7 +1209,7 @@ class Supervisor:
         runner = self._runner(name)
         async with self._lock:
             if runner.rec.status == "quarantined":
-                raise ControlError(f"{name} is quarantined (its unit is already stopped)")
+                return  # its unit is already stopped: nothing to do
             await runner.cancel_heal()
             await runner.cancel()
             runner.rec.operator_stopped = True
@@ -1205,6 +1250,8 @@ class Supervisor:
             "restart_attempts": {
                 n: r.cfg.restart.attempts for n, r in sorted(self.runners.items())
             },
+            # the repair rung skips these: no patch to them could be kept
+            "no_artifacts": sorted(n for n, r in self.runners.items() if not r.cfg.artifacts),
         }
 
     def chakra(self) -> list[dict[str, Any]]:

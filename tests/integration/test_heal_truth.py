@@ -464,3 +464,99 @@ def test_a_heartbeat_waiting_for_a_later_boot_wave_is_not_silent(
 def _throat(r: Razard) -> dict[str, object]:
     rows = {row["layer"]: row for row in json.loads(r.ctl("chakra", "--json").stdout)}
     return dict(rows["throat"])
+
+
+def _state(r: Razard, name: str) -> dict[str, object]:
+    data = json.loads((r.state_dir / "razar_state.json").read_text())
+    return dict(data["components"][name])
+
+
+def test_a_fixed_rung_ends_the_failure_cycle(razard: Factory, tmp_path: Path) -> None:
+    """Two failed starts spend the restart and reach the layer healer, whose restart fixes it
+    (verified). The cycle ends there: the counters are back to 0, and the next, unrelated
+    crash is restarted like a first one, not quarantined at once."""
+    count = tmp_path / "starts"
+    flaky = script(
+        tmp_path / "flaky.py",
+        f"""\
+        import pathlib, sys, time
+        f = pathlib.Path("{count}")
+        n = int(f.read_text()) + 1 if f.exists() else 1
+        f.write_text(str(n))
+        if n <= 2:
+            sys.exit(4)
+        time.sleep(100000)
+        """,
+    )
+    r = razard(f"""
+        [chakra]
+        runtime_dir = "{tmp_path / "run"}"
+
+        [chakra.throat]
+        settle = 1
+
+        [[component]]
+        name = "fc-api"
+        layer = "throat"
+        priority = 10
+        command = ["{py()}", "{flaky}"]
+        restart = {{ attempts = 1, backoff_base = 0.1, backoff_cap = 0.2, jitter = 0.0 }}
+        """)
+    r.start(wait_ready=False)
+    wait_for(
+        lambda: [
+            e
+            for e in _events(r, "escalation_result", component="fc-api")
+            if e.get("outcome") == "fixed"
+        ],
+        60,
+        "the layer healer's verified fix",
+    )
+    r.wait_state("fc-api", "healthy")
+    wait_for(lambda: _state(r, "fc-api")["escalations"] == 0, what="the state saved")
+    assert _state(r, "fc-api")["restarts"] == 0
+    before = len(_events(r, "component_failed", component="fc-api"))
+    assert before == 2  # the two failed starts
+    os.kill(r.main_pid("razar-fc-api.service"), signal.SIGKILL)
+    failed = wait_for(
+        lambda: _events(r, "component_failed", component="fc-api")[before:],
+        what="the next crash on the ladder",
+    )
+    assert "next: restart 1/1" in str(failed[0]["message"]), failed
+    r.wait_state("fc-api", "healthy")
+    assert r.component("fc-api")["state"] != "quarantined"
+
+
+def test_a_not_applicable_healer_is_not_a_failed_rung(razard: Factory, tmp_path: Path) -> None:
+    """A crash-looping sacral component on a node with no GPU: the sacral healer is not
+    applicable here. The quarantine reason says so, and counts no failed rung."""
+    crasher = script(tmp_path / "crash.py", "import sys\nsys.exit(3)\n")
+    r = razard(f"""
+        [chakra]
+        runtime_dir = "{tmp_path / "run"}"
+
+        [[component]]
+        name = "na-trainer"
+        layer = "sacral"
+        priority = 10
+        command = ["{py()}", "{crasher}"]
+        restart = {{ attempts = 0 }}
+        """)
+    r.extra_env["RAZAR_NVML_FAKE"] = ""  # no GPU, whatever the machine has
+    r.start(wait_ready=False)
+    r.wait_state("na-trainer", "quarantined", timeout=60)
+    # quarantined: its unit is stopped and not left in `systemctl --failed`; stop is a no-op
+    failed = r.um.systemctl("list-units", "--failed", "--plain", check=False).stdout
+    assert "razar-na-trainer" not in failed, failed
+    stop = r.ctl("stop", "na-trainer")
+    assert "already stopped" in stop.stdout, stop.stdout
+    assert r.component("na-trainer")["state"] == "quarantined"
+    heal = _events(r, "heal_result", layer="sacral")
+    if not heal or heal[0]["result"] != "not_applicable":
+        pytest.skip(f"the sacral healer is applicable on this machine: {heal}")
+    result = _events(r, "escalation_result", component="na-trainer")
+    assert result[0]["outcome"] == "not_applicable", result
+    q = json.loads(r.ctl("quarantine", "list", "--json").stdout)
+    reason = str(q[0]["reason"])
+    assert "not applicable here: layer healer" in reason, reason
+    assert "failed" not in reason, reason
