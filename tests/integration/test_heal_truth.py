@@ -246,11 +246,30 @@ ENV_HEALER = """\
     """
 
 
-def _chakra_config(tmp_path: Path, healer: Path, mem: float, cpu: float, extra: str) -> str:
+def _chakra_config(
+    tmp_path: Path, healer: Path, mem: float, cpu: float, extra: str, target: str = ""
+) -> str:
     return f"""
         [chakra]
         runtime_dir = "{tmp_path / "run"}"
         heartbeat_interval = 0.5
+
+        [chakra.root]
+        interface = "lo"
+        {f'target = "{target}"' if target else ""}
+        healer = ["{healer}"]
+
+        [chakra.sacral]
+        gpu = "{0 if extra == "one" else 1}"
+        healer = ["{healer}"]
+
+        [chakra.third_eye]
+        flush_signal = "{"SIGUSR1" if extra == "one" else "SIGUSR2"}"
+        healer = ["{healer}"]
+
+        [chakra.crown]
+        healer = ["{healer}"]
+        healer_env = {{ RAZAR_EXTRA = "{extra}" }}
 
         [chakra.heart]
         pressure_file = "{tmp_path / "mem.psi"}"
@@ -301,14 +320,40 @@ def test_reload_reaches_the_healers_as_well_as_the_sensors(razard: Factory, tmp_
             assert float(env[key]) == want, env
         assert env.get("RAZAR_EXTRA") == extra, env
 
+    def root(target: str) -> None:
+        def sensor() -> bool:
+            rows = {row["layer"]: row for row in json.loads(r.ctl("chakra", "--json").stdout)}
+            reading = rows["root"]["sensor"] or {}
+            return (target or "link lo up") in str(reading.get("summary", ""))
+
+        wait_for(sensor, what=f"the root sensor pinging {target or 'nothing'}")
+        out = json.loads(r.ctl("chakra", "heal", "root", "--dry-run", "--json").stdout)
+        env = out["report"]["details"]
+        assert env["RAZAR_ROOT_INTERFACE"] == "lo" and env.get("RAZAR_ROOT_TARGET") == (
+            target or None
+        ), env
+
+    def third_eye(signal_name: str, gpu: str) -> None:
+        out = json.loads(r.ctl("chakra", "heal", "third_eye", "--dry-run", "--json").stdout)
+        assert out["report"]["details"]["RAZAR_FLUSH_SIGNAL"] == signal_name
+        # sacral's sensor needs a GPU; its healer follows the table all the same
+        out = json.loads(r.ctl("chakra", "heal", "sacral", "--dry-run", "--json").stdout)
+        assert out["report"]["details"]["RAZAR_GPU"] == gpu
+
     agree("heart", "RAZAR_MEMORY_PRESSURE_THRESHOLD", 30, "one")
     agree("solar_plexus", "RAZAR_CPU_PRESSURE_THRESHOLD", 50, None)
     agree("throat", "", 0, "one")
-    r.write_config(_chakra_config(tmp_path, healer, 60, 70, "two"))
+    agree("crown", "", 0, "one")
+    root("")
+    third_eye("SIGUSR1", "0")
+    r.write_config(_chakra_config(tmp_path, healer, 60, 70, "two", target="127.0.0.1"))
     r.ctl("reload")
     agree("heart", "RAZAR_MEMORY_PRESSURE_THRESHOLD", 60, "two")
     agree("solar_plexus", "RAZAR_CPU_PRESSURE_THRESHOLD", 70, None)
     agree("throat", "", 0, "two")
+    agree("crown", "", 0, "two")
+    root("127.0.0.1")
+    third_eye("SIGUSR2", "1")
 
 
 LYING_HEALER = """\
