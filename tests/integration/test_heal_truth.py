@@ -431,6 +431,7 @@ def test_a_unit_that_dies_at_once_after_a_layer_restart_is_not_called_healed(
 
         [chakra.throat]
         settle = 3
+        healer_env = {{ RAZAR_RESTART_SETTLE = "0" }}  # the healer does not look again
 
         [[component]]
         name = "dd-indexer"

@@ -535,6 +535,22 @@ def test_crown_stops_at_the_first_component_that_does_not_come_back(
     assert units.main_pid(lay.unit_of["dashboard"]) == dash_pid
 
 
+def test_crown_does_not_call_a_unit_that_died_at_once_healthy(
+    units: Units, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A component without a probe that is active after its restart and dies half a
+    second later: the healer looks again before it says anything, and says not healed."""
+    lay = make_layer(units, tmp_path, "crown")
+    lay.plain("indexer", 1, "/bin/sh -c 'sleep 0.5; exit 3'")
+    rc, out = execute(
+        [str(SCRIPTS / "crown_full_restart.sh")],
+        base_env | {"RAZAR_CONFIG": str(lay.config()), "RAZAR_RESTART_SETTLE": "1.5"},
+    )
+    assert rc == 1, out
+    assert out["result"] == "not_healed" and "all healthy" not in out["reason"], out
+    assert "down again" in out["reason"] and lay.unit_of["indexer"] in out["reason"]
+
+
 def test_third_eye_flushes_then_restarts(
     units: Units, base_env: dict[str, str], tmp_path: Path
 ) -> None:
