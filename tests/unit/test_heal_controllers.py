@@ -3,7 +3,10 @@ CPUWeight), read from cgroup trees the test lays out like pure v2 and hybrid hos
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from agents.healing.units import controller_support
 
@@ -48,3 +51,28 @@ def test_cpu_weight_works_where_the_v1_cpu_hierarchy_holds_the_unit(tmp_path: Pa
 def test_no_cgroup_v2_tree_at_all(tmp_path: Path) -> None:
     ok, why = controller_support("MemoryHigh", GROUP, unified=[tmp_path / "none"], cpu_v1=[])
     assert not ok and "no cgroup v2 tree" in why
+
+
+def test_a_dry_run_says_so_even_when_systemd_cannot_be_reached(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """heart and solar_plexus with --dry-run and no bus: not healed, and "dry_run": true."""
+    from agents.healing import heart, solar_plexus
+
+    (tmp_path / "psi").write_text(
+        "some avg10=90.00 avg60=0.00 avg300=0.00 total=1\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    )
+    env = {
+        "RAZAR_BUS": "user",
+        "DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path / 'no-bus'}",
+        "RAZAR_STATE_DIR": str(tmp_path / "state"),
+        "RAZAR_MEMORY_PRESSURE_FILE": str(tmp_path / "psi"),
+        "RAZAR_CPU_PRESSURE_FILE": str(tmp_path / "psi"),
+    }
+    for healer in (heart, solar_plexus):
+        capsys.readouterr()
+        rc = healer.run(["--dry-run"], env)
+        out = json.loads(capsys.readouterr().out)
+        assert rc == 1 and out["dry_run"] is True, out
+        assert "cannot reach systemd" in out["reason"], out
