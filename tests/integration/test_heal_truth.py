@@ -606,3 +606,53 @@ def test_a_not_applicable_healer_is_not_a_failed_rung(razard: Factory, tmp_path:
     reason = str(q[0]["reason"])
     assert "not applicable here: layer healer" in reason, reason
     assert "failed" not in reason, reason
+
+
+STOPPING_HEALER = """\
+    #!/bin/sh
+    # stops a unit razard supervises (not one of its layer's), waits, starts it again
+    systemctl --user stop {unit} || exit 3
+    sleep 3
+    systemctl --user start {unit} || exit 3
+    echo '{{"healer": "stopper", "result": "healed", "reason": "bounced it", "steps": []}}'
+    """
+
+
+def test_a_unit_the_healer_stops_is_held_until_it_ends(razard: Factory, tmp_path: Path) -> None:
+    """The heart healer stops and later starts a unit of another layer (as the sacral healer
+    does with GPU units): systemd runs a job on it that razard did not ask for, so the unit
+    is held: its 3 s down is no failure, and nothing restarts it behind the healer's back."""
+    psi = tmp_path / "mem.psi"
+    _psi(psi, 0.0)
+    healer = script(tmp_path / "stopper.sh", STOPPING_HEALER.format(unit="razar-hs-worker.service"))
+    idler = script(tmp_path / "idle.py", IDLER)
+    r = razard(f"""
+        [chakra]
+        runtime_dir = "{tmp_path / "run"}"
+        heartbeat_interval = 0.5
+        window_factor = 2
+
+        [chakra.heart]
+        pressure_file = "{psi}"
+        healer = ["{healer}"]
+        settle = 1
+
+        [[component]]
+        name = "hs-worker"
+        layer = "third_eye"
+        priority = 10
+        command = ["{py()}", "{idler}"]
+        restart = {{ attempts = 3, backoff_base = 0.1, backoff_cap = 0.2, jitter = 0.0 }}
+        """)
+    r.start()
+    r.wait_state("hs-worker", "healthy")
+    first = r.main_pid("razar-hs-worker.service")
+    _psi(psi, 90.0)
+    wait_for(lambda: _events(r, "heal_started", layer="heart"), what="the healer")
+    wait_for(lambda: r.main_pid("razar-hs-worker.service") == 0, what="the healer's stop")
+    _psi(psi, 0.0)
+    result = wait_for(lambda: _events(r, "heal_result", layer="heart"), 60, "the result")
+    assert result[0]["result"] == "healed", result
+    assert r.main_pid("razar-hs-worker.service") not in (0, first)  # the healer's start
+    assert not _events(r, "component_failed", component="hs-worker")
+    assert r.component("hs-worker")["state"] == "healthy"
