@@ -556,6 +556,8 @@ class Runner:
             self.cycle_started = now - CYCLE_LOOKBACK
         while True:
             decision = next_rung(self._history(), cfg.restart, len(sup.rungs), sup.rng)
+            if decision.rung is Rung.QUARANTINE:  # say what each rung really did
+                decision = replace(decision, reason=self._quarantine_reason(decision.reason))
             sup.metrics.rungs.labels(cfg.name, decision.rung.value).inc()
             self.ladder_log.append(
                 {
@@ -586,7 +588,7 @@ class Runner:
                 await asyncio.sleep(decision.delay)
                 return "restart"
             if decision.rung is Rung.QUARANTINE:
-                await self.quarantine(self._quarantine_reason(decision.reason), self.ladder_log)
+                await self.quarantine(decision.reason, self.ladder_log)
                 return None
             rung = sup.rungs[decision.attempt - 1]
             rec.escalations += 1

@@ -211,10 +211,10 @@ async def _restart_all(
     gone = []
     for c in comps:
         st = await sd.status(c.unit)
-        if st.dead or st.main_pid != pids[c.unit]:
-            gone.append(
-                f"{c.name} ({c.unit}: {st.describe()}, main pid {pids[c.unit]} -> {st.main_pid})"
-            )
+        if st.dead:
+            gone.append(f"{c.name} ({c.unit}: {st.describe()})")
+        elif st.main_pid != pids[c.unit]:
+            gone.append(f"{c.name} ({c.unit}: restarted, main pid {pids[c.unit]} -> {st.main_pid})")
     if gone:
         result.steps.append(
             Step("recheck", False, f"{settle:g}s after the restarts: down again: {'; '.join(gone)}")
