@@ -32,9 +32,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 
 from agents.config import RESTORE_LAYERS, SENSOR_LAYERS, ChakraConfig, LayerSettings
 from agents.healer import HealerRunner, HealRun
+from agents.healing.units import host_support
 from agents.heartbeat import HeartbeatWatch, prepare
 from agents.layers import LAYERS
 from agents.sensors import GpuSensor, Reading, Sensor, sensor_for
@@ -52,6 +53,14 @@ log = logging.getLogger(__name__)
 
 SENSOR: str = "sensor"
 MIN_AGE = 1e-3  # the age a beat "just now" is given, so the rate stays finite
+#: After a layer's outage went to its components' ladders, the operator is told when it is
+#: still down this many windows later (at least FOLLOW_UP_MIN seconds).
+FOLLOW_UP_WINDOWS: Final = 4.0
+FOLLOW_UP_MIN: Final = 30.0
+#: The heal actions that leave a runtime limit behind, undone once the layer is back.
+RUNTIME_LIMITS: Final = frozenset({"memory_high", "throttle"})
+#: Layers whose healer restarts every unit of the layer (agents.healing.restart).
+RESTART_LAYERS: Final = frozenset({"throat", "third_eye", "crown"})
 
 
 class ChakraHost(Protocol):
@@ -64,8 +73,15 @@ class ChakraHost(Protocol):
     def escalate(self, component: str, kind: str, error: str, *, healer_tried: bool) -> bool:
         """Hand a failure to the component's ladder; False when the runner is busy."""
 
-    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """While held, units stopped or restarted by a healer are not failures."""
+    def hold(self, units: Iterable[str] = ()) -> contextlib.AbstractAsyncContextManager[set[str]]:
+        """While held, ``units`` and the units a healer stops or restarts are not failures;
+        yields the set of units held (the ones the healer touched, once it ends)."""
+
+    def main_pid(self, unit: str) -> int:
+        """The unit's main pid as last seen (0: none known)."""
+
+    async def check_unit(self, unit: str, pid: int = 0) -> tuple[bool, str]:
+        """Is the unit up, still as ``pid`` (when given), its probe passing; what was seen."""
 
 
 class NvmlUser(Protocol):
@@ -134,6 +150,8 @@ class Chakra:
         self._watch: HeartbeatWatch | None = None
         #: what holds NVML open (the GPU metrics): released while the sacral healer runs
         self.nvml_users: list[NvmlUser] = []
+        #: which heart/solar_plexus actions work on this host (its cgroup layout)
+        self.supports = host_support()
         self._configure(config)
 
     # ------------------------------------------------------------ configuration
@@ -174,9 +192,10 @@ class Chakra:
             self.layers[name] = st
 
     async def reload(self, config: Config) -> None:
-        """Take a new config: sensors and expected heartbeats follow it."""
+        """Take a new config: sensors, expected heartbeats and the healers follow it."""
         await self._stop_sensors()
         self._configure(config)
+        self.runner.reconfigure(config.chakra)
         self._prepare_files()
         self._start_sensors()
 
@@ -368,7 +387,7 @@ class Chakra:
         return "; ".join(parts)
 
     def _went_down(self, st: LayerState, age: float, stale: list[Source], now: float) -> None:
-        st.down, st.down_since = True, now
+        st.down, st.down_since = True, now - age  # the outage began at the last good beat
         st.outages += 1
         evidence = self._evidence(st, stale, now)
         self.events.emit(
@@ -416,10 +435,28 @@ class Chakra:
             st.heal_task = self._spawn(self._heal_outage(st, reason), f"heal:{st.layer}")
 
     async def _heal_outage(self, st: LayerState, reason: str) -> None:
-        run = await self.heal(st.layer, why=f"layer down: {reason}")
+        """Handle one outage: the healer, its next action while one did not hold, then the
+        layer's components' ladders, then the operator; never ends silently."""
+        outage = st.outages
+        skip: list[str] = []
+        while True:
+            run = await self.heal(st.layer, why=f"layer down: {reason}", skip=skip)
+            by = run.report.get("healed_by")
+            if (
+                run.result == "did_not_hold"
+                and st.layer in RESTORE_LAYERS  # their healers take RAZAR_HEAL_SKIP
+                and isinstance(by, str)
+                and by not in skip
+            ):
+                skip.append(by)  # the healer's next action, if it has one
+                continue
+            break
         if run.healed:
-            if st.layer in RESTORE_LAYERS and run.changed:
-                st.restore_pending = True
+            if st.layer in RESTORE_LAYERS and run.report.get("healed_by") in RUNTIME_LIMITS:
+                if st.down:
+                    st.restore_pending = True
+                else:  # already back while the heal was verified
+                    self._spawn(self._restore(st.layer), f"restore:{st.layer}")
             return
         comps = self._components(st.layer)
         handed = [
@@ -448,6 +485,29 @@ class Chakra:
                 layer=st.layer,
                 priority=Priority.WARNING,
             )
+            self._spawn(self._follow_up(st, outage, run, handed), f"follow-up:{st.layer}")
+
+    async def _follow_up(
+        self, st: LayerState, outage: int, run: HealRun, handed: list[str]
+    ) -> None:
+        """The components' ladders have the outage: if the layer is still down once they
+        had their time, the operator hears of it (once: this outage's handling ends here)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(FOLLOW_UP_MIN, FOLLOW_UP_WINDOWS * st.settings.window)
+        while loop.time() < deadline:
+            await asyncio.sleep(st.settings.interval)
+            if not st.down or st.outages != outage:
+                return
+        age, stale = self.pulse(st.layer)
+        evidence = self._evidence(st, stale, self.clock()) if stale else "no fresh beat"
+        self.events.emit(
+            "operator_alert",
+            f"{st.layer} layer still down after its healer {run.healer} "
+            f"({run.result.replace('_', ' ')}: {run.reason}) and the ladders of "
+            f"{', '.join(handed)}: {evidence}",
+            layer=st.layer,
+            priority=Priority.ALERT,
+        )
 
     def _came_up(self, st: LayerState, now: float) -> None:
         took = now - (st.down_since or now)
@@ -466,6 +526,15 @@ class Chakra:
     async def _restore(self, layer: str) -> None:
         await self.heal(layer, mode="restore", why="layer is back: undo runtime limits")
 
+    def held_units(self, layer: str, unit: str = "") -> list[str]:
+        """The units ``layer``'s healer is known to restart: the layer's own for the restart
+        healers (throat, third_eye, crown), and the failing unit it was called for. Any other
+        unit it stops or restarts is held from the moment systemd runs the job."""
+        units = [unit] if unit else []
+        if layer in RESTART_LAYERS:
+            units += [c.unit for c in self._components(layer)]
+        return units
+
     async def heal(
         self,
         layer: str,
@@ -475,8 +544,12 @@ class Chakra:
         mode: str = "heal",
         dry_run: bool = False,
         why: str = "",
+        skip: Sequence[str] = (),
     ) -> HealRun:
-        """Run ``layer``'s healer, with the supervisor holding off failure handling meanwhile."""
+        """Run ``layer``'s healer, with the supervisor holding the units it touches meanwhile.
+
+        A run the healer calls healed is verified before it is recorded (see `verify`):
+        it stays ``healed`` only when it held, else it is ``did_not_hold``."""
         if dry_run:
             return await self.runner.run(
                 layer, component=component, unit=unit, mode=mode, dry_run=True, why=why
@@ -489,13 +562,68 @@ class Chakra:
             for user in users:
                 await asyncio.to_thread(user.pause)
         try:
-            async with self.host.hold():
-                return await self.runner.run(
-                    layer, component=component, unit=unit, mode=mode, why=why
+            async with self.host.hold(self.held_units(layer, unit)) as held:
+                run = await self.runner.run(
+                    layer,
+                    component=component,
+                    unit=unit,
+                    mode=mode,
+                    why=why,
+                    skip=skip,
+                    record=False,
                 )
+                touched = sorted(held)
         finally:
             for user in users:
                 user.resume()
+        if run.healed and mode == "heal":
+            run = await self.verify(run, touched)
+        self.runner.record(run)
+        return run
+
+    async def verify(self, run: HealRun, units: Sequence[str]) -> HealRun:
+        """Did the heal hold? After the layer's settle time: its sensor reads good (a reading
+        taken since the healer ended) and every unit the healer touched is up, with the same
+        main pid as when the healer ended, and passes its probe."""
+        st = self.layers[run.layer]
+        settle = st.settings.settle_time
+        ended = self.clock()
+        pids = {u: self.host.main_pid(u) for u in units}
+        await asyncio.sleep(settle)
+        seen: list[str] = []
+        problems: list[str] = []
+        src = st.sources.get(SENSOR) if st.sensor is not None else None
+        if src is not None:
+            # a reading taken since the healer ended: at most one more interval away
+            step = min(0.1, st.settings.interval)
+            for _ in range(int((st.settings.interval + 1.0) / step)):
+                if src.reading is not None and src.reading.at >= ended:
+                    break
+                await asyncio.sleep(step)
+            reading = src.reading
+            if reading is None or reading.at < ended:
+                problems.append("no sensor reading since the healer ended")
+            elif not reading.ok:
+                problems.append(f"sensor still says {reading.summary}")
+            else:
+                seen.append(f"sensor: {reading.summary}")
+        for unit in units:
+            ok, what = await self.host.check_unit(unit, pids.get(unit, 0))
+            (seen if ok else problems).append(what)
+        if problems:
+            by = run.report.get("healed_by")
+            return replace(
+                run,
+                result="did_not_hold",
+                reason=f"the healer said healed{' by ' + str(by) if by else ''} "
+                f"({run.reason}), but {settle:g}s later: {'; '.join(problems)}",
+                verified=f"checked {settle:g}s after the healer: " + "; ".join(problems + seen),
+            )
+        return replace(
+            run,
+            verified=f"verified {settle:g}s after the healer: "
+            + ("; ".join(seen) or "nothing to check"),
+        )
 
     # ------------------------------------------------------------ reporting
 
@@ -545,6 +673,7 @@ class Chakra:
                     "healer_runs": dict(self.runner.counts.get(name, {})),
                     "last_heal": last.as_dict() if last else None,
                     "healing": st.heal_task is not None and not st.heal_task.done(),
+                    "actions": dict(self.supports.get(name, {})),
                 }
             )
         return out
@@ -608,6 +737,6 @@ def register(registry: CollectorRegistry, chakra: Callable[[], Chakra | None]) -
 
 
 @contextlib.asynccontextmanager
-async def no_hold() -> AsyncIterator[None]:
+async def no_hold(units: Iterable[str] = ()) -> AsyncIterator[set[str]]:
     """A `ChakraHost.hold` that holds nothing (tests, dry runs)."""
-    yield
+    yield set(units)

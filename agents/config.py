@@ -12,6 +12,7 @@
     interface = "eth0"             # the root sensor watches its carrier ...
     target = "192.0.2.1"           # ... and pings this target
     healer_env = { RAZAR_ROOT_MAX_RESETS_PER_HOUR = "4" }
+    settle = 10.0                  # a heal is verified this long after the healer says healed
 
 Every key is checked like the rest of the file: problems name the dotted key.
 Per-layer sensor keys become the healer's ``RAZAR_*`` settings, so the sensor
@@ -51,7 +52,17 @@ SENSOR_LAYERS: Final = frozenset({"root", "sacral", "solar_plexus", "heart"})
 #: Layers whose healer changes settings at run time that are put back once the layer is up.
 RESTORE_LAYERS: Final = frozenset({"solar_plexus", "heart"})
 
-_COMMON_KEYS: Final = {"enabled", "interval", "window", "healer", "healer_timeout", "healer_env"}
+_COMMON_KEYS: Final = {
+    "enabled",
+    "interval",
+    "window",
+    "healer",
+    "healer_timeout",
+    "healer_env",
+    "settle",
+}
+#: A heal is verified this many sensor intervals after the healer said healed (by default).
+SETTLE_INTERVALS: Final = 2.0
 #: Per-layer keys, and the healer setting each one becomes.
 _LAYER_KEYS: Final[dict[str, dict[str, str]]] = {
     "root": {
@@ -100,6 +111,12 @@ class LayerSettings:
     healer_timeout: float = DEFAULT_HEALER_TIMEOUT
     settings: tuple[tuple[str, str], ...] = ()  # sensor keys as given, e.g. ("interface", "eth0")
     healer_env: tuple[tuple[str, str], ...] = ()  # RAZAR_* settings for the healer
+    settle: float | None = None  # None: SETTLE_INTERVALS x interval
+
+    @property
+    def settle_time(self) -> float:
+        """How long after a healer said healed razard re-reads the sensor and the units."""
+        return self.interval * SETTLE_INTERVALS if self.settle is None else self.settle
 
     @property
     def healer_name(self) -> str:
@@ -191,6 +208,7 @@ def _parse_layer(
     timeout = r.number(
         t, prefix, "healer_timeout", defaults.healer_timeout, 0.0, 86400.0, lo_open=True
     )
+    settle = r.number(t, prefix, "settle", interval * SETTLE_INTERVALS, 0.0, 3600.0)
     healer: tuple[str, ...] = ()
     if "healer" in t:
         healer = r.argv(t, prefix, "healer") or ()
@@ -228,6 +246,7 @@ def _parse_layer(
         healer_timeout=timeout,
         settings=tuple(settings),
         healer_env=tuple(env),
+        settle=settle,
     )
 
 

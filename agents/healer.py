@@ -11,7 +11,8 @@ killed and counts as not healed.
 Every run is recorded three ways: a journal event carrying ``RAZAR_LAYER``,
 a line in ``chakra_healing.log`` (JSON lines in the state directory), and
 ``razar_heal_attempts_total{layer,healer,result}``. One healer runs per layer
-at a time.
+at a time. A run the healer called healed is recorded only once razard has
+verified it (see `agents.chakra.Chakra.heal`): ``healed``, or ``did_not_hold``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -55,7 +56,8 @@ PASSED_ENV: Final = (
     "PYTHONPATH",
     "RAZAR_NVML_FAKE",
 )
-Result = Literal["healed", "not_healed", "not_applicable", "error"]
+Result = Literal["healed", "not_healed", "not_applicable", "error", "did_not_hold"]
+RESULTS: Final = ("healed", "did_not_hold", "not_healed", "not_applicable", "error")
 _RESULTS: Final = {0: "healed", 1: "not_healed", 2: "not_applicable"}
 
 
@@ -73,6 +75,7 @@ class HealRun:
     component: str = ""
     unit: str = ""
     report: Mapping[str, Any] = field(default_factory=dict)  # the healer's JSON object
+    verified: str = ""  # what razard checked after the healer said healed, and what it saw
 
     @property
     def healed(self) -> bool:
@@ -96,6 +99,7 @@ class HealRun:
             "reason": self.reason,
             "healed_by": self.report.get("healed_by"),
             "duration_s": round(self.duration, 3),
+            "verified": self.verified or None,
             "steps": self.report.get("steps", []),
         }
 
@@ -106,7 +110,8 @@ class HealerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.attempts = Counter(
             "razar_heal_attempts",
-            "Layer healer runs by outcome (healed, not_healed, not_applicable, error)",
+            "Layer healer runs by outcome (healed and verified, did_not_hold, not_healed, "
+            "not_applicable, error)",
             ["layer", "healer", "result"],
             registry=registry,
         )
@@ -118,7 +123,7 @@ class HealerMetrics:
             registry=registry,
         )
         for layer in LAYERS:  # every series from 0, so rate() and absence alerts work at once
-            for result in ("healed", "not_healed", "not_applicable", "error"):
+            for result in RESULTS:
                 self.attempts.labels(layer, HEALERS[layer][0], result)
 
 
@@ -150,6 +155,12 @@ class HealerRunner:
         self.locks: dict[str, asyncio.Lock] = {layer: asyncio.Lock() for layer in LAYERS}
         self.last: dict[str, HealRun] = {}
         self.counts: dict[str, dict[str, int]] = {layer: {} for layer in LAYERS}
+        self._cleanups: set[asyncio.Task[None]] = set()  # cancelled healers' units to discard
+
+    def reconfigure(self, chakra: ChakraConfig) -> None:
+        """A reloaded ``[chakra]``: the next healer run of each layer uses its new settings
+        (a run in progress finishes with the ones it started with)."""
+        self.chakra = chakra
 
     def command(self, layer: str) -> list[str]:
         settings = self.chakra.layer(layer)
@@ -158,7 +169,14 @@ class HealerRunner:
         return [sys.executable, "-m", *HEALERS[layer][1]]  # type: ignore[index]
 
     def environment(
-        self, layer: str, *, component: str, unit: str, mode: str, dry_run: bool
+        self,
+        layer: str,
+        *,
+        component: str,
+        unit: str,
+        mode: str,
+        dry_run: bool,
+        skip: Sequence[str] = (),
     ) -> dict[str, str]:
         env = {k: self.env[k] for k in PASSED_ENV if k in self.env}
         env.update(self.chakra.layer(layer).env())
@@ -173,6 +191,8 @@ class HealerRunner:
             RAZAR_CONFIG=str(self.config_path),
             RAZAR_PYTHON=sys.executable,
         )
+        if skip:  # actions that did not hold in this outage: the healer tries its next one
+            env["RAZAR_HEAL_SKIP"] = ",".join(skip)
         return env
 
     async def run(
@@ -184,8 +204,11 @@ class HealerRunner:
         mode: str = "heal",
         dry_run: bool = False,
         why: str = "",
+        skip: Sequence[str] = (),
+        record: bool = True,
     ) -> HealRun:
-        """Run ``layer``'s healer (waiting for one already running on that layer)."""
+        """Run ``layer``'s healer (waiting for one already running on that layer); with
+        ``record`` False the caller records it (after verifying it) with `record`."""
         settings = self.chakra.layer(layer)
         healer = settings.healer_name
         async with self.locks[layer]:
@@ -202,7 +225,7 @@ class HealerRunner:
             )
             started = time.monotonic()
             run = await self._execute(
-                layer, healer, settings.healer_timeout, component, unit, mode, dry_run
+                layer, healer, settings.healer_timeout, component, unit, mode, dry_run, skip
             )
             run = HealRun(
                 layer,
@@ -216,8 +239,8 @@ class HealerRunner:
                 unit,
                 run.report,
             )
-            if not dry_run:
-                self._record(run)
+            if not dry_run and record:
+                self.record(run)
             return run
 
     async def _execute(
@@ -229,12 +252,15 @@ class HealerRunner:
         unit: str,
         mode: str,
         dry_run: bool,
+        skip: Sequence[str] = (),
     ) -> HealRun:
         def fail(reason: str, code: int | None = None) -> HealRun:
             return HealRun(layer, healer, "error", reason, code, 0.0)
 
         argv = self.command(layer)
-        env = self.environment(layer, component=component, unit=unit, mode=mode, dry_run=dry_run)
+        env = self.environment(
+            layer, component=component, unit=unit, mode=mode, dry_run=dry_run, skip=skip
+        )
         if self.systemd is not None:
             return await self._execute_in_unit(layer, healer, limit, argv, env)
         try:
@@ -295,8 +321,10 @@ class HealerRunner:
         except SystemdError as e:
             return HealRun(layer, healer, "error", f"cannot start {name}: {e}", None, 0.0)
         except asyncio.CancelledError:
-            with contextlib.suppress(SystemdError):
-                await sd.stop(name, wait=False)
+            # stopped, then forgotten: a cancelled healer's unit must not stay loaded, failed
+            task = asyncio.get_running_loop().create_task(self._discard(sd, name))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
             raise
         code: int | None = 0
         unit_result = "success"
@@ -325,7 +353,15 @@ class HealerRunner:
             return HealRun(layer, healer, "error", f"{name} {unit_result}; {hint}", code, 0.0)
         return _outcome(layer, healer, code, data, hint)
 
-    def _record(self, run: HealRun) -> None:
+    @staticmethod
+    async def _discard(sd: Systemd, name: str) -> None:
+        with contextlib.suppress(SystemdError):
+            await sd.stop(name, job_timeout=30)
+        with contextlib.suppress(SystemdError):
+            await sd.reset_failed(name)
+
+    def record(self, run: HealRun) -> None:
+        """Write the run down: ``last``, the counts, the metric, the log line, the journal."""
         self.last[run.layer] = run
         counts = self.counts[run.layer]
         counts[run.result] = counts.get(run.result, 0) + 1
@@ -340,9 +376,11 @@ class HealerRunner:
             if run.healed and run.report.get("healed_by")
             else ""
         )
+        checked = f" ({run.verified})" if run.healed and run.verified else ""
         self.events.emit(
             "heal_result",
-            f"{run.layer} healer {run.healer}: {run.result.replace('_', ' ')}{by}: {run.reason}",
+            f"{run.layer} healer {run.healer}: {run.result.replace('_', ' ')}{by}: {run.reason}"
+            f"{checked}",
             component=run.component or None,
             layer=run.layer,
             unit=run.unit or None,
@@ -350,6 +388,7 @@ class HealerRunner:
             healer=run.healer,
             result=run.result,
             mode=run.mode,
+            healed_by=run.report.get("healed_by"),
             exit_status=run.exit_code,
             duration_ms=round(run.duration * 1000),
         )

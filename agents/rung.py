@@ -17,7 +17,8 @@ class HealerRung:
     component to be healthy without another restart (``restarts_unit = False``).
     A failure the layer agent already ran the healer for (``healer_tried``) is
     passed on at once to the next rung, and so is one where the healer found its
-    layer healthy and changed nothing (the fault is the component's own).
+    layer healthy and changed nothing (the fault is the component's own). Those,
+    and a healer that is not applicable here, are not failed rungs (`outcome`).
     """
 
     name = "layer healer"
@@ -26,23 +27,40 @@ class HealerRung:
     def __init__(self, chakra: Callable[[], Chakra | None]) -> None:
         self._chakra = chakra
         self.last: dict[str, HealRun] = {}
+        self._outcome: dict[str, tuple[str, str]] = {}
 
     async def attempt(
         self, component: ComponentConfig, failure: Any, verify: Callable[[], Awaitable[bool]]
     ) -> bool:
         chakra = self._chakra()
+        name = component.name
         if chakra is None or getattr(failure, "healer_tried", False):
-            self.last.pop(component.name, None)
+            self.last.pop(name, None)
+            why = "the layer agents are not running" if chakra is None else "it ran just now"
+            self._outcome[name] = ("skipped", f"{component.layer} healer: {why}")
             return False
         run = await chakra.heal(
             component.layer, component=component.name, unit=component.unit, why=failure.error
         )
-        self.last[component.name] = run
-        if not run.healed or not run.changed:
+        self.last[name] = run
+        if run.result == "not_applicable":
+            self._outcome[name] = ("not_applicable", run.reason)
+            return False
+        if run.healed and not run.changed:
             # "healed" without changing anything: the layer is fine, the fault is the
             # component's own; the next rung (the repair agents) takes it
+            self._outcome[name] = ("skipped", f"its {component.layer} layer is healthy")
             return False
-        return await verify()
+        if not run.healed:
+            self._outcome[name] = ("failed", f"{run.result.replace('_', ' ')}: {run.reason}")
+            return False
+        fixed = await verify()
+        self._outcome[name] = ("fixed" if fixed else "failed", run.reason)
+        return fixed
+
+    def outcome(self, component: str) -> tuple[str, str]:
+        """How the last attempt ended: fixed, failed, not_applicable or skipped; and why."""
+        return self._outcome.get(component, ("failed", ""))
 
     def records(self, component: str) -> list[dict[str, Any]]:
         """The healer run of this cycle, for the ladder log and the quarantine file."""

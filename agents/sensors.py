@@ -163,7 +163,7 @@ class MemorySensor:
             return Reading(False, f"memory pressure {avg10:g}% >= {self.threshold:g}%", values)
         if ratio < self.min_ratio:
             return Reading(
-                False, f"{ratio:.1%} of memory available, under {self.min_ratio:.0%}", values
+                False, f"{ratio:.1%} of memory available, under {self.min_ratio * 100:g}%", values
             )
         return Reading(True, f"memory pressure {avg10:g}%, {ratio:.0%} available", values)
 

@@ -148,6 +148,12 @@ def check_config(file: Path, host: bool | None) -> None:
     if not host:
         click.echo(f"{file}: ok (this node not checked: --host checks it)")
         return
+    from agents.healing.units import host_support
+
+    for layer, actions in host_support().items():  # what the healers can do on this host
+        for action, said in sorted(actions.items()):
+            if said.startswith("no:") and cfg.chakra.layer(layer).configured:
+                click.echo(f"note: [chakra.{layer}] {action} not supported here{said[2:]}")
     findings = check_host(cfg)
     for f in findings:
         click.secho(str(f), fg="red" if f.error else "yellow", err=True)

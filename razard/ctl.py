@@ -234,6 +234,11 @@ def ladder_summary(ladder: Mapping[str, Any]) -> list[str]:
             "restart attempts before the ladder: "
             + ", ".join(f"{name} {restarts[name]}" for name in sorted(restarts))
         )
+    skipped = ladder.get("no_artifacts") or []
+    if skipped and ladder.get("roster"):
+        lines.append(
+            "repair agents never asked about (no artifacts to patch): " + ", ".join(skipped)
+        )
     return lines
 
 
@@ -473,6 +478,13 @@ def start(ctx: click.Context, component: str) -> None:
 def stop(ctx: click.Context, component: str) -> None:
     """Stop COMPONENT and keep razard from healing it (until `start`)."""
     _call(ctx, lambda c: c.stop(component))
+    status = _call(ctx, lambda c: c.status())
+    state = next(
+        (x.get("state") for x in status.get("components", []) if x.get("name") == component), None
+    )
+    if state == "quarantined":  # a no-op: quarantine already stopped it
+        _say(f"{component} is quarantined: its unit is already stopped; nothing to do")
+        return
     _say(f"stopped {component}; razard will not restart it until `razarctl start {component}`")
 
 
@@ -665,6 +677,21 @@ def chakra(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(layers, indent=2, sort_keys=True))
         return
     _stdout().print(chakra_table(layers))
+    for line in chakra_actions(layers):
+        click.echo(line)
+
+
+def chakra_actions(layers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which healer actions work on this host, e.g. ``heart: memory_high no (...)``."""
+    out = []
+    for layer in layers:
+        actions = layer.get("actions") or {}
+        if actions:
+            said = "; ".join(
+                f"{a} {str(v).replace(': ', ' (', 1)})" for a, v in sorted(actions.items())
+            )
+            out.append(f"{layer.get('layer')} actions on this host: {said}")
+    return out
 
 
 @chakra.command("heal")

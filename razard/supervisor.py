@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,7 +176,11 @@ class Runner:
         self.unit_status = status
         m = self.sup.metrics
         m.up.labels(self.cfg.name, self.cfg.layer).set(1 if status.active_state == "active" else 0)
-        if self._expect_running and status.dead and not self.sup.held:
+        if self._expect_running and status.job and self.sup.healing:
+            # a job razard did not ask for (razard's own come while it does not expect the
+            # unit running) while a healer runs: the healer is stopping or restarting it
+            self.sup.claim(self.cfg.unit)
+        if self._expect_running and status.dead and not self.sup.held(self.cfg.unit):
             self._died.set()
             self._wake.set()
 
@@ -471,8 +475,8 @@ class Runner:
                 return self._unit_failure(self.unit_status, "died")
             if self._injected is not None:
                 return self._injected
-            if self.sup.held:
-                misses = 0  # a healer is restarting units: its probes say nothing now
+            if self.sup.held(cfg.unit):
+                misses = 0  # a healer is restarting this unit: its probe says nothing now
                 continue
             if cfg.probe is None:
                 self._healthy(None)
@@ -554,6 +558,8 @@ class Runner:
             self.cycle_started = now - CYCLE_LOOKBACK
         while True:
             decision = next_rung(self._history(), cfg.restart, len(sup.rungs), sup.rng)
+            if decision.rung is Rung.QUARANTINE:  # say what each rung really did
+                decision = replace(decision, reason=self._quarantine_reason(decision.reason))
             sup.metrics.rungs.labels(cfg.name, decision.rung.value).inc()
             self.ladder_log.append(
                 {
@@ -601,19 +607,60 @@ class Runner:
                 sup.event(self, "escalation_error", f"{rung.name}: {e}", priority=Priority.ERR)
             rec.in_escalation = False
             records = getattr(rung, "records", None)
+            how = getattr(rung, "outcome", None)
+            outcome, why = how(cfg.name) if callable(how) else ("fixed" if fixed else "failed", "")
+            if fixed:
+                outcome = "fixed"
             self.ladder_log.append(
                 {
                     "rung": rung.name,
                     "fixed": fixed,
+                    "outcome": outcome,
+                    "why": why or None,
                     "attempts": records(cfg.name) if callable(records) else [],
                 }
             )
+            said = {
+                "fixed": "fixed",
+                "failed": "not fixed",
+                "not_applicable": "not applicable here",
+                "skipped": "skipped",
+            }.get(outcome, outcome)
             sup.event(
-                self, "escalation_result", f"{rung.name}: {'fixed' if fixed else 'not fixed'}"
+                self,
+                "escalation_result",
+                f"{rung.name}: {said}{': ' + why if why and not fixed else ''}",
+                outcome=outcome,
             )
             if fixed:
+                # a verified fix ends the failure cycle: the next failure starts a new one
+                rec.restarts = rec.escalations = 0
+                sup.event(
+                    self,
+                    "backoff_reset",
+                    f"fixed by the {rung.name} rung; the failure cycle ends, restart budget reset",
+                )
                 return "healthy"
             # not fixed: the unit is down; the next rung decides without another bring-up
+
+    def _quarantine_reason(self, reason: str) -> str:
+        """The ladder's reason, with what each escalation rung of this cycle really did:
+        a rung that was not applicable or skipped did not fail."""
+        outcomes: dict[str, list[str]] = {}
+        for entry in self.ladder_log:
+            outcome = entry.get("outcome")
+            if outcome in ("failed", "not_applicable", "skipped"):
+                why = entry.get("why")
+                outcomes.setdefault(outcome, []).append(
+                    f"{entry['rung']}{f' ({why})' if why else ''}"
+                )
+        if not outcomes:
+            return reason
+        head = reason.split(" and ", 1)[0] if " escalation rung(s) failed" in reason else reason
+        words = {"failed": "failed", "not_applicable": "not applicable here", "skipped": "skipped"}
+        return head + "".join(
+            f"; {words[k]}: {', '.join(v)}" for k, v in outcomes.items() if k in words
+        )
 
     async def quarantine(self, reason: str, history: list[dict[str, Any]] | None = None) -> None:
         """Stop the unit, write the quarantine file and alert the operator."""
@@ -633,6 +680,9 @@ class Runner:
             await sup.systemd.wait_connected()
             try:
                 await sup.systemd.stop(cfg.unit, job_timeout=30)
+                # the quarantine says what failed; `systemctl --failed` need not say it again
+                with contextlib.suppress(SystemdError):
+                    await sup.systemd.reset_failed(cfg.unit)
                 break
             except SystemdError as e:
                 sup.event(
@@ -691,7 +741,9 @@ class Supervisor:
         self.runners: dict[str, Runner] = {}
         self._summary: tuple[tuple[int, int], str] = ((-1, -1), "")
         self._status_changes = 0  # bumped when a status or the set of runners changes
-        self.held = 0  # healers running: unit deaths wait until they finish
+        #: one set of units per healer running: the units it stops or restarts, whose deaths
+        #: and probe misses wait until it finishes; every other unit is watched as usual
+        self._holds: list[set[str]] = []
         self.layer_agents: Chakra | None = None  # set by the daemon once they run
         self.on_config: list[Callable[[Config], Awaitable[None]]] = []  # after a reload
         self.ready = False
@@ -831,28 +883,75 @@ class Supervisor:
     # ------------------------------------------------------------ layer agents
 
     @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """While a healer runs, units it stops or restarts are not failures; afterwards a unit
-        that is still down is one."""
-        self.held += 1
+    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[set[str]]:
+        """While a healer runs, the units it stops or restarts are not failures: ``units``
+        (those it is known to restart) and any unit systemd runs a job on meanwhile that
+        razard did not ask for (see `Runner.on_unit`). Afterwards a held unit that is still
+        down is a failure. Every other unit is watched and restarted as usual. Yields the
+        set of held units, which grows as the healer acts."""
+        held = set(units)
+        self._holds.append(held)
         try:
-            yield
+            yield held
         finally:
-            self.held -= 1
-            if not self.held:
-                for runner in list(self.runners.values()):
+            self._holds.remove(held)
+            for runner in list(self.runners.values()):
+                if runner.cfg.unit in held and not self.held(runner.cfg.unit):
                     runner.recheck()
+
+    @property
+    def healing(self) -> bool:
+        """A healer is running."""
+        return bool(self._holds)
+
+    def held(self, unit: str) -> bool:
+        """A running healer holds ``unit``: its deaths and probe misses are not failures now."""
+        return any(unit in h for h in self._holds)
+
+    def claim(self, unit: str) -> None:
+        """A healer is acting on ``unit``: hold it until the healers running now finish."""
+        for h in self._holds:
+            h.add(unit)
+
+    def main_pid(self, unit: str) -> int:
+        """The unit's main pid as last seen (0: none, or not watched)."""
+        st = self.systemd.cached(unit)
+        return st.main_pid if st else 0
+
+    async def check_unit(self, unit: str, pid: int = 0) -> tuple[bool, str]:
+        """Is ``unit`` up now, still as main pid ``pid`` (when given), and does its
+        component's probe pass? For verifying a heal; ``(ok, what was seen)``."""
+        try:
+            st = await self.systemd.status(unit)
+        except SystemdError as e:
+            return False, f"{unit}: {e}"
+        if st.active_state != "active":
+            return False, f"{unit} is {st.describe()}"
+        if pid and st.main_pid != pid:
+            return False, f"{unit} died after the heal (main pid {pid} -> {st.main_pid})"
+        runner = next((r for r in self.runners.values() if r.cfg.unit == unit), None)
+        if runner is not None and runner.cfg.probe is not None:
+            result = await self.prober.run(
+                runner.cfg.probe, cwd=runner.cfg.working_directory or None
+            )
+            if not result.ok:
+                return False, f"{unit}: probe failed: {result.detail}"
+            return True, f"{unit} active (pid {st.main_pid}), probe passed"
+        return True, f"{unit} active (pid {st.main_pid})"
 
     def beat_grace(self, component: str) -> tuple[bool, float | None]:
         """Is the component's heartbeat judged now, and since when it has been healthy.
 
-        Not judged while it starts (a model may load for minutes) or is stopped by an
-        operator; judged on its last beat alone while it is down, restarting or
-        quarantined (its layer is not beating); healthy, it gets a window from then."""
+        Not judged before its boot wave starts it, while it starts (a model may load for
+        minutes) or is stopped by an operator; judged on its last beat alone while it is
+        down, restarting or quarantined (its layer is not beating); healthy, it gets a
+        window from then."""
         runner = self.runners.get(component)
         if runner is None:
             return False, None
         status = runner.rec.status
+        if runner.task is None or status == "pending":
+            return False, None  # not started yet: its boot wave has not come
         if status in ("starting", "stopped") or runner.rec.operator_stopped:
             return False, None
         if status == "healthy":
@@ -1128,7 +1227,7 @@ class Supervisor:
         runner = self._runner(name)
         async with self._lock:
             if runner.rec.status == "quarantined":
-                raise ControlError(f"{name} is quarantined (its unit is already stopped)")
+                return  # its unit is already stopped: nothing to do
             await runner.cancel_heal()
             await runner.cancel()
             runner.rec.operator_stopped = True
@@ -1169,6 +1268,8 @@ class Supervisor:
             "restart_attempts": {
                 n: r.cfg.restart.attempts for n, r in sorted(self.runners.items())
             },
+            # the repair rung skips these: no patch to them could be kept
+            "no_artifacts": sorted(n for n, r in self.runners.items() if not r.cfg.artifacts),
         }
 
     def chakra(self) -> list[dict[str, Any]]:

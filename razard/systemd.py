@@ -45,7 +45,7 @@ DEFAULT_JOB_TIMEOUT: Final = 90.0
 _DONE_JOBS_KEPT: Final = 256
 
 #: The unit properties razard follows, by the interface that carries them.
-_UNIT_PROPS: Final = {"ActiveState", "SubState", "LoadState", "InvocationID"}
+_UNIT_PROPS: Final = {"ActiveState", "SubState", "LoadState", "InvocationID", "Job"}
 _SERVICE_PROPS: Final = {"Result", "NRestarts", "MainPID", "ExecMainStatus", "ExecMainCode"}
 
 
@@ -63,6 +63,7 @@ class UnitStatus:
     exec_main_status: int = 0
     exec_main_code: int = 0  # CLD_EXITED=1, CLD_KILLED=2, CLD_DUMPED=3
     invocation_id: str = ""
+    job: int = 0  # the id of the job systemd is running on the unit (start, stop, restart); 0: none
 
     @property
     def running(self) -> bool:
@@ -108,6 +109,9 @@ def _apply(status: UnitStatus, props: dict[str, Any]) -> UnitStatus:
     for key, attr in mapping.items():
         if key in props:
             fields[attr] = _unwrap(props[key])
+    if "Job" in props:
+        raw = _unwrap(props["Job"])  # (id, object path); (0, "/") when there is none
+        fields["job"] = int(raw[0]) if isinstance(raw, list | tuple) and raw else 0
     if "InvocationID" in props:
         raw = _unwrap(props["InvocationID"])
         fields["invocation_id"] = bytes(raw).hex() if isinstance(raw, bytes | list) else str(raw)

@@ -187,6 +187,8 @@ def main(
         result = HealResult(healer, layer, "not_healed", f"cannot run: {e}")
     except Exception as e:  # the contract: one JSON object, whatever happened
         result = HealResult(healer, layer, "not_healed", f"internal error: {type(e).__name__}: {e}")
+    # a dry run is one, whatever stopped it (systemd out of reach, a bad setting)
+    result.dry_run = bool(args.dry_run or _truthy(environ.get("RAZAR_DRY_RUN")))
     sys.stdout.write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
     sys.stdout.flush()
     return result.exit_code

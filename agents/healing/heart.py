@@ -14,6 +14,12 @@ candidate unit holding the most memory is found and, by ``RAZAR_MEMORY_ACTION``:
 - ``restart``: the unit is restarted through systemd and must be active again
   within ``RAZAR_MEMORY_RESTART_TIMEOUT`` seconds.
 
+The configured action is tried first, then the other. An action is "not
+applicable here" (said in the steps, with the reason) when the host cannot
+carry it out: ``MemoryHigh`` needs the cgroup v2 memory controller for the
+unit's group, which a cgroup v1 or hybrid host does not have. An action in
+``RAZAR_HEAL_SKIP`` (razard saw it not hold in this outage) is not tried again.
+
 Settings (environment):
 
     RAZAR_MEMORY_PRESSURE_FILE        PSI file (default /proc/pressure/memory)
@@ -38,11 +44,13 @@ from agents.healing.units import (
     NOT_SET,
     SavedValues,
     candidate_units,
+    controller_support,
     describe_bytes,
     describe_value,
     read_pressure_setting,
     restore_property,
     run_property_healer,
+    skipped,
     unit_interface,
     usage_of,
 )
@@ -169,11 +177,33 @@ async def _heal(
     top = ranked[0]
     result.details["unit"] = top.unit
     result.details["memory_bytes"] = top.memory_bytes
-    result.details["action"] = settings["action"]
-    if settings["action"] == "restart":
-        await _restart(ctx, sd, top.unit, settings, result, what)
-    else:
-        await _limit(ctx, sd, store, top.unit, top.memory_bytes, settings, result, what)
+    skip = skipped(ctx)
+    order = [settings["action"], *(a for a in ACTIONS if a != settings["action"])]
+    not_here: list[str] = []
+    for action in order:
+        if action in skip:
+            result.steps.append(Step(action, True, "skipped: it did not hold in this outage"))
+            continue
+        if action == "memory_high":
+            props = await sd.properties(top.unit, unit_interface(top.unit) or SERVICE_IFACE)
+            ok, why = controller_support(PROP, str(props.get("ControlGroup", "")))
+            if not ok:
+                result.steps.append(Step(action, True, f"not applicable here: {why}"))
+                not_here.append(f"{action}: {why}")
+                continue
+        result.details["action"] = action
+        if action == "restart":
+            await _restart(ctx, sd, top.unit, settings, result, what)
+        else:
+            await _limit(ctx, sd, store, top.unit, top.memory_bytes, settings, result, what)
+        return
+    result.details["not_applicable"] = not_here
+    tried = [a for a in order if a in skip]
+    if not tried:
+        result.outcome = "not_applicable"
+    result.reason = f"memory pressure ({what}); no action left for {top.unit}: " + "; ".join(
+        [*(f"{a} did not hold" for a in tried), *(f"not applicable here: {n}" for n in not_here)]
+    )
 
 
 async def _limit(

@@ -26,6 +26,10 @@ Settings (environment, third_eye only):
 
     RAZAR_FLUSH_SIGNAL   signal name or number sent before the restart (default SIGUSR1)
     RAZAR_FLUSH_GRACE    seconds to wait after it (default 5)
+
+Every layer (its "all healthy" is checked again): RAZAR_RESTART_SETTLE, seconds
+after the last restart at which each unit must still be up as the same process
+(default 1).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ FLUSH_LAYER: Final = "third_eye"
 DEFAULT_FLUSH_SIGNAL: Final = "SIGUSR1"
 DEFAULT_FLUSH_GRACE: Final = 5.0
 _POLL: Final = 0.2  # seconds between health checks of a restarted unit
+#: Seconds after the last restart at which every restarted unit is looked at again.
+DEFAULT_RESTART_SETTLE: Final = 1.0
 
 
 def flush_signal(ctx: HealContext) -> signal.Signals:
@@ -197,11 +203,37 @@ async def _restart_all(
                 )
                 return
             restarted.append(c.name)
+    # a unit that came up and died at once is not healthy: look again, a moment later
+    settle = ctx.number("RAZAR_RESTART_SETTLE", DEFAULT_RESTART_SETTLE)
+    pids = {c.unit: (await sd.status(c.unit)).main_pid for c in comps}
+    if settle > 0:
+        await asyncio.sleep(settle)
+    gone = []
+    for c in comps:
+        st = await sd.status(c.unit)
+        if st.dead:
+            gone.append(f"{c.name} ({c.unit}: {st.describe()})")
+        elif st.main_pid != pids[c.unit]:
+            gone.append(f"{c.name} ({c.unit}: restarted, main pid {pids[c.unit]} -> {st.main_pid})")
+    if gone:
+        result.steps.append(
+            Step("recheck", False, f"{settle:g}s after the restarts: down again: {'; '.join(gone)}")
+        )
+        result.reason = f"restarted {', '.join(restarted)}, but down again: {'; '.join(gone)}"
+        return
     result.steps.append(
-        Step("restart_layer", True, f"restarted and healthy, in order: {', '.join(restarted)}")
+        Step(
+            "restart_layer",
+            True,
+            f"restarted and healthy, in order: {', '.join(restarted)}; all still up "
+            f"{settle:g}s later",
+        )
     )
     result.outcome, result.healed_by = "healed", "restart_layer"
-    result.reason = f"restarted {', '.join(restarted)} in priority order; all healthy"
+    result.reason = (
+        f"restarted {', '.join(restarted)} in priority order; all healthy and still up "
+        f"{settle:g}s later"
+    )
 
 
 async def _restart_one(sd: Systemd, prober: Prober, c: ComponentConfig) -> tuple[bool, str]:

@@ -5,7 +5,10 @@ the candidate units' CPU use is read twice, ``RAZAR_CPU_SAMPLE`` seconds
 apart, and the ``RAZAR_CPU_TOP`` busiest get ``CPUWeight=RAZAR_CPU_THROTTLE_WEIGHT``
 at runtime (``systemctl set-property --runtime``: gone at reboot, never written
 to a unit file). The weights they had are saved first; once the pressure is
-gone, or with ``RAZAR_HEAL_MODE=restore``, they are put back.
+gone, or with ``RAZAR_HEAL_MODE=restore``, they are put back. A unit whose
+cgroup has no cpu controller (cgroup v2 cpu, or the v1 cpu hierarchy holding
+it) cannot be throttled: that is "not applicable here", with the reason; so is
+a throttle that razard saw not hold in this outage (``RAZAR_HEAL_SKIP``).
 
 Settings (environment):
 
@@ -30,10 +33,12 @@ from agents.healing.units import (
     NOT_SET,
     SavedValues,
     candidate_units,
+    controller_support,
     describe_value,
     read_pressure_setting,
     restore_property,
     run_property_healer,
+    skipped,
     unit_interface,
     usage_of,
 )
@@ -134,11 +139,24 @@ async def _heal(
         result.reason = f"{what}, but none of the candidate units is using CPU"
         return
 
+    if "throttle" in skipped(ctx):
+        result.steps.append(Step("throttle", True, "skipped: it did not hold in this outage"))
+        result.outcome = "not_applicable"
+        result.reason = (
+            f"{what}; throttling did not hold in this outage and there is no other action"
+        )
+        return
     weight = settings["weight"]
     throttled: list[dict[str, Any]] = []
     failed: list[str] = []
+    not_here: list[str] = []
     for unit in busiest:
         props = await sd.properties(unit, unit_interface(unit) or SERVICE_IFACE)
+        ok, why = controller_support(PROP, str(props.get("ControlGroup", "")))
+        if not ok:
+            result.steps.append(Step("throttle", True, f"{unit}: not applicable here: {why}"))
+            not_here.append(f"{unit}: {why}")
+            continue
         current = int(props.get(PROP, NOT_SET))
         saved = store.get(unit, PROP)
         entry = {
@@ -181,6 +199,10 @@ async def _heal(
         )
         throttled.append(entry)
     result.details["throttled"] = throttled
+    if not_here and not throttled and not failed:
+        result.outcome = "not_applicable"
+        result.reason = f"{what}; not applicable here: {'; '.join(not_here)}"
+        return
     if failed:
         result.reason = f"{what}; could not throttle {', '.join(failed)}"
         return

@@ -187,6 +187,102 @@ async def usage_of(
     return out
 
 
+# --------------------------------------------------------------------------- controllers
+
+#: The cgroup v2 hierarchy: pure unified, or the one beside the v1 controllers on a hybrid host.
+UNIFIED_ROOTS: Final = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+#: Where cgroup v1 mounts the cpu controller (CPUWeight becomes cpu.shares there).
+CPU_V1_ROOTS: Final = (
+    Path("/sys/fs/cgroup/cpu"),
+    Path("/sys/fs/cgroup/cpu,cpuacct"),
+    Path("/sys/fs/cgroup/cpuacct,cpu"),
+)
+#: What each runtime setting needs: the controller, and whether cgroup v1 honours it.
+NEEDS: Final = {"MemoryHigh": ("memory", False), "CPUWeight": ("cpu", True)}
+
+
+def _controllers(directory: Path) -> list[str] | None:
+    try:
+        return (directory / "cgroup.controllers").read_text().split()
+    except OSError:
+        return None
+
+
+def controller_support(
+    prop: str,
+    control_group: str,
+    *,
+    unified: Iterable[Path] = UNIFIED_ROOTS,
+    cpu_v1: Iterable[Path] = CPU_V1_ROOTS,
+) -> tuple[bool, str]:
+    """Does setting ``prop`` (MemoryHigh, CPUWeight) at run time take effect on a unit in
+    ``control_group``? ``(yes, why)``, read from the cgroup tree as it is on this host.
+
+    ``MemoryHigh`` needs the cgroup v2 memory controller available to the unit's
+    group; ``CPUWeight`` the v2 cpu controller, or the v1 cpu controller holding the
+    group (systemd then writes cpu.shares). A hybrid host whose v2 tree has no
+    controllers (they are all mounted as v1) supports neither limit on v2.
+    """
+    controller, v1_ok = NEEDS[prop]
+    rel = control_group.strip("/")
+    offered: list[str] | None = None
+    where = ""
+    for root in unified:
+        if _controllers(root) is None:
+            continue
+        # the controllers the unit's parent group can hand down to it
+        d = (root / rel).parent if rel else root
+        while d != root and not d.is_dir():
+            d = d.parent
+        offered, where = _controllers(d) or [], str(d)
+        if controller in offered:
+            return True, f"cgroup v2 {controller} controller available ({where})"
+        break
+    if v1_ok:
+        for root in cpu_v1:
+            if rel and (root / rel).is_dir():
+                return True, f"cgroup v1 {controller} controller holds the unit ({root / rel})"
+    if offered is None:
+        return False, f"{prop} needs the cgroup v2 {controller} controller: no cgroup v2 tree"
+    v1 = Path("/sys/fs/cgroup") / controller
+    note = f"; {controller} is mounted as cgroup v1 ({v1})" if v1.is_dir() else ""
+    return False, (
+        f"{prop} needs the cgroup v2 {controller} controller, but {where} offers "
+        f"{', '.join(offered) or 'no controllers'}{note}"
+    )
+
+
+def own_control_group() -> str:
+    """This process's cgroup v2 path (``0::/...`` in /proc/self/cgroup), or ``/``."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def host_support(control_group: str | None = None) -> dict[str, dict[str, str]]:
+    """Which heart and solar_plexus actions work on this host, judged for a unit beside
+    ``control_group`` (default: this process's): ``{layer: {action: "yes: why" | "no: why"}}``."""
+    group = own_control_group() if control_group is None else control_group
+    out: dict[str, dict[str, str]] = {}
+    for layer, action, prop in (
+        ("heart", "memory_high", "MemoryHigh"),
+        ("solar_plexus", "throttle", "CPUWeight"),
+    ):
+        ok, why = controller_support(prop, group)
+        out[layer] = {action: f"{'yes' if ok else 'no'}: {why}"}
+    out["heart"]["restart"] = "yes: restarts the top consumer through systemd"
+    return out
+
+
+def skipped(ctx: HealContext) -> list[str]:
+    """``RAZAR_HEAL_SKIP``: the actions razard saw not hold in this outage."""
+    return [a.strip() for a in ctx.get("RAZAR_HEAL_SKIP").split(",") if a.strip()]
+
+
 # --------------------------------------------------------------------------- pressure
 
 

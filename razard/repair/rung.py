@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from razard.config import ComponentConfig
@@ -17,9 +18,28 @@ class RepairRung:
         self.handover = handover
         self.long_task = long_task
         self.last: dict[str, Outcome] = {}
+        self._skipped: dict[str, str] = {}
 
     async def attempt(self, component: ComponentConfig, failure: Any, verify: Verify) -> bool:
-        """Run the roster once (or until healed, in long-task mode); True when a patch verified."""
+        """Run the roster once (or until healed, in long-task mode); True when a patch verified.
+
+        A component with no ``artifacts`` is skipped: every patch would be refused, and
+        its failure's journal lines would leave the machine for nothing."""
+        self._skipped.pop(component.name, None)
+        if not component.artifacts:
+            self.last.pop(component.name, None)
+            self._skipped[component.name] = (
+                "no artifacts configured: nothing a repair agent may change, so none is asked"
+            )
+            return False
+        rolled_back = await asyncio.to_thread(self._rolled_back, component.name)
+        if rolled_back:
+            self.last.pop(component.name, None)
+            self._skipped[component.name] = (
+                f"the operator rolled back its last repair ({rolled_back}); razard does not "
+                "repair it again on its own (razarctl heal does)"
+            )
+            return False
         info = FailureInfo(
             error=failure.error,
             probe_output=failure.probe_output,
@@ -30,6 +50,23 @@ class RepairRung:
         outcome = await self.handover.run(component, info, verify, long_task=self.long_task)
         self.last[component.name] = outcome
         return outcome.healed
+
+    def _rolled_back(self, component: str) -> str:
+        """The patch id when the component's last kept-or-reverted patch was rolled back by
+        the operator (``razarctl rollback``); else empty."""
+        for r in reversed(self.handover.engine.patches(component)):
+            if r.get("status") == "kept":
+                return ""
+            if r.get("status") == "reverted" and r.get("by") == "operator":
+                return str(r.get("patch_id", ""))
+        return ""
+
+    def outcome(self, component: str) -> tuple[str, str]:
+        """How the last attempt ended: fixed, failed or skipped; and why."""
+        if component in self._skipped:
+            return "skipped", self._skipped[component]
+        out = self.last.get(component)
+        return ("fixed", "") if out and out.healed else ("failed", "")
 
     def records(self, component: str) -> list[dict[str, Any]]:
         """The invocation records of the last run for ``component`` (for its quarantine file)."""

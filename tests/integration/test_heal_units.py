@@ -27,6 +27,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from agents.healing import heart, restart, solar_plexus
+from agents.healing.units import controller_support
 from agents.pressure import Pressure, StallLine, format_psi
 from razard.sandbox import UserManager, write_unit
 from tests.integration.harness import free_port, wait_for
@@ -136,6 +137,11 @@ def execute(argv: list[str], env: dict[str, str]) -> tuple[int, dict[str, Any]]:
     return cp.returncode, one_json(cp.stdout)
 
 
+def supported(units: Units, unit: str, prop: str) -> tuple[bool, str]:
+    """Does ``prop`` take effect on ``unit`` on this host (its cgroup has the controller)?"""
+    return controller_support(prop, units.show(unit, "ControlGroup"))
+
+
 # --------------------------------------------------------------------------- solar_plexus (CPU)
 
 BURN = "ExecStart=/bin/sh -c 'while :; do :; done'"
@@ -160,8 +166,14 @@ def test_cpu_throttles_the_burner_keeps_the_original_and_restores_it(
     idle = units.add("idle", IDLE)
     idle_weight = units.show(idle, "CPUWeight")
     env = cpu_env | {"RAZAR_CPU_UNITS": f"{burner},{idle}"}
+    here, why = supported(units, burner, "CPUWeight")
 
     rc, out = inproc(solar_plexus.run, env)
+    if not here:  # this host: nothing to throttle with, and the healer says so
+        assert rc == 2 and out["result"] == "not_applicable", out
+        assert "not applicable here" in out["reason"] and why in out["reason"]
+        assert units.show(burner, "CPUWeight") == "150"
+        return
     assert rc == 0, out
     assert out["healer"] == "solar_plexus_cpu_throttle" and out["result"] == "healed"
     assert out["healed_by"] == "throttle"
@@ -206,6 +218,10 @@ def test_cpu_weight_comes_back_when_pressure_falls(
     script = [sys.executable, str(SCRIPTS / "solar_plexus_cpu_throttle.py")]
 
     rc, out = execute(script, env)
+    if not supported(units, burner, "CPUWeight")[0]:
+        assert rc == 2 and "not applicable here" in out["reason"], out
+        assert units.show(burner, "CPUWeight") == "[not set]"
+        return
     assert rc == 0, out
     assert out["details"]["candidates"] == [burner, idle]
     assert [t["unit"] for t in out["details"]["throttled"]] == [burner]
@@ -239,6 +255,10 @@ def test_cpu_protected_and_dry_run_change_nothing(
 
     Path(env["RAZAR_CPU_PRESSURE_FILE"]).write_text(psi(40.0))  # at the threshold: acts
     rc, out = inproc(solar_plexus.run, env, "--dry-run")
+    if not supported(units, burner, "CPUWeight")[0]:
+        assert rc == 2 and out["dry_run"] and "not applicable here" in out["reason"], out
+        assert units.show(burner, "CPUWeight") == "[not set]"
+        return
     assert rc == 1 and out["dry_run"], out
     assert out["reason"].startswith("dry run:")
     assert out["plan"] and out["plan"][0].startswith(f"set CPUWeight=20 on {burner}")
@@ -307,8 +327,16 @@ def test_memory_high_on_the_biggest_unit_then_restored(
     untouched; a second run does not lower it again; restore mode lifts it."""
     big, small = memory_units
     assert units.show(big, "MemoryHigh") == "infinity"
+    here, why = supported(units, big, "MemoryHigh")
+    old_pid = units.main_pid(big)
 
     rc, out = inproc(heart.run, mem_env)
+    if not here:  # this host: MemoryHigh would do nothing; the next action, restart, runs
+        assert rc == 0 and out["healed_by"] == "restart", out
+        assert f"not applicable here: {why}" in [s["detail"] for s in out["steps"]]
+        assert units.main_pid(big) not in (0, old_pid)
+        assert units.show(big, "MemoryHigh") == "infinity"
+        return
     assert rc == 0, out
     assert out["healer"] == "heart_memory_repair" and out["healed_by"] == "memory_high"
     d = out["details"]
@@ -505,6 +533,22 @@ def test_crown_stops_at_the_first_component_that_does_not_come_back(
     assert out["details"]["restarted"] == ["scheduler"]
     assert "dashboard start" not in lay.lines()
     assert units.main_pid(lay.unit_of["dashboard"]) == dash_pid
+
+
+def test_crown_does_not_call_a_unit_that_died_at_once_healthy(
+    units: Units, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A component without a probe that is active after its restart and dies half a
+    second later: the healer looks again before it says anything, and says not healed."""
+    lay = make_layer(units, tmp_path, "crown")
+    lay.plain("indexer", 1, "/bin/sh -c 'sleep 0.5; exit 3'")
+    rc, out = execute(
+        [str(SCRIPTS / "crown_full_restart.sh")],
+        base_env | {"RAZAR_CONFIG": str(lay.config()), "RAZAR_RESTART_SETTLE": "1.5"},
+    )
+    assert rc == 1, out
+    assert out["result"] == "not_healed" and "all healthy" not in out["reason"], out
+    assert "down again" in out["reason"] and lay.unit_of["indexer"] in out["reason"]
 
 
 def test_third_eye_flushes_then_restarts(

@@ -61,7 +61,9 @@ def run_razard(
     yield made
     for r in made:
         r.stop()
-        r.cleanup_units([f"razar-{n}.service" for n in ("it-reg", "it-ai", "it-unfix", "it-kill9")])
+        r.cleanup_units(
+            [f"razar-{n}.service" for n in ("it-reg", "it-ai", "it-unfix", "it-noart", "it-kill9")]
+        )
 
 
 def test_registry_heals_known_fault_and_rollback_restores_it(
@@ -182,7 +184,9 @@ def test_openai_rung_reverts_bad_refuses_outside_keeps_good(
 def test_unfixable_is_quarantined_with_the_ladder_history(
     user_manager: UserManager, tmp_path: Path, run_razard: list[Razard]
 ) -> None:
-    """When no rung fixes it, the quarantine record carries every rung and agent attempt."""
+    """When no rung fixes it, the quarantine record carries every rung and agent attempt.
+    The same failure of a component with no ``artifacts`` asks no agent at all: the ladder
+    and the quarantine reason say the repair rung was skipped, and why."""
     s = script(tmp_path / "die.sh", "#!/bin/sh\necho 'fatal: nothing anyone knows' >&2\nexit 9\n")
     shutil.copy(ROOT / "config" / "error_registry.toml", tmp_path / "error_registry.toml")
     (tmp_path / "razar_ai_agents.json").write_text(
@@ -211,6 +215,15 @@ def test_unfixable_is_quarantined_with_the_ladder_history(
         layer = "crown"
         priority = 1
         command = ["{s}"]
+        working_directory = "{tmp_path}"
+        artifacts = ["die.sh"]
+        restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
+
+        [[component]]
+        name = "it-noart"
+        layer = "crown"
+        priority = 2
+        command = ["{s}"]
         restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
         """,
     )
@@ -226,6 +239,14 @@ def test_unfixable_is_quarantined_with_the_ladder_history(
     assert "no registry entry matches" in repair["attempts"][0]["reason"]
     skipped = [e for e in r.events("it-unfix") if e["event"] == "agent_skipped"]
     assert any("set KIMI_K2_URL" in e["message"] for e in skipped)
+
+    r.wait_state("it-noart", "quarantined", 60)
+    record = json.loads((r.state_dir / "quarantine" / "it-noart.json").read_text())
+    repair = next(step for step in record["ladder"] if step["rung"] == "repair agents")
+    assert repair["outcome"] == "skipped" and "no artifacts" in repair["why"], repair
+    assert repair["attempts"] == []
+    assert "skipped: repair agents (no artifacts" in record["reason"], record["reason"]
+    assert not [e for e in r.events("it-noart") if e["event"] == "agent_invoked"]
 
 
 def test_razard_killed_while_verifying_restores_the_artifacts(

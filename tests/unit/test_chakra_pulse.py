@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -35,8 +35,14 @@ class Host:
         return True
 
     @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        yield
+    async def hold(self, units: Iterable[str] = ()) -> AsyncIterator[set[str]]:
+        yield set(units)
+
+    def main_pid(self, unit: str) -> int:
+        return 0
+
+    async def check_unit(self, unit: str, pid: int = 0) -> tuple[bool, str]:
+        return True, f"{unit} active"
 
 
 class Clock:
@@ -155,3 +161,22 @@ def test_silence_raises_one_chakra_down_and_alignment_stays_zero_while_it_restar
     clock.now += 10.0  # a second outage is a second event
     chakra.evaluate()
     assert len(downs(log)) == 2
+
+
+def test_chakra_up_counts_the_outage_from_the_last_good_beat(tmp_path: Path) -> None:
+    """Silent from t=0, down past the 3 s window, beating again at t=5.5: a 5.5 s outage,
+    not the time since chakra_down was raised."""
+    chakra, _, clock, log = make(tmp_path)
+    start = clock.now
+    chakra._on_beat("throat", "api", start)
+    for _ in range(5):
+        clock.now += 1.0
+        chakra.evaluate()
+    assert len(downs(log)) == 1
+    clock.now = start + 5.5
+    chakra._on_beat("throat", "api", clock.now)
+    chakra.evaluate()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    ups = [e for e in rows if e.get("event") == "chakra_up"]
+    assert ups and ups[0]["outage_s"] == 5.5, ups
+    assert "after 5.5s" in str(ups[0]["message"])

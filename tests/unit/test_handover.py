@@ -622,3 +622,25 @@ async def test_long_task_with_only_skipping_agents_is_bounded(env: Env) -> None:
         outcome = await _settle(task)
     assert asked <= 3, f"asked {asked} times in 0.3 s"
     assert outcome is None or not outcome.healed
+
+
+async def test_the_repair_rung_skips_a_component_without_artifacts() -> None:
+    """No artifacts: no patch could be kept, so no agent is asked (and no journal line of
+    the failure leaves the machine); the ladder says it was skipped, and why."""
+    from razard.repair.rung import RepairRung
+
+    class NoHandover:
+        async def run(self, *args: object, **kw: object) -> object:
+            raise AssertionError("the repair agents were asked")
+
+    rung = RepairRung(NoHandover())  # type: ignore[arg-type]
+    comp = ComponentConfig(name="noart", layer="throat", priority=1, unit="noart.service")
+
+    async def verify() -> bool:
+        raise AssertionError("nothing to verify")
+
+    failure = type("F", (), {"error": "boom", "probe_output": "", "exit_status": 1})()
+    assert await rung.attempt(comp, failure, verify) is False
+    outcome, why = rung.outcome("noart")
+    assert outcome == "skipped" and "no artifacts" in why
+    assert rung.records("noart") == []
