@@ -1306,6 +1306,7 @@ class Supervisor:
                 return self.engine.rollback(cfg, to)
 
         record = await asyncio.to_thread(locked)
+        self.metrics.patches.labels(name, "reverted").inc()
         self.event(
             runner,
             "patch_rolled_back",

@@ -96,6 +96,8 @@ def test_registry_heals_known_fault_and_rollback_restores_it(
     assert out.returncode == 0
     assert (app_dir / "app.conf").read_bytes() == original
     assert _jsonl(r.state_dir / "patch_history.jsonl")[-1]["status"] == "reverted"
+    # and the operator's rollback is counted where the README says it is
+    assert 'razar_patches_total{action="reverted",component="it-reg"} 1.0' in r.metrics_text()
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
