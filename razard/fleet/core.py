@@ -423,6 +423,7 @@ class Fleet(FleetStore):
         self.reachable = False
         self.last_error = "not started"
         self.counters = Counters()
+        self.breaker_tripped = False  # as last read (taking a slot, noting an action)
         self._state = _NodeState()
         self._held: dict[str, str] = {}  # slot key -> action
         self._unreleased: set[str] = set()
@@ -442,6 +443,13 @@ class Fleet(FleetStore):
             async with asyncio.timeout(self.cfg.timeout if wait is None else wait):
                 await self._ready.wait()
         return self.reachable
+
+    def _mark(self, reachable: bool, error: str) -> None:
+        self.reachable, self.last_error = reachable, error
+        if reachable:
+            self._up.set()
+        else:
+            self._up.clear()
 
     async def wait_reachable(self, wait: float) -> bool:
         """Wait up to ``wait`` seconds for the keepalive to reach etcd; whether it did."""
@@ -510,15 +518,14 @@ class Fleet(FleetStore):
                     self._unreleased.discard(key)
                 if not self.reachable:
                     log.info("fleet: etcd reachable")
-                self.reachable, self.last_error, backoff = True, "", 0.2
-                self._up.set()
+                self._mark(True, "")
+                backoff = 0.2
                 self._ready.set()
                 await asyncio.sleep(period)
             except EtcdError as e:
                 if self.reachable or self.last_error == "not started":
                     log.warning("fleet: etcd unreachable: %s", e)
-                self.reachable, self.last_error = False, str(e)
-                self._up.clear()
+                self._mark(False, str(e))
                 self._ready.set()
                 await asyncio.sleep(min(backoff, period))
                 backoff = min(backoff * 2, period)
@@ -544,7 +551,7 @@ class Fleet(FleetStore):
         try:
             await self.etcd.put(self.nodes + self.node, _dump(self._record()), self.lease)
         except EtcdError as e:
-            self.reachable, self.last_error = False, str(e)
+            self._mark(False, str(e))
             return False
         return True
 
@@ -597,13 +604,16 @@ class Fleet(FleetStore):
                 except EtcdError as e:
                     # a known outage answers at once; a new one (a leader election, a member
                     # restarting) is retried until the wait ends
-                    self.reachable, self.last_error = False, str(e)
+                    self._mark(False, str(e))
                     if isinstance(e, EtcdAuthError) or outage or loop.time() >= deadline:
                         if self.cfg.fail_closed(action):
                             waited = loop.time() - start
                             return self._deny(action, f"etcd unreachable: {e}", waited)
                         return Grant(True, action, "fail open", waited=loop.time() - start)
                     grant = None
+                else:
+                    if not self.reachable and self.lease:
+                        self._mark(True, "")
                 if grant is not None:
                     if grant.granted:
                         self.counters.granted += 1
@@ -634,6 +644,7 @@ class Fleet(FleetStore):
         limit = self.cfg.budget.slots(max(1, len(nodes)))
         slots, rev = await self.held_slots()
         breaker = await self.etcd.get(self.breaker_key)
+        self.breaker_tripped = breaker is not None
         if breaker is not None:
             return Grant(False, action, "breaker tripped")
         if sig_key and await self.etcd.get(sig_key) is not None:
@@ -681,6 +692,7 @@ class Fleet(FleetStore):
         tripped = await self._trip(
             self.breaker_key, {"reason": reason, "since": now, "nodes": sorted(nodes)}
         )
+        self.breaker_tripped = True
         if tripped:
             log.warning("fleet: breaker tripped: %s", reason)
         return tripped

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -367,3 +369,81 @@ async def test_a_three_member_cluster_loses_its_leader_then_its_quorum_and_comes
         await f.stop()
     finally:
         cluster.stop()
+
+
+BIN = Path(sys.executable).parent
+
+
+def write_config(tmp_path: Path, endpoints: list[str], prefix: str) -> Path:
+    config = tmp_path / "razard.toml"
+    config.write_text(
+        f'[razard]\nstate_dir = "{tmp_path / "state"}"\nbus = "user"\n\n'
+        f"[fleet]\nendpoints = {json.dumps(endpoints)}\n"
+        f'prefix = "{prefix}"\nnode = "ctl-node"\nbreaker_threshold = 1\n'
+    )
+    return config
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+async def test_operators_read_the_fleet_and_reset_the_breaker_with_razarctl(
+    fleets: list[Fleet], etcd1: EtcdCluster, prefix: str, tmp_path: Path, free_port: int
+) -> None:
+    a, b, c = fleets
+    await a.update(healthy=4, quarantined=1, chakra="misaligned", last_alert="gpu0 Xid 79")
+    held = await b.acquire("sacral_gpu_flush")
+    assert held
+    await a.publish_fix("trainer", "trainer: KeyError 'lr'", "ab" * 32, "--- a\n+++ b\n")
+    for f in (a, b, c):  # threshold 2 in these nodes' config: the third trips it
+        await f.record_action("crown_full_restart", "x")
+    config = write_config(tmp_path, etcd1.endpoints, prefix)
+
+    online = await asyncio.to_thread(
+        cli, "razard", "check-config", "--no-host", "--online", str(config)
+    )
+    assert online.returncode == 0, online.stderr
+    assert "etcd 3.4" in online.stdout and "answers" in online.stdout
+
+    st = await asyncio.to_thread(
+        cli, "razarctl", "fleet", "status", "--json", "--config", str(config)
+    )
+    assert st.returncode == 0, st.stderr
+    status = json.loads(st.stdout)
+    nodes = {n["node"]: n for n in status["nodes"]}
+    assert set(nodes) == {"a", "b", "c"}
+    assert (nodes["a"]["quarantined"], nodes["a"]["last_alert"]) == (1, "gpu0 Xid 79")
+    assert [(s["node"], s["action"]) for s in status["slots"]] == [("b", "sacral_gpu_flush")]
+    assert status["breaker"]["tripped"]
+
+    text = await asyncio.to_thread(cli, "razarctl", "fleet", "status", "--config", str(config))
+    assert text.returncode == 0, text.stderr
+    assert "TRIPPED" in text.stdout and "sacral_gpu_flush since" in text.stdout, text.stdout
+
+    fixes = await asyncio.to_thread(cli, "razarctl", "fleet", "fixes", "--config", str(config))
+    assert fixes.returncode == 0 and "trainer" in fixes.stdout and "offered" in fixes.stdout
+
+    reset = await asyncio.to_thread(
+        cli, "razarctl", "fleet", "breaker", "reset", "--config", str(config)
+    )
+    assert reset.returncode == 0 and "1 trip(s) cleared" in reset.stdout
+    assert not (await a.breaker())["tripped"]
+
+    # etcd away: a clear error and a non-zero exit, from both
+    (tmp_path / "dead").mkdir()
+    dead = write_config(tmp_path / "dead", [f"http://127.0.0.1:{free_port}"], prefix)
+    off = await asyncio.to_thread(cli, "razard", "check-config", "--no-host", "--online", str(dead))
+    assert off.returncode == 1 and "etcd does not answer" in off.stderr
+    st = await asyncio.to_thread(cli, "razarctl", "fleet", "status", "--config", str(dead))
+    assert st.returncode == 1 and f"127.0.0.1:{free_port}" in st.stderr
+    none = await asyncio.to_thread(
+        cli, "razarctl", "fleet", "status", "--config", str(config.with_name("x.toml"))
+    )
+    assert none.returncode == 1 and "x.toml" in none.stderr
