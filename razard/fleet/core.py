@@ -583,7 +583,12 @@ class Fleet(FleetStore):
             await self.release(grant)
 
     async def acquire(
-        self, action: str, wait: float | None = None, *, signature: str = ""
+        self,
+        action: str,
+        wait: float | None = None,
+        *,
+        signature: str = "",
+        on_wait: Callable[[], None] | None = None,
     ) -> Grant:
         """Take a slot for ``action``, waiting up to ``wait`` seconds (default ``slot_wait``)."""
         if not ACTION_RE.fullmatch(action):
@@ -622,6 +627,9 @@ class Fleet(FleetStore):
                 left = deadline - loop.time()
                 if left <= 0:
                     return self._deny(action, "budget full", loop.time() - start)
+                if on_wait is not None:  # once: the first time no slot was free
+                    on_wait()
+                    on_wait = None
                 await asyncio.sleep(min(left, delay * (0.5 + random.random())))
                 delay = min(delay * 2, 1.0)
         finally:

@@ -447,3 +447,46 @@ async def test_operators_read_the_fleet_and_reset_the_breaker_with_razarctl(
         cli, "razarctl", "fleet", "status", "--config", str(config.with_name("x.toml"))
     )
     assert none.returncode == 1 and "x.toml" in none.stderr
+
+
+async def test_the_ladders_gate_writes_why_an_action_waited_or_was_denied(
+    fleets: list[Fleet], tmp_path: Path
+) -> None:
+    from razard.fleet.gate import fleet_gate
+    from razard.journal import EventLog
+
+    a, b, _ = fleets
+    log = tmp_path / "razar.log"
+    events = EventLog(log, socket_path=str(tmp_path / "no-journal"))
+    async with fleet_gate(None, events, "sacral_gpu_flush", component="trainer") as free:
+        assert free and free.grant.reason == "no fleet"
+    assert not log.exists()  # no [fleet]: nothing changes, nothing written
+    async with fleet_gate(a, events, "sacral_gpu_flush", component="trainer") as held:
+        assert held and held.grant.key
+        async with fleet_gate(
+            b, events, "crown_full_restart", component="api", layer="crown", wait=0.3
+        ) as denied:
+            assert not denied
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["event"], r["component"]) for r in lines] == [
+        ("fleet_budget_wait", "api"),
+        ("fleet_budget_denied", "api"),
+    ]
+    assert lines[1]["reason"] == "budget full" and lines[1]["action"] == "crown_full_restart"
+    async with fleet_gate(b, events, "crown_full_restart", component="api", wait=2.0) as ok:
+        assert ok  # a's slot was given back when its block ended
+    async with fleet_gate(b, events, "restart", component="api") as plain:
+        assert plain and plain.grant.reason == "not gated"
+
+
+async def test_open_fleet_needs_no_etcd_without_a_fleet_table_and_reports_an_absent_one(
+    free_port: int,
+) -> None:
+    from razard.fleet.gate import open_fleet, status_note
+
+    assert await open_fleet(FleetConfig()) is None
+    assert status_note(None) == ""
+    f = await open_fleet(make_cfg([f"http://127.0.0.1:{free_port}"], "n", timeout=0.5))
+    assert f is not None and not f.reachable
+    assert status_note(f) == "fleet: etcd unreachable, disruptive actions denied"
+    await f.stop()
