@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,12 @@ def test_mistakes_name_the_file_and_key(fleet: dict[str, Any], key: str, words: 
 def test_a_password_in_the_file_is_never_echoed() -> None:
     found = problems({"endpoints": ["http://127.0.0.1:2379"], "password": "hunter2"})
     assert not any("hunter2" in p for p in found)
+
+
+def test_the_example_in_config_razard_toml_parses() -> None:
+    """The commented [fleet] example, uncommented, is a valid table."""
+    text = Path(__file__).parents[2].joinpath("config", "razard.toml").read_text()
+    block = text[text.index("# [fleet]") : text.index("# --- Operator escalation")]
+    lines = [line[2:] for line in block.splitlines() if line.startswith("# ")]
+    cfg = parse_config(tomllib.loads("\n".join(lines)), SOURCE, env={}).fleet
+    assert cfg.enabled and cfg.gated == set(DEFAULT_GATED) and cfg.username == "razar"
