@@ -427,6 +427,7 @@ class Fleet(FleetStore):
         self._state = _NodeState()
         self._held: dict[str, str] = {}  # slot key -> action
         self._unreleased: set[str] = set()
+        self._seen_rev = 0  # the revision the last attempt read the slots at
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
@@ -630,8 +631,18 @@ class Fleet(FleetStore):
                 if on_wait is not None:  # once: the first time no slot was free
                     on_wait()
                     on_wait = None
-                await asyncio.sleep(min(left, delay * (0.5 + random.random())))
-                delay = min(delay * 2, 1.0)
+                # sleep until a slot changes (a holder gives back, a lease ends) or a while
+                # has passed, then read again; a watch that fails at once (etcd away, history
+                # compacted) falls back to polling with backoff
+                watch_for = min(left, 5.0)
+                t0 = loop.time()
+                changed = self._seen_rev > 0 and await self.etcd.watch_once(
+                    self.slots, self._seen_rev + 1, watch_for
+                )
+                if not changed and loop.time() - t0 < watch_for - 0.05:
+                    left = max(0.0, deadline - loop.time())
+                    await asyncio.sleep(min(left, delay * (0.5 + random.random())))
+                    delay = min(delay * 2, 1.0)
         finally:
             self.counters.waiting -= 1
 
@@ -641,6 +652,7 @@ class Fleet(FleetStore):
 
     async def _try_take(self, action: str, signature: str) -> Grant | None:
         """One attempt: a granted or denied Grant, or None while the budget is full."""
+        self._seen_rev = 0
         if not self.lease:
             if not self.reachable and self.last_error not in ("", "not started"):
                 raise EtcdUnavailable(self.last_error)
@@ -651,6 +663,7 @@ class Fleet(FleetStore):
         nodes = await self.live_nodes() if self.cfg.budget.percent else []
         limit = self.cfg.budget.slots(max(1, len(nodes)))
         slots, rev = await self.held_slots()
+        self._seen_rev = rev
         breaker = await self.etcd.get(self.breaker_key)
         self.breaker_tripped = breaker is not None
         if breaker is not None:

@@ -325,6 +325,34 @@ class Etcd:
         """The answering member's status (version, leader, raft term)."""
         return await self.call("maintenance/status", {})
 
+    async def watch_once(self, prefix: str, start_revision: int, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for a change under ``prefix`` at or after
+        ``start_revision``; True when one came (False on timeout or any error: the caller
+        reads again either way)."""
+        body = {
+            "create_request": {
+                "key": b64(prefix),
+                "range_end": b64(prefix_end(prefix)),
+                "start_revision": str(start_revision),
+            }
+        }
+        url = f"{self.endpoints[self._current]}/v3/watch"
+        headers = {"Authorization": self._token} if self._token else {}
+        try:
+            async with asyncio.timeout(wait):
+                async with self._http().stream(
+                    "POST", url, json=body, headers=headers, timeout=None
+                ) as resp:
+                    if resp.status_code != 200:
+                        return False
+                    async for line in resp.aiter_lines():
+                        result = _json_text(line).get("result") or {}
+                        if result.get("events") or result.get("canceled"):
+                            return bool(result.get("events"))
+        except (TimeoutError, httpx.HTTPError):
+            return False
+        return False
+
     async def history(self, prefix: str, start_revision: int = 1, idle: float = 0.5) -> list[Event]:
         """Every put and delete under ``prefix`` since ``start_revision``, in revision order,
         read through a watch until it has been quiet for ``idle`` seconds."""
