@@ -193,7 +193,8 @@ class FleetStore:
         for kv in kvs:
             rec = _record(kv)
             name = kv.key[len(self.nodes) :]
-            if rec is not None and NODE_RE.fullmatch(name) and rec.get("node") == name:
+            ours = rec is not None and kv.lease != 0  # a record razard wrote has a lease
+            if ours and rec is not None and NODE_RE.fullmatch(name) and rec.get("node") == name:
                 out.append({**_node_fields(rec), "lease": kv.lease})
         return out
 

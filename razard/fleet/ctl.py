@@ -23,6 +23,18 @@ from razard.fleet.etcd import EtcdError
 T = TypeVar("T")
 
 
+def plain(value: object, limit: int = 200) -> str:
+    """A value read from etcd (anyone with access may have written it) as one line of
+    text: control characters (terminal escapes, newlines) shown as "?"."""
+    text = "-" if value is None or value == "" else str(value)
+    return "".join("?" if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 else ch for ch in text[:limit])
+
+
+def _cell(value: object, style: str = "") -> Text:
+    """A table cell: plain text, never Rich markup."""
+    return Text(plain(value), style=style)
+
+
 def _when(ts: object) -> str:
     if not isinstance(ts, int | float) or isinstance(ts, bool) or ts <= 0:
         return "-"
@@ -62,19 +74,19 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     b = status["breaker"]
     budget = status["budget"]
     lines = [
-        f"fleet {status['prefix']}: {len(status['nodes'])} node(s), "
+        f"fleet {plain(status['prefix'])}: {len(status['nodes'])} node(s), "
         f"budget {budget['held']}/{budget['slots']} slot(s) held "
         f"(configured {budget['configured']})",
     ]
     if b.get("tripped"):
-        lines.append(f"breaker: TRIPPED since {_when(b.get('since'))}: {b.get('reason')}")
+        lines.append(f"breaker: TRIPPED since {_when(b.get('since'))}: {plain(b.get('reason'))}")
         lines.append("  reset with: razarctl fleet breaker reset")
     else:
         lines.append("breaker: closed")
     for s in b.get("signatures", []):
         lines.append(
-            f"AI patching stopped for signature {s['signature'] or s['hash']!r} "
-            f"(on {', '.join(s['nodes']) or '?'}, since {_when(s['since'])})"
+            f"AI patching stopped for signature {plain(s['signature'] or s['hash'])!r} "
+            f"(on {plain(', '.join(s['nodes']) or '?')}, since {_when(s['since'])})"
         )
     fixes = status["fixes"]
     lines.append(f"shared fixes: {fixes['total']} ({fixes['withdrawn']} withdrawn)")
@@ -104,17 +116,22 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], slots: Sequence[Mapping[str,
     for n in nodes:
         q = int(n["quarantined"])
         table.add_row(
-            str(n["node"]),
-            str(n["version"] or "-"),
-            str(n["healthy"]),
-            str(n["restarting"]),
-            Text(str(q), style="red" if q else ""),
-            str(n["chakra"] or "-"),
-            "; ".join(holding.pop(str(n["node"]), [])) or "-",
-            str(n["last_alert"] or "-"),
+            _cell(n["node"]),
+            _cell(n["version"]),
+            _cell(n["healthy"]),
+            _cell(n["restarting"]),
+            _cell(q, "red" if q else ""),
+            _cell(n["chakra"]),
+            _cell("; ".join(holding.pop(str(n["node"]), []))),
+            _cell(n["last_alert"]),
         )
     for node, held in holding.items():  # a slot whose node record is gone (lease ending)
-        table.add_row(node, "-", "-", "-", "-", "-", "; ".join(held), "(no record)")
+        table.add_row(
+            _cell(node),
+            *(_cell("") for _ in range(5)),
+            _cell("; ".join(held)),
+            _cell("(no record)"),
+        )
     return table
 
 
@@ -134,14 +151,14 @@ def fixes_table(fixes: Sequence[Fix]) -> Table:
         table.add_column(header, overflow="fold")
     for f in fixes:
         table.add_row(
-            f.id[:12],
-            f.component,
-            f.signature[:80],
-            f.artifact_hash[:12],
-            f.node or "-",
-            _when(f.published),
-            ", ".join(f.kept) or "-",
-            ", ".join(f.failures) or "-",
+            _cell(f.id[:12]),
+            _cell(f.component),
+            _cell(f.signature[:80]),
+            _cell(f.artifact_hash[:12]),
+            _cell(f.node),
+            _cell(_when(f.published)),
+            _cell(", ".join(f.kept)),
+            _cell(", ".join(f.failures)),
             Text("withdrawn", style="red") if f.withdrawn else Text("offered", style="green"),
         )
     return table

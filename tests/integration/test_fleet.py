@@ -246,7 +246,7 @@ async def test_a_fix_shared_by_one_node_is_found_by_another_and_withdrawn_after_
 
 
 async def test_garbage_under_the_prefix_is_ignored_not_trusted(
-    fleets: list[Fleet], prefix: str
+    fleets: list[Fleet], prefix: str, tmp_path: Path, etcd1: EtcdCluster
 ) -> None:
     a = fleets[0]
     raw = Etcd(a.cfg.endpoints)
@@ -266,6 +266,16 @@ async def test_garbage_under_the_prefix_is_ignored_not_trusted(
     assert len(status["breaker"]["signatures"]) == 1  # a stopped signature, even unreadable
     grant = await a.acquire("sacral_gpu_flush", 1.0)  # a lease-less slot does not count
     assert grant, grant.reason
+    # a record that looks like ours, written to repaint the operator's terminal
+    lease = await raw.grant(30)
+    evil = {"node": "mallory", "last_alert": "[/bold][red]\x1b[2J\x1b]0;owned\x07", "chakra": "\n"}
+    await raw.put(f"{prefix}nodes/mallory", json.dumps(evil), lease)
+    config = write_config(tmp_path, etcd1.endpoints, prefix)
+    out = await asyncio.to_thread(cli, "razarctl", "fleet", "status", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "mallory" in out.stdout and "\x1b" not in out.stdout and "\x07" not in out.stdout
+    assert "[/bold][red]" in out.stdout  # shown as text, not taken as markup
+    await raw.revoke(lease)
     await raw.close()
 
 
@@ -379,7 +389,7 @@ def write_config(tmp_path: Path, endpoints: list[str], prefix: str) -> Path:
     config.write_text(
         f'[razard]\nstate_dir = "{tmp_path / "state"}"\nbus = "user"\n\n'
         f"[fleet]\nendpoints = {json.dumps(endpoints)}\n"
-        f'prefix = "{prefix}"\nnode = "ctl-node"\nbreaker_threshold = 1\n'
+        f'prefix = "{prefix}"\nnode = "ctl-node"\nbreaker_threshold = 1\ntimeout = 1.0\n'
     )
     return config
 
