@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -38,9 +39,11 @@ class Member:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
 
+    scheme: str = "http"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client}"
+        return f"{self.scheme}://127.0.0.1:{self.client}"
 
 
 @dataclass
@@ -50,6 +53,7 @@ class EtcdCluster:
     root: Path
     size: int = 1
     members: list[Member] = field(default_factory=list)
+    tls: tuple[Path, Path, Path] | None = None  # (ca, server cert, server key): https clients
 
     def __post_init__(self) -> None:
         ports = _ports(2 * self.size)
@@ -57,7 +61,14 @@ class EtcdCluster:
             d = self.root / f"m{i}"
             d.mkdir(parents=True, exist_ok=True)
             self.members.append(
-                Member(f"m{i}", ports[2 * i], ports[2 * i + 1], d / "data", d / "etcd.log")
+                Member(
+                    f"m{i}",
+                    ports[2 * i],
+                    ports[2 * i + 1],
+                    d / "data",
+                    d / "etcd.log",
+                    scheme="https" if self.tls else "http",
+                )
             )
 
     @property
@@ -78,6 +89,8 @@ class EtcdCluster:
             "--initial-cluster-token", f"razar-test-{os.getpid()}-{self.root.name}",
             "--heartbeat-interval", "100",
             "--election-timeout", "1000",
+            *(["--cert-file", str(self.tls[1]), "--key-file", str(self.tls[2])]
+              if self.tls else []),
         ]  # fmt: skip
 
     def start_member(self, i: int) -> None:
@@ -94,8 +107,11 @@ class EtcdCluster:
         self.wait_healthy(timeout)
 
     def healthy(self, i: int) -> bool:
+        ctx = ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else None
         try:
-            with urllib.request.urlopen(self.members[i].url + "/health", timeout=1) as r:
+            with urllib.request.urlopen(
+                self.members[i].url + "/health", timeout=1, context=ctx
+            ) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except (OSError, ValueError):
             return False
@@ -141,3 +157,24 @@ class EtcdCluster:
     def stop(self) -> None:
         for i in range(self.size):
             self.kill(i, signal.SIGTERM)
+
+
+def make_tls(root: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    root.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=razar-test-ca")  # fmt: skip
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (root / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "authorityKeyIdentifier=keyid,issuer\nkeyUsage=digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    return root / "ca.pem", root / "server.pem", root / "server.key"

@@ -160,6 +160,7 @@ class Etcd:
         self._password_file = password_file
         self._token: str | None = None
         self._current = 0
+        self._last_failure = ""  # why the last endpoint tried did not answer
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -197,18 +198,21 @@ class Etcd:
             async with asyncio.timeout(self.timeout):
                 return await self._call(path, body)
         except TimeoutError:
+            last = f"; last: {self._last_failure}" if self._last_failure else ""
             raise EtcdUnavailable(
-                f"etcd did not answer {path} within {self.timeout:g}s ({', '.join(self.endpoints)})"
+                f"etcd did not answer {path} within {self.timeout:g}s "
+                f"({', '.join(self.endpoints)}){last}"
             ) from None
 
     async def _call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if self._username and self._token is None and not path.startswith("auth/"):
             await self._authenticate()
-        last = "no endpoint tried"
         reauthed = False
         attempt = 0
+        self._last_failure = ""
         while True:
             n = len(self.endpoints)
+            tls_failures = 0
             for i in range(n):
                 idx = (self._current + i) % n
                 url = f"{self.endpoints[idx]}/v3/{path}"
@@ -218,7 +222,9 @@ class Etcd:
                 try:
                     resp = await self._http().post(url, json=body, headers=headers, timeout=each)
                 except httpx.TransportError as e:
-                    last = f"{self.endpoints[idx]}: {type(e).__name__}: {e}"
+                    self._last_failure = f"{self.endpoints[idx]}: {type(e).__name__}: {e}"
+                    if _is_tls(e):
+                        tls_failures += 1
                     continue
                 data = _json(resp)
                 if resp.status_code == 200 and "error" not in data:
@@ -235,15 +241,15 @@ class Etcd:
                 if "user name is empty" in message or "permission denied" in message:
                     raise EtcdAuthError(f"etcd refused {path}: {message}")
                 if resp.status_code >= 500 or _transient(message):
-                    last = f"{self.endpoints[idx]}: {message}"
+                    self._last_failure = f"{self.endpoints[idx]}: {message}"
                     continue
                 raise EtcdError(f"etcd refused {path}: {message}")
+            if tls_failures == n:  # no endpoint's certificate checks out: waiting won't help
+                raise EtcdUnavailable(f"TLS with etcd failed: {self._last_failure}")
             # every endpoint failed: wait a little (a leader election takes ~1 s) and retry
             # until the deadline in `call` ends it
             attempt += 1
             await asyncio.sleep(min(0.05 * 2**attempt, 0.5))
-            if attempt > 1000:  # unreachable in practice: the deadline comes first
-                raise EtcdUnavailable(f"etcd unreachable: {last}")
 
     async def _authenticate(self) -> None:
         if self._password_file is None:
@@ -385,6 +391,16 @@ class Etcd:
         except httpx.TransportError as e:
             raise EtcdUnavailable(f"etcd watch failed: {e}") from None
         return events
+
+
+def _is_tls(error: BaseException) -> bool:
+    """True for a TLS handshake that failed (a certificate mismatch), not a refused port."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 _TRANSIENT = ("leader changed", "no leader", "timed out", "unavailable", "too many requests")

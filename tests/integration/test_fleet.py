@@ -19,7 +19,7 @@ import pytest
 from razard.fleet.config import Budget, FleetConfig
 from razard.fleet.core import Fleet, FleetStore, probe
 from razard.fleet.etcd import Etcd, EtcdAuthError, EtcdUnavailable
-from tests.etcd import EtcdCluster
+from tests.etcd import EtcdCluster, make_tls
 
 pytestmark = [pytest.mark.integration]
 
@@ -340,6 +340,29 @@ async def test_wrong_credentials_are_refused_clearly(tmp_path: Path) -> None:
         await anon.stop()
     finally:
         cluster.stop()
+
+
+async def test_tls_with_the_right_ca_works_and_a_mismatch_says_so(tmp_path: Path) -> None:
+    tls = await asyncio.to_thread(make_tls, tmp_path / "tls")
+    other = await asyncio.to_thread(make_tls, tmp_path / "other")
+    cluster = EtcdCluster(tmp_path / "e", 1, tls=tls)
+    await asyncio.to_thread(cluster.start)
+    try:
+        base = make_cfg(cluster.endpoints, "n", prefix="/razar/")
+        async with Fleet(replace(base, ca_file=tls[0])) as good:
+            assert good.reachable, good.last_error
+            assert await good.acquire("sacral_gpu_flush", 1.0)
+        wrong = Fleet(replace(base, ca_file=other[0]))
+        assert not await wrong.start()
+        assert "TLS with etcd failed" in wrong.last_error
+        assert "CERTIFICATE_VERIFY_FAILED" in wrong.last_error
+        await wrong.stop()
+        missing = Fleet(replace(base, ca_file=tmp_path / "nope.pem"))
+        assert not await missing.start()
+        assert "cannot load the fleet's TLS files" in missing.last_error
+        await missing.stop()
+    finally:
+        await asyncio.to_thread(cluster.stop)
 
 
 async def test_a_three_member_cluster_loses_its_leader_then_its_quorum_and_comes_back(
