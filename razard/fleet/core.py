@@ -468,8 +468,10 @@ class Fleet(FleetStore):
                 await self._task
             self._task = None
         if self.lease:
-            with contextlib.suppress(EtcdError):
-                await self.etcd.revoke(self.lease)
+            # best effort, briefly: with etcd away the lease ends by itself within its TTL
+            with contextlib.suppress(EtcdError, TimeoutError):
+                async with asyncio.timeout(min(2.0, self.cfg.timeout)):
+                    await self.etcd.revoke(self.lease)
         self.lease = 0
         self._held.clear()
         await self.close()
@@ -764,21 +766,20 @@ class Fleet(FleetStore):
         ok, _ = await self.etcd.txn([cmp_version(key, "EQUAL", 0)], [op_put(key, _dump(rec))])
         if not ok:  # already shared (by another node): count this node as one that kept it
             existing = Fix(key, component, signature, artifact_hash, diff, "", now)
-            fix = await self.fix_kept(existing)
-            return fix or existing
+            return await self._update_fix(existing, self._add_kept) or existing
         return _fix(KeyValue(key, _dump(rec).encode(), 0, 0, 0)) or Fix(
             key, component, signature, artifact_hash, diff, self.node, now
         )
 
+    def _add_kept(self, rec: dict[str, Any]) -> None:
+        kept = [n for n in rec.get("kept") or [] if isinstance(n, str)]
+        rec["kept"] = sorted({*kept, self.node})
+
     async def fix_kept(self, fix: Fix) -> Fix | None:
+        """A fix from the fleet, tried here, verified and kept: count this node in."""
         self.counters.fixes_tried += 1
         self.counters.fixes_kept += 1
-
-        def change(rec: dict[str, Any]) -> None:
-            kept = [n for n in rec.get("kept") or [] if isinstance(n, str)]
-            rec["kept"] = sorted({*kept, self.node})
-
-        return await self._update_fix(fix, change)
+        return await self._update_fix(fix, self._add_kept)
 
     async def fix_failed(self, fix: Fix) -> Fix | None:
         """Mark ``fix`` failed on this node; withdrawn once ``fix_failures`` nodes failed it."""

@@ -232,6 +232,10 @@ async def test_a_fix_shared_by_one_node_is_found_by_another_and_withdrawn_after_
     assert [f.diff for f in found] == [diff]
     assert await b.find_fixes("trainer", sig, "cd" * 32) == []  # other bytes: not this fix
     assert await b.find_fixes("trainer", "another signature", art) == []
+    assert (await b.fix_kept(found[0])).kept == ("a", "b")  # type: ignore[union-attr]
+    assert b.counters.fixes_kept == 1
+    again = await c.publish_fix("trainer", sig, art, diff)  # c found the same fix itself
+    assert again.kept == ("a", "b", "c") and c.counters.fixes_tried == 0
     after_b = await b.fix_failed(found[0])
     assert after_b is not None and after_b.failures == ("b",) and not after_b.withdrawn
     assert await b.find_fixes("trainer", sig, art, node="b") == []  # not again on b
