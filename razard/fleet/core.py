@@ -526,10 +526,12 @@ class Fleet(FleetStore):
                 backoff = 0.2
                 self._ready.set()
                 await asyncio.sleep(period)
-            except EtcdError as e:
-                if self.reachable or self.last_error == "not started":
+            except Exception as e:  # noqa: BLE001  the keepalive must outlive any one failure
+                if not isinstance(e, EtcdError):
+                    log.exception("fleet: unexpected error keeping the lease")
+                elif self.reachable or self.last_error == "not started":
                     log.warning("fleet: etcd unreachable: %s", e)
-                self._mark(False, str(e))
+                self._mark(False, str(e) or type(e).__name__)
                 self._ready.set()
                 await asyncio.sleep(min(backoff, period))
                 backoff = min(backoff * 2, period)
@@ -555,8 +557,19 @@ class Fleet(FleetStore):
         try:
             await self.etcd.put(self.nodes + self.node, _dump(self._record()), self.lease)
         except EtcdError as e:
-            self._mark(False, str(e))
+            if not self._lease_lost(e):
+                self._mark(False, str(e))
             return False
+        return True
+
+    def _lease_lost(self, error: EtcdError) -> bool:
+        """True (and the lease forgotten, so the keepalive joins again) when etcd says the
+        lease is gone: it expired while etcd was away, or someone revoked it."""
+        if "lease not found" not in str(error):
+            return False
+        log.warning("fleet: lease %x is gone; joining again", self.lease)
+        self.lease = 0
+        self._held.clear()
         return True
 
     # ---- the remediation budget
@@ -611,6 +624,8 @@ class Fleet(FleetStore):
                 try:
                     grant = await self._try_take(action, signature)
                 except EtcdError as e:
+                    if self._lease_lost(e) and loop.time() < deadline:
+                        continue  # the next attempt joins again with a new lease
                     # a known outage answers at once; a new one (a leader election, a member
                     # restarting) is retried until the wait ends
                     self._mark(False, str(e))

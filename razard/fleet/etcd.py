@@ -221,7 +221,7 @@ class Etcd:
                 each = max(0.5, self.timeout / n)
                 try:
                     resp = await self._http().post(url, json=body, headers=headers, timeout=each)
-                except httpx.TransportError as e:
+                except httpx.HTTPError as e:  # refused, reset, timed out, TLS, bad encoding
                     self._last_failure = f"{self.endpoints[idx]}: {type(e).__name__}: {e}"
                     if _is_tls(e):
                         tls_failures += 1

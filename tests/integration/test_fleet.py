@@ -160,6 +160,13 @@ async def test_a_dead_holders_slot_frees_when_its_lease_ends(
     await c.etcd.revoke(c.lease)
     g2 = await b.acquire("patch_apply", 2.0)
     assert g2 and g2.waited < 2.0
+    await b.release(g2)
+    # c's lease is gone under it: its next slot comes with a new lease, not an error
+    old_lease = c.lease
+    g3 = await c.acquire("patch_apply", 2.0)
+    assert g3, g3.reason
+    assert c.lease not in (0, old_lease) and c.reachable
+    assert {n["node"] for n in await c.live_nodes()} >= {"b", "c"}
     await b.stop()
     await c.stop()
     await a.close()
