@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -21,7 +22,13 @@ from razard.fleet.core import Fleet, FleetStore, probe
 from razard.fleet.etcd import Etcd, EtcdAuthError, EtcdUnavailable
 from tests.etcd import EtcdCluster, make_tls
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("etcd") is None or shutil.which("etcdctl") is None,
+        reason="needs etcd (apt-get install etcd-server etcd-client; scripts/setup.sh test)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
