@@ -3,6 +3,7 @@
     razard [--config FILE] [--retries N]     run (what razard.service starts)
     razard --debug ...  (or RAZARD_DEBUG=1)  log at DEBUG, libraries included
     razard check-config [--host] FILE        validate (and, as root, check this node); exit 0 or 1
+    razard check-config --online FILE        ... and ask the fleet's etcd whether it answers
     razard demo [--keep]                     the embedded demo on a private systemd
 
 Exit codes: 0 ok, 1 runtime error, 2 invalid config or arguments.
@@ -15,11 +16,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from razard import __version__
 from razard.errors import ConfigError, RazarError
+
+if TYPE_CHECKING:
+    from razard.config import Config
 
 DEFAULT_CONFIG = Path("/etc/razard/razard.toml")
 
@@ -117,7 +122,12 @@ def cli(
     help="Also check this node: users, programs, `unit =` units (asked of systemd), "
     "directories, token files and the metrics port. Default: on when run as root.",
 )
-def check_config(file: Path, host: bool | None) -> None:
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also ask the etcd of [fleet] whether it answers (with the configured credentials).",
+)
+def check_config(file: Path, host: bool | None, online: bool) -> None:
     """Validate FILE; print every problem with its key; exit 0 when valid.
 
     With --host (the default as root), then check FILE against this node: what it
@@ -143,6 +153,13 @@ def check_config(file: Path, host: bool | None) -> None:
     agents, registry = repair_files(cfg)
     click.echo(f"repair roster: {agents or 'none (no razar_ai_agents.json beside the config)'}")
     click.echo(f"error registry: {registry or 'none (no error_registry.toml beside the config)'}")
+    if cfg.fleet.enabled:
+        click.echo(
+            f"fleet: node {cfg.fleet.node_name}, prefix {cfg.fleet.prefix}, "
+            f"etcd {', '.join(cfg.fleet.endpoints)}"
+        )
+    if online:
+        _check_online(cfg)
     if host is None:
         host = os.geteuid() == 0
     if not host:
@@ -161,6 +178,20 @@ def check_config(file: Path, host: bool | None) -> None:
         click.secho(f"{file}: {summary(findings)}", fg="red", err=True)
         sys.exit(1)
     click.echo(f"{file}: {summary(findings)}")
+
+
+def _check_online(cfg: Config) -> None:
+    """--online: does the fleet's etcd answer? Exit 1 when it does not."""
+    if not cfg.fleet.enabled:
+        click.echo("fleet: none configured (no [fleet] table): nothing to ask online")
+        return
+    from razard.fleet.core import probe
+
+    reach = asyncio.run(probe(cfg.fleet))
+    if not reach.reachable:
+        click.secho(f"fleet: etcd does not answer: {reach.detail}", fg="red", err=True)
+        sys.exit(1)
+    click.echo(f"fleet: {reach.detail}")
 
 
 @cli.command()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from agents.config import ChakraConfig
     from agents.monitoring import MonitoringConfig
     from razard.escalation.config import EscalationConfig
+    from razard.fleet.config import FleetConfig
 
 BusKind = Literal["system", "user"]
 ProbeKind = Literal["exec", "http", "tcp"]
@@ -124,6 +125,7 @@ class Config:
     chakra: ChakraConfig = field(default_factory=lambda: _default_chakra())
     monitoring: MonitoringConfig = field(default_factory=lambda: _default_monitoring())
     escalation: EscalationConfig = field(default_factory=lambda: _default_escalation())
+    fleet: FleetConfig = field(default_factory=lambda: _default_fleet())
 
     def component(self, name: str) -> ComponentConfig | None:
         for c in self.components:
@@ -157,6 +159,12 @@ def _default_escalation() -> EscalationConfig:
     from razard.escalation.config import EscalationConfig
 
     return EscalationConfig()
+
+
+def _default_fleet() -> FleetConfig:
+    from razard.fleet.config import FleetConfig
+
+    return FleetConfig()
 
 
 def unit_name_for(name: str) -> str:
@@ -606,7 +614,7 @@ def parse_config(
     """Turn a parsed TOML document into a `Config`, or raise `ConfigError` with every problem."""
     env = os.environ if env is None else env
     r = Reader(str(source))
-    r.unknown(data, "", {"razard", "component", "chakra", "monitoring", "escalation"})
+    r.unknown(data, "", {"razard", "component", "chakra", "monitoring", "escalation", "fleet"})
     base = source.parent
     daemon = _parse_daemon(r, data.get("razard"), base, env)
     from agents.config import parse_chakra
@@ -625,6 +633,9 @@ def parse_config(
     from razard.escalation.config import parse_escalation
 
     escalation = parse_escalation(r, data.get("escalation"), base)
+    from razard.fleet.config import parse_fleet
+
+    fleet = parse_fleet(r, data.get("fleet"), base)
     components: list[ComponentConfig] = []
     raw_components = data.get("component", [])
     if not isinstance(raw_components, list):
@@ -660,6 +671,7 @@ def parse_config(
         chakra=chakra,
         monitoring=monitoring,
         escalation=escalation,
+        fleet=fleet,
     )
 
 

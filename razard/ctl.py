@@ -1069,3 +1069,12 @@ def escalations(
         _say("no escalations")
     else:
         _stdout().print(escalations_table(records))
+
+
+def _register_fleet() -> None:
+    from razard.fleet.ctl import register
+
+    register(main)
+
+
+_register_fleet()

@@ -80,6 +80,9 @@ if [ "$what" = test ]; then
   # the system-manager test bed: a debootstrap'd Debian booted with systemd-nspawn
   command -v debootstrap >/dev/null || extra+=(debootstrap)
   command -v systemd-nspawn >/dev/null || extra+=(systemd-container)
+  # the fleet tests start their own etcd members on loopback (never the packaged service)
+  command -v etcd >/dev/null || extra+=(etcd-server)
+  command -v etcdctl >/dev/null || extra+=(etcd-client)
   apt_install yes "${extra[@]}"
 fi
 
