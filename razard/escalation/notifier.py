@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import httpx
 
+from razard import storage
 from razard.config import ComponentConfig
 from razard.errors import RazarError, StateError
 from razard.escalation import classify
@@ -222,8 +223,8 @@ class EscalationNotifier:
         if self._lock_fd is not None:
             return
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.dir.mkdir(mode=storage.DIR_MODE, parents=True, exist_ok=True)
+            fd = storage.open_lock(self.dir / LOCK_FILE)  # 0600: nobody else can hold it
         except OSError as e:
             raise RazarError(f"{self.dir / LOCK_FILE}: cannot open: {e.strerror or e}") from e
         try:

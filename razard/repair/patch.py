@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from razard import storage
 from razard.config import ComponentConfig
 from razard.errors import StateError
 from razard.repair.difftools import (
@@ -159,8 +160,8 @@ class PatchEngine:
             if self._depth == 0:
                 path = self.state_dir / LOCK_FILE
                 try:
-                    self.state_dir.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    self.state_dir.mkdir(mode=storage.DIR_MODE, parents=True, exist_ok=True)
+                    fd = storage.open_lock(path)  # 0600: nobody else can hold it
                 except OSError as exc:
                     raise StateError(f"{path}: cannot open: {exc.strerror or exc}") from exc
                 try:
