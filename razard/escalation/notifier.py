@@ -38,7 +38,7 @@ import httpx
 from razard import storage
 from razard.config import ComponentConfig
 from razard.errors import RazarError, StateError
-from razard.escalation import classify
+from razard.escalation import classify, trust
 from razard.escalation.book import (
     RECURRING,
     AlertBook,
@@ -108,34 +108,35 @@ class _Send:
 
 
 class OwnEntries:
-    """Which journal entries the notifier reads: razard's events (its SYSLOG_IDENTIFIER)
-    and every component's output (the identifier razard gives the units it writes, or
-    the unit). A filter in Python, not journalctl matches: one match per component and
-    field (150 for 50 components) made journalctl ten times slower than reading all."""
+    """Which journal entries the notifier reads: razard's events (its SYSLOG_IDENTIFIER,
+    sent by root: journald's ``_UID``) and every component's output (by journald's
+    trusted unit and cgroup fields, never by an identifier a sender chooses; see
+    `razard.escalation.trust`). A filter in Python, not journalctl matches: one match
+    per component and field (150 for 50 components) made journalctl ten times slower
+    than reading all."""
 
     def __init__(
         self, components: Iterable[ComponentConfig], identifier: str = classify.RAZARD_IDENTIFIER
     ) -> None:
         comps = list(components)
-        self.identifiers = frozenset(
-            [identifier] + [c.unit.removesuffix(".service") for c in comps if c.owned]
-        )
+        self.identifiers = frozenset([identifier])
         self.units = frozenset(c.unit for c in comps)
 
     def __call__(self, entry: Mapping[str, str]) -> bool:
-        get = entry.get
-        return (
-            get("SYSLOG_IDENTIFIER") in self.identifiers
-            or get("_SYSTEMD_UNIT") in self.units
-            or get("_SYSTEMD_USER_UNIT") in self.units
-        )
+        if entry.get("SYSLOG_IDENTIFIER") in self.identifiers and trust.from_razar(entry):
+            return True
+        return trust.unit_of(entry) in self.units
 
     def matches(self) -> list[str]:
-        """The same selection as journalctl matches (``journalctl -o json <these>``)."""
+        """Nearly the same selection as journalctl matches (``journalctl -o json <these>``;
+        the cgroup fallback of `trust.unit_of` cannot be written as a match)."""
+        uids = sorted(trust.UIDS)
         out = [f"SYSLOG_IDENTIFIER={i}" for i in sorted(self.identifiers)]
-        for name in ("_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT"):
-            if self.units:
-                out += ["+", *(f"{name}={u}" for u in sorted(self.units))]
+        out += [f"_UID={u}" for u in uids]
+        if self.units:
+            out += ["+", *(f"_SYSTEMD_UNIT={u}" for u in sorted(self.units))]
+            out += ["+", *(f"_SYSTEMD_USER_UNIT={u}" for u in sorted(self.units))]
+            out += [f"_SYSTEMD_OWNER_UID={u}" for u in uids]
         return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from typing import Any, Final
 
 from razard.config import ComponentConfig
 from razard.errors import StateError
+from razard.escalation import trust
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.patch import AppliedPatch, PatchEngine
@@ -92,22 +94,28 @@ def _now() -> tuple[str, float]:
 async def journal_tail(
     unit: str, since: float | None = None, lines: int = JOURNAL_LINES
 ) -> tuple[str, ...]:
-    """The unit's last journal lines (its own output), best effort and bounded in time."""
+    """The unit's last journal lines (its own output), best effort and bounded in time.
+
+    Only lines journald itself attributes to the unit (`razard.escalation.trust`):
+    this goes into the repair agents' prompt, and anyone can send the journal a line
+    under the unit's SYSLOG_IDENTIFIER.
+    """
     ident = unit.removesuffix(".service")
     try:
         proc = await asyncio.create_subprocess_exec(
             "journalctl",
             "--no-pager",
             "-o",
-            "cat",
+            "json",
+            "--output-fields=" + ",".join(("MESSAGE", *trust.FIELDS)),
             "-n",
-            str(lines),
+            str(lines * 4),  # room for lines dropped below
             *([f"--since=@{since:.0f}"] if since is not None else []),
             f"_SYSTEMD_UNIT={unit}",
             "+",
             f"_SYSTEMD_USER_UNIT={unit}",
             "+",
-            f"SYSLOG_IDENTIFIER={ident}",
+            f"SYSLOG_IDENTIFIER={ident}",  # the cgroup decides, below
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -120,7 +128,24 @@ async def journal_tail(
         proc.kill()
         await proc.wait()
         return ()
-    return tuple(out.decode(errors="replace").splitlines()[-lines:])
+    kept: list[str] = []
+    for raw in out.splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or trust.unit_of(_texts(entry)) != unit:
+            continue
+        message = entry.get("MESSAGE")
+        if isinstance(message, list):  # journalctl's form of bytes that are not text
+            message = bytes(b for b in message if isinstance(b, int)).decode(errors="replace")
+        if isinstance(message, str):
+            kept.extend(message.splitlines() or [""])
+    return tuple(kept[-lines:])
+
+
+def _texts(entry: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in entry.items() if isinstance(v, str)}
 
 
 class Handover:
