@@ -152,11 +152,18 @@ async def run(
         run = await layer_agents.heal(layer, component=component, unit=unit, why="registry fix")
         return run.healed, f"{run.result.replace('_', ' ')}: {run.reason}"
 
+    async def kill_unit(unit: str, sig: int) -> None:
+        # the registry's unit_kill fixes: the component's own cgroup, never razard's
+        if unit == await systemd.unit_by_pid(os.getpid()):
+            raise RazarError(f"{unit} is razard's own unit")
+        await systemd.kill(unit, sig)
+
     roster = build_roster(
         repair_setup,
         os.environ,
         on_retry=lambda c: metrics.ai_retries.labels(c).inc(),
         run_healer=run_healer,
+        kill_unit=kill_unit,
     )
     handover = Handover(
         state_dir,

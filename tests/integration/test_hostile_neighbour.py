@@ -17,6 +17,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -347,3 +348,58 @@ def test_entries_forged_by_another_user_reach_no_alert_incident_or_agent(
     tail = asyncio.run(journal_tail(unit))
     assert f"genuine-line-{tag}" in tail
     assert not [line for line in tail if forged in line]
+
+
+# ----------------------------------------------------------------- 3: failure text as a target
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_failure_naming_razards_own_port_does_not_touch_razard(
+    exposed: Callable[[str], Razard],
+) -> None:
+    """A component fails with "address already in use" naming razard's metrics port: the
+    shipped registry's port-in-use fix signals only the component's own unit; razard lives
+    on, still serves metrics and answers razarctl."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"port-{tag}"
+    r = exposed("")
+    prog = r.base / "bind.py"
+    prog.write_text(
+        "import sys\n"
+        'print("OSError: [Errno 98] error while attempting to bind on address '
+        f"('127.0.0.1', {r.metrics_port}): address already in use\", file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    r.write_config(
+        f"""
+        [[component]]
+        name = "{name}"
+        layer = "throat"
+        priority = 10
+        command = ["{sys.executable}", "{prog}"]
+        restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1, jitter = 0.0 }}
+        """
+    )
+    shutil.copy(REPO / "config" / "error_registry.toml", r.base / "error_registry.toml")
+    (r.base / "razar_ai_agents.json").write_text(
+        json.dumps({"active": "registry", "agents": [{"name": "registry", "kind": "registry"}]})
+    )
+    r.start(wait_ready=False)
+
+    def tried() -> list[dict[str, Any]]:
+        assert r.proc is not None
+        if r.proc.poll() is not None:
+            raise AssertionError(f"razard exited {r.proc.returncode}: {r.stderr_text()[-2000:]}")
+        path = r.state_dir / "razar_ai_invocations.json"
+        if not path.exists():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [i for i in rows if i.get("status") not in ("started", "skipped")]
+
+    done = wait_for(tried, 90, "the registry's attempt")
+    assert done[0]["agent"] == "registry"
+    assert "port-in-use" in json.dumps(done[0])
+    assert r.proc is not None and r.proc.poll() is None, r.stderr_text()
+    assert "# TYPE" in r.metrics_text()  # the port still answers
+    assert r.component(name)["name"] == name  # razarctl still answers
