@@ -416,6 +416,14 @@ def _parse_probe(r: Reader, raw: Any, prefix: str) -> ProbeConfig | None:
             r.problem(join_key(prefix, "command"), "required for exec probes")
         else:
             command = r.argv(t, prefix, "command") or ()
+            if command and not command[0].startswith("/"):
+                # a relative program is looked up in the working directory or PATH,
+                # both of which someone other than root may control
+                r.problem(
+                    join_key(prefix, "command"),
+                    f"the program must be an absolute path, got {command[0]!r}",
+                )
+                command = ()
     elif kind == "http":
         url = r.string(t, prefix, "url") or ""
         if url and not re.match(r"^https?://[^/\s]+", url):

@@ -17,6 +17,7 @@ import errno
 import functools
 import ipaddress
 import os
+import pwd
 import select
 import signal
 import socket
@@ -33,6 +34,11 @@ from razard.config import ProbeConfig
 #: Longest probe output kept in a result (characters); the detail holds at most this.
 MAX_OUTPUT: Final = 500
 _READ_CAP: Final = 64 * 1024  # bytes of exec output kept while reading
+#: the whole environment of an exec probe (plus HOME/USER/LOGNAME of its user)
+PROBE_ENV: Final[Mapping[str, str]] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
 _REAP_GRACE: Final = 5.0  # seconds to wait for a killed probe to be reaped
 
 
@@ -55,24 +61,30 @@ class ProbeResult:
 class Prober:
     """Runs probes; holds one HTTP client shared by every http probe.
 
-    ``env`` is the environment for exec probes (None: this process's own).
-    Close it with `aclose` or use it as an async context manager.
+    ``env`` is the base environment for exec probes (None: `PROBE_ENV`, never this
+    process's own, which holds razard's tokens). Close it with `aclose` or use it as
+    an async context manager.
     """
 
     def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
-        self._env = dict(env) if env is not None else None
+        self._env = dict(env) if env is not None else dict(PROBE_ENV)
         self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._connector: Connector | None = None
 
-    async def run(self, probe: ProbeConfig, *, cwd: str | None = None) -> ProbeResult:
+    async def run(
+        self, probe: ProbeConfig, *, cwd: str | None = None, user: str | None = None
+    ) -> ProbeResult:
         """Run ``probe`` once within ``probe.timeout``; never raises for a failing probe.
 
-        ``cwd``: where an exec probe runs (the component's working directory).
+        ``cwd``: where an exec probe runs (the component's working directory);
+        ``user``: whom it runs as (the component's user; None: razard's own, as the
+        component itself then runs). The program runs as that user, with that
+        user's groups and a minimal environment (`PROBE_ENV`, ``HOME``, ``USER``).
         """
         start = time.monotonic()
         try:
             if probe.kind == "exec":
-                ok, detail, output = await self._exec(probe, cwd)
+                ok, detail, output = await self._exec(probe, cwd, user)
             elif probe.kind == "http":
                 ok, detail, output = await self._http(probe)
             elif probe.kind == "tcp":
@@ -168,19 +180,38 @@ class Prober:
                 sock.close()
         raise error or OSError(f"no address for {host}")
 
-    async def _exec(self, probe: ProbeConfig, cwd: str | None) -> tuple[bool, str, str]:
+    async def _exec(
+        self, probe: ProbeConfig, cwd: str | None, user: str | None
+    ) -> tuple[bool, str, str]:
         if not probe.command:
             return False, "no command configured", ""
         program = probe.command[0]
+        if not os.path.isabs(program):
+            return False, f"the program must be an absolute path, got {program!r}", ""
+        env = dict(self._env)
+        identity: dict[str, Any] = {}
+        if user:
+            try:
+                pw = pwd.getpwnam(user)
+            except KeyError:
+                return False, f"no such user {user!r}", ""
+            env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+            if os.geteuid() == 0 and pw.pw_uid != 0:  # only root can (and must) switch
+                identity = {
+                    "user": pw.pw_uid,
+                    "group": pw.pw_gid,
+                    "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
+                }
         try:
             proc = await asyncio.create_subprocess_exec(
                 *probe.command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self._env,
+                env=env,
                 cwd=cwd or None,
                 start_new_session=True,
+                **identity,
             )
         except FileNotFoundError:
             return False, f"executable not found: {program}", ""

@@ -407,7 +407,9 @@ class Runner:
         probe = self.cfg.probe
         if probe is None:
             return None
-        result = await self.sup.prober.run(probe, cwd=self.cfg.working_directory or None)
+        result = await self.sup.prober.run(
+            probe, cwd=self.cfg.working_directory or None, user=self.cfg.user or None
+        )
         m = self.sup.metrics
         m.probe_duration.labels(self.cfg.name, probe.kind).observe(result.duration)
         m.probes.labels(self.cfg.name, probe.kind, "ok" if result.ok else "failed").inc()

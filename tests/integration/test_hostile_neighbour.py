@@ -35,6 +35,7 @@ from razard.escalation.notifier import OwnEntries
 from razard.escalation.source import JournalSource
 from razard.repair.handover import journal_tail
 from razard.sandbox import UserManager
+from tests import canary
 from tests.integration.harness import Razard, sleepers, wait_for
 
 PYTHON = "/usr/bin/python3"  # the system's, runnable by anyone; the code run needs stdlib only
@@ -403,3 +404,40 @@ def test_a_failure_naming_razards_own_port_does_not_touch_razard(
     assert r.proc is not None and r.proc.poll() is None, r.stderr_text()
     assert "# TYPE" in r.metrics_text()  # the port still answers
     assert r.component(name)["name"] == name  # razarctl still answers
+
+
+# ----------------------------------------------------------------- 5: exec probes
+
+
+def test_an_exec_probe_runs_as_the_components_user_without_razards_tokens(
+    exposed: Callable[[str], Razard], users: Users
+) -> None:
+    """A probe script the component's user could have written reports that user's uid and
+    an environment without any of razard's tokens (razard runs with canary tokens)."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"probe-{tag}"
+    r = exposed("")
+    out = r.base / "seen"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    check = r.base / "check.sh"
+    check.write_text(f"#!/bin/sh\nid -u > {out}/uid\nenv > {out}/env\n")
+    check.chmod(0o755)
+    r.write_config(
+        f"""
+        [[component]]
+        name = "{name}"
+        layer = "crown"
+        priority = 10
+        command = ["/bin/sleep", "100000"]
+        user = "{users.outsider}"
+        probe = {{ type = "exec", command = ["{check}"], interval = 0.2 }}
+        """
+    )
+    r.start()
+    r.wait_state(name, "healthy")
+    wait_for(lambda: (out / "env").exists() and (out / "env").read_text(), 30, "a probe run")
+    assert (out / "uid").read_text().strip() == str(pwd.getpwnam(users.outsider).pw_uid)
+    env = (out / "env").read_text()
+    canary.assert_no_token(env, "an exec probe's environment")
+    assert "RAZAR_" not in env and "DBUS_SESSION_BUS_ADDRESS" not in env, env

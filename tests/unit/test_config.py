@@ -329,6 +329,11 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
         f"{P}.probe.command",
     ),
     (
+        "exec probe with a relative program",
+        {"component": [comp(probe={"type": "exec", "command": ["./check.sh"]})]},
+        f"{P}.probe.command",
+    ),
+    (
         "zero probe interval",
         {"component": [comp(probe={"type": "tcp", "port": 1, "interval": 0})]},
         f"{P}.probe.interval",
