@@ -16,6 +16,7 @@ import contextlib
 import errno
 import functools
 import ipaddress
+import logging
 import os
 import pwd
 import select
@@ -33,6 +34,7 @@ from razard.config import ProbeConfig
 
 #: Longest probe output kept in a result (characters); the detail holds at most this.
 MAX_OUTPUT: Final = 500
+log = logging.getLogger(__name__)
 _READ_CAP: Final = 64 * 1024  # bytes of exec output kept while reading
 #: the whole environment of an exec probe (plus HOME/USER/LOGNAME of its user)
 PROBE_ENV: Final[Mapping[str, str]] = {
@@ -56,6 +58,31 @@ class ProbeResult:
     duration: float
     detail: str
     output: str = ""
+    #: the probe could not be run for razard's own lack of resources (descriptors,
+    #: memory): says nothing about the component and must not count against it
+    ours: bool = False
+
+
+class _OwnTrouble(Exception):
+    """razard itself ran out of a resource while running a probe."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.strerror or str(cause))
+        self.cause = cause
+
+
+#: errors that are razard's own (EMFILE: its descriptors), never the component's
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _raise_if_ours(exc: BaseException) -> None:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _RESOURCE_ERRNOS:
+            raise _OwnTrouble(e) from exc
+        e = e.__cause__ or e.__context__
 
 
 class Prober:
@@ -91,6 +118,14 @@ class Prober:
                 ok, detail, output = await self._tcp(probe)
             else:
                 ok, detail, output = False, f"unknown probe type {probe.kind!r}", ""
+        except _OwnTrouble as e:
+            log.warning("%s probe not run: razard is short of resources: %s", probe.kind, e)
+            return ProbeResult(
+                False,
+                time.monotonic() - start,
+                f"not run: razard itself is short of resources ({e})",
+                ours=True,
+            )
         except Exception as e:  # a probe must not take the supervisor down with it
             ok, detail, output = False, f"probe error: {_describe(e)}", ""
         return ProbeResult(ok, time.monotonic() - start, detail, output)
@@ -133,6 +168,7 @@ class Prober:
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
             return False, f"invalid URL {probe.url!r}: {e}", ""
         except (httpx.HTTPError, OSError) as e:
+            _raise_if_ours(e)
             return False, _describe(e), ""
 
     async def _tcp(self, probe: ProbeConfig) -> tuple[bool, str, str]:
@@ -145,6 +181,7 @@ class Prober:
         except TimeoutError:
             return False, _timed_out(probe.timeout), ""
         except OSError as e:
+            _raise_if_ours(e)
             return False, f"{_describe(e)} ({where})", ""
         return True, f"connected to {where}", ""
 
@@ -218,6 +255,7 @@ class Prober:
         except PermissionError:
             return False, f"permission denied: cannot execute {program}", ""
         except OSError as e:
+            _raise_if_ours(e)
             return False, f"cannot run {program}: {_describe(e)}", ""
 
         loop = asyncio.get_running_loop()

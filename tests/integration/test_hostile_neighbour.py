@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -441,3 +442,57 @@ def test_an_exec_probe_runs_as_the_components_user_without_razards_tokens(
     env = (out / "env").read_text()
     canary.assert_no_token(env, "an exec probe's environment")
     assert "RAZAR_" not in env and "DBUS_SESSION_BUS_ADDRESS" not in env, env
+
+
+# ----------------------------------------------------------------- 6: metrics connections
+
+
+def test_idle_metrics_connections_do_not_starve_razard(exposed: Callable[[str], Razard]) -> None:
+    """Hundreds of idle connections to the metrics port (more than razard's descriptor
+    limit, lowered here to make the point quickly): the healthy component keeps passing its
+    probes, is never restarted, and the port answers again once they are closed."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"fd-{tag}"
+    r = exposed("")
+    runs = r.base / "probe-runs"
+    r.write_config(
+        f"""
+        [[component]]
+        name = "{name}"
+        layer = "crown"
+        priority = 10
+        command = ["/bin/sleep", "100000"]
+        probe = {{ type = "exec", command = ["/bin/sh", "-c", "echo . >> {runs}"], interval = 0.2 }}
+        """
+    )
+    r.start()
+    r.wait_state(name, "healthy")
+    assert r.proc is not None
+    subprocess.run(["prlimit", f"--pid={r.proc.pid}", "--nofile=160:160"], check=True)
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(400):
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", r.metrics_port))
+            except OSError:
+                s.close()
+                break  # the backlog is full: enough
+            conns.append(s)
+        assert len(conns) >= 100
+
+        before = len(runs.read_text().splitlines())
+
+        def probes_pass() -> bool:
+            c = r.component(name)
+            assert c["state"] == "healthy" and c["restarts"] == 0, c
+            # several probe rounds passed while the connections idle
+            return len(runs.read_text().splitlines()) >= before + 5
+
+        wait_for(probes_pass, 60, "probe rounds passing during the flood")
+    finally:
+        for s in conns:
+            s.close()
+    assert wait_for(lambda: "# TYPE" in r.metrics_text(), 30, "the metrics port to answer")
+    assert r.component(name)["restarts"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -296,3 +297,21 @@ async def test_exec_gets_no_environment_of_razards(monkeypatch: pytest.MonkeyPat
     names = {line.split("=", 1)[0] for line in result.output.splitlines()}
     assert "RAZAR_OPENAI_TOKEN" not in names and "sk-canary-probe-env" not in result.output
     assert names <= {"PATH", "LANG", "PWD", "SHLVL", "_"}
+
+
+async def test_razards_own_lack_of_descriptors_is_not_the_components_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMFILE while starting a probe is razard's trouble: the result says so (``ours``), so
+    the supervisor does not count it against the component; a real failure is not ours."""
+
+    async def no_descriptors(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_descriptors)
+    result = await run_probe(_exec("true"))
+    assert result.ours and not result.ok
+    assert "razard itself is short of resources" in result.detail
+    monkeypatch.undo()
+    failed = await run_probe(_exec("false"))
+    assert not failed.ok and not failed.ours
