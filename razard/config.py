@@ -531,11 +531,13 @@ def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
                 environment.append((k, v))
     working_directory = r.string(t, prefix, "working_directory", "") or ""
     if working_directory and (
-        not working_directory.startswith("/") or has_control(working_directory)
+        not working_directory.startswith("/")
+        or has_control(working_directory)
+        or working_directory.endswith("\\")  # a unit file's line continuation
     ):
         r.problem(
             join_key(prefix, "working_directory"),
-            "must be an absolute path without newlines or NUL",
+            "must be an absolute path without newlines, NUL or a trailing backslash",
         )
     user = r.string(t, prefix, "user", "") or ""
     if user and not USER_RE.fullmatch(user):

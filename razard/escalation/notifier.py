@@ -278,8 +278,10 @@ class EscalationNotifier:
                 self.unlock()
 
     def client(self) -> httpx.AsyncClient:
-        """An HTTP client whose timeout bounds every request to a target."""
-        return httpx.AsyncClient(timeout=self.cfg.timeout, follow_redirects=False)
+        """An HTTP client whose timeout bounds every request to a target. It ignores
+        HTTP(S)_PROXY and netrc (trust_env=False): a proxy set in the environment would
+        receive the targets' bearer tokens."""
+        return httpx.AsyncClient(timeout=self.cfg.timeout, follow_redirects=False, trust_env=False)
 
     async def run_once(self, client: httpx.AsyncClient) -> PassResult:
         """One pass: read, decide, queue, commit, deliver. Call `lock` first.

@@ -496,3 +496,40 @@ def test_idle_metrics_connections_do_not_starve_razard(exposed: Callable[[str], 
             s.close()
     assert wait_for(lambda: "# TYPE" in r.metrics_text(), 30, "the metrics port to answer")
     assert r.component(name)["restarts"] == 0
+
+
+# ----------------------------------------------------------------- 8: smaller points
+
+
+def test_a_components_environment_is_not_in_its_world_readable_unit(
+    exposed: Callable[[str], Razard],
+) -> None:
+    """`environment` values (a DSN, a key) reach the component exactly, but not its unit
+    file (readable by anyone) nor `systemctl show`: they sit in a 0600 file."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"env-{tag}"
+    secret = f'pg://u:p4ss-{tag}@db/x \\ "q" $HOME `id`'
+    r = exposed("")
+    seen = r.base / "seen"
+    r.write_config(
+        f"""
+        [[component]]
+        name = "{name}"
+        layer = "crown"
+        priority = 10
+        command = ["/bin/sh", "-c", "printf %s \\"$DSN\\" > {seen}; exec sleep 100000"]
+        environment = {{ DSN = {json.dumps(secret)} }}
+        """
+    )
+    r.start()
+    r.wait_state(name, "healthy")
+    wait_for(lambda: seen.exists() and seen.read_text(), 30, "the component's output")
+    assert seen.read_text() == secret
+    unit = r.um.unit_dir / f"razar-{name}.service"
+    assert f"p4ss-{tag}" not in unit.read_text()
+    shown = r.um.systemctl("show", "-p", "Environment", unit.name).stdout
+    assert f"p4ss-{tag}" not in shown
+    env_files = [
+        p for p in r.um.unit_dir.iterdir() if f"p4ss-{tag}" in p.read_text(errors="replace")
+    ]
+    assert env_files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in env_files)

@@ -329,6 +329,11 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
         f"{P}.probe.command",
     ),
     (
+        "working_directory ending in a backslash (a unit line continuation)",
+        {"component": [cmd_comp(working_directory="/srv/app\\")]},
+        f"{P}.working_directory",
+    ),
+    (
         "exec probe with a relative program",
         {"component": [comp(probe={"type": "exec", "command": ["./check.sh"]})]},
         f"{P}.probe.command",

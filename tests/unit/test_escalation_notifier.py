@@ -244,3 +244,48 @@ async def test_taking_the_lock_reads_what_the_previous_holder_left(
         assert [a.signature for a in waiting.book.alerts.values()] == ["OOM killed pid <n>"]
     finally:
         waiting.unlock()
+
+
+async def test_the_notifiers_client_never_goes_through_an_environment_proxy(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY in razard's environment does not route alerts (and their bearer tokens)
+    through a proxy: the target itself gets the request, the proxy nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    n, _, _ = setup
+    seen: dict[str, list[str]] = {"target": [], "proxy": []}
+
+    def server(role: str) -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                seen[role].append(self.headers.get("Authorization", ""))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        s = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+        return s
+
+    target, proxy = server("target"), server("proxy")
+    try:
+        proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(var, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with n.client() as client:
+            r = await client.post(
+                f"http://127.0.0.1:{target.server_address[1]}/alert",
+                headers={"Authorization": "Bearer sk-proxy-canary"},
+            )
+        assert r.status_code == 200
+        assert seen == {"target": ["Bearer sk-proxy-canary"], "proxy": []}
+    finally:
+        target.shutdown()
+        proxy.shutdown()
