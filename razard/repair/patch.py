@@ -194,19 +194,15 @@ class PatchEngine:
         try:
             with open_root(comp.artifact_root) as root_fd:
                 for rel in list_artifact_files(root_fd, comp.artifacts):
-                    with contextlib.suppress(UnsafePath):
-                        if (links := _links(root_fd, rel)) > 1:
-                            # a hard link may name a secret elsewhere: never sent to a model
-                            log.warning(
-                                "%s: %s has %d hard links; not shown to the agents",
-                                comp.name,
-                                rel,
-                                links,
-                            )
-                            continue
-                        state = read_regular(root_fd, rel, head=max_bytes)
-                        if state is not None:
-                            out[rel] = state.data.decode("utf-8", "replace")
+                    try:
+                        # a hard link may name a secret elsewhere: never sent to a model.
+                        # Checked on the descriptor actually read, not on the name before.
+                        state = read_regular(root_fd, rel, head=max_bytes, single_link=True)
+                    except UnsafePath as exc:
+                        log.warning("%s: not shown to the agents: %s", comp.name, exc)
+                        continue
+                    if state is not None:
+                        out[rel] = state.data.decode("utf-8", "replace")
         except UnsafePath as exc:
             log.warning("%s: cannot read artifacts: %s", comp.name, exc)
         return out

@@ -119,13 +119,20 @@ def open_parent(root_fd: int, rel: str, *, create: bool = False) -> Iterator[int
 
 
 def read_regular(
-    root_fd: int, rel: str, limit: int | None = None, *, head: int | None = None
+    root_fd: int,
+    rel: str,
+    limit: int | None = None,
+    *,
+    head: int | None = None,
+    single_link: bool = False,
 ) -> FileState | None:
     """The regular file ``rel`` under the root, or None if absent; `UnsafePath` otherwise.
 
     A fifo is never opened (that would block) and a device never read. With
     ``limit``, a file larger than ``limit`` bytes raises `UnsafePath`; with
-    ``head``, only its first ``head`` bytes are read.
+    ``head``, only its first ``head`` bytes are read. With ``single_link``, the file
+    read must have had one link, and ``rel`` must still name it after the read: a hard
+    link to a secret elsewhere, made or removed around the read, is refused.
     """
     name = posixpath.basename(rel)
     with open_parent(root_fd, rel) as dfd:
@@ -152,6 +159,18 @@ def read_regular(
             data = _read_all(fd, limit if head is None else head - 1)[:head]
             if limit is not None and len(data) > limit:
                 raise UnsafePath(f"{rel} is more than the {limit} byte limit")
+            if single_link:
+                # on the descriptor read, and the name again after reading: a link added
+                # (or one removed) around the read is caught either way
+                try:
+                    now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise UnsafePath(f"{rel} changed while it was read") from None
+                if (now.st_dev, now.st_ino) != (fst.st_dev, fst.st_ino):
+                    raise UnsafePath(f"{rel} changed while it was read")
+                links = max(os.fstat(fd).st_nlink, fst.st_nlink)
+                if links != 1:
+                    raise UnsafePath(f"{rel} has {links} hard links")
         finally:
             os.close(fd)
     return FileState(data, stat.S_IMODE(fst.st_mode), fst.st_uid, fst.st_gid)

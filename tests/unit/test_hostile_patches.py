@@ -423,6 +423,19 @@ def test_hard_linked_secret_is_never_shown_to_an_agent(world: World) -> None:
     assert not any(SECRET.decode() in text for text in shown.values())
 
 
+def test_hard_link_check_is_on_the_descriptor_read_not_on_the_name_before(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hard link that a look at the name before the read would miss (it is made just
+    after that look) is still caught: the link count is taken from what was read."""
+    import razard.repair.patch as patch_module
+
+    monkeypatch.setattr(patch_module, "_links", lambda root_fd, rel: 1)  # the race, won
+    shown = world.engine.read_artifacts(world.comp)
+    assert "conf.d/hard.conf" not in shown and "conf.d/main.conf" in shown
+    assert not any(SECRET.decode() in text for text in shown.values())
+
+
 def test_hard_link_made_after_check_is_refused_at_apply(world: World) -> None:
     """A file hard-linked to the outside between check and apply is refused by apply."""
     target = world.root / "conf.d" / "main.conf"
