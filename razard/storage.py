@@ -202,18 +202,20 @@ def read_json(path: Path) -> Any | None:
         raise StateError(f"{path}: not valid JSON: {exc}") from exc
 
 
-def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+def append_jsonl(path: Path, record: Mapping[str, Any], *, mode: int = FILE_MODE) -> None:
     """Append ``record`` to ``path`` as one JSON line, whole, under an exclusive lock.
 
-    Parent directories are created. ``TypeError``/``ValueError`` from an
-    unserialisable record propagate before the file is opened.
+    Parent directories are created; the file has ``mode`` (`PRIVATE_MODE` for records
+    that may hold what a model wrote), set again if it was made with another.
+    ``TypeError``/``ValueError`` from an unserialisable record propagate before the
+    file is opened.
 
     Raises:
         StateError: the file cannot be opened, locked or written.
     """
     # json.dumps escapes control characters inside strings, so the record is one line.
     line = (json.dumps(dict(record), ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
-    _append_locked(path, line, heal_torn_line=True)
+    _append_locked(path, line, heal_torn_line=True, mode=mode)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -257,13 +259,16 @@ def append_text(path: Path, text: str) -> None:
     _append_locked(path, text.encode("utf-8", "backslashreplace"), heal_torn_line=False)
 
 
-def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool) -> None:
+def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool, mode: int = FILE_MODE) -> None:
     try:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         # O_RDWR, not O_WRONLY: healing a torn line needs to read the last byte.
         fd = os.open(
-            path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE
+            path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode
         )
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
+            os.fchmod(fd, mode)
     except OSError as exc:
         raise StateError(f"{path}: cannot open for append: {exc.strerror or exc}") from exc
     lock_fd: int | None = None

@@ -29,6 +29,7 @@ from razard.escalation import trust
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.patch import AppliedPatch, PatchEngine
+from razard.repair.scrub import scrub
 from razard.repair.types import (
     AgentFailed,
     AgentSkipped,
@@ -38,7 +39,7 @@ from razard.repair.types import (
     RepairContext,
     RepairError,
 )
-from razard.storage import append_jsonl, read_jsonl
+from razard.storage import PRIVATE_MODE, append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ class Handover:
     def _record(self, path: Path, rec: dict[str, Any]) -> dict[str, Any]:
         iso, unix = _now()
         rec = {**rec, "time": iso, "unix": unix}
-        append_jsonl(path, rec)
+        # 0600: a model's rationale or an agent's error may quote an artifact's secret
+        append_jsonl(path, rec, mode=PRIVATE_MODE)
         return rec
 
     def _emit(
@@ -198,14 +200,15 @@ class Handover:
         priority: int = Priority.INFO,
         **fields: Any,
     ) -> None:
+        # an agent's error or rationale may quote an artifact's secret (a DSN it echoed)
         self.events.emit(
             event,
-            message,
+            scrub(message),
             component=comp.name,
             layer=comp.layer,
             priority=priority,
             unit=comp.unit,
-            **fields,
+            **{k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()},
         )
 
     # ------------------------------------------------------------ the roster
@@ -510,9 +513,10 @@ class Handover:
     ) -> dict[str, Any]:
         rec = {**base, "status": status, "patched": patched}
         if error is not None:
-            rec["reason"] = error
+            rec["reason"] = scrub(error)
         if rationale:
-            rec["rationale"] = rationale[:500]
+            # what is needed to follow the attempt, not the model's whole reply
+            rec["rationale"] = scrub(rationale[:500])
         rec = self._record(self.invocations, rec)
         if long_task:
             self._record(self.long_task_file, rec)

@@ -59,6 +59,7 @@ from razard.repair.difftools import (
     parse_unified_diff,
 )
 from razard.repair.difftools import unified_diff as make_diff
+from razard.repair.scrub import scrub
 from razard.repair.snapshots import (
     NEW_FILE_MODE,
     FileState,
@@ -324,12 +325,12 @@ class PatchEngine:
             diff_hash=sha256(raw.encode("utf-8", "surrogatepass")),
             files=files,
             reason=reason,
-            rationale=proposal.rationale[:_RATIONALE_CHARS],
+            rationale=scrub(proposal.rationale[:_RATIONALE_CHARS]),
         )
         try:
             # Kept so `razarctl diff` can show an operator what was refused.
             self._store_diff(comp.name, patch_id, raw)
-            append_jsonl(self.state_dir / PATCHES_FILE, record)
+            append_jsonl(self.state_dir / PATCHES_FILE, record, mode=storage.PRIVATE_MODE)
         except (StateError, RepairError) as exc:
             log.warning("%s: cannot record refused patch: %s", comp.name, exc)
 
@@ -434,7 +435,7 @@ class PatchEngine:
         record = self._record(
             "applied",
             comp.name,
-            rationale=prepared.rationale[:_RATIONALE_CHARS],
+            rationale=scrub(prepared.rationale[:_RATIONALE_CHARS]),
             **_ident(pending),
         )
         self._append(record)
@@ -645,8 +646,12 @@ class PatchEngine:
         out.sort(key=lambda r: float(r.get("unix", 0.0)))
         return out
 
-    def diff(self, component: str, patch_id: str | None = None) -> str:
-        """The stored diff of ``patch_id`` (the latest applied patch if None)."""
+    def diff(self, component: str, patch_id: str | None = None, *, refused: bool = False) -> str:
+        """The stored diff of ``patch_id`` (the latest applied patch if None).
+
+        A refused proposal's text is whatever the model wrote (a secret it echoed, words
+        aimed at the operator): shown only with ``refused`` (root's own reading, never
+        over the bus to group razar); its file is 0600."""
         if not _COMPONENT_RE.match(component):
             raise RepairError(f"{component!r}: not a component name")
         if patch_id is None:
@@ -657,6 +662,15 @@ class PatchEngine:
         if not _ID_RE.match(patch_id):
             raise RepairError(f"{component}: {patch_id!r} is not a patch id")
         path = self.state_dir / DIFF_DIR / component / f"{patch_id}.diff"
+        if not refused:
+            statuses = {
+                r.get("status") for r in self.patches(component) if r.get("patch_id") == patch_id
+            }
+            if "refused" in statuses and "applied" not in statuses:
+                raise RepairError(
+                    f"{component}: patch {patch_id} was refused; the proposal as the agent "
+                    f"wrote it is kept for root only, in {path}"
+                )
         try:
             return path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -806,7 +820,9 @@ class PatchEngine:
             path = self.state_dir / name
             if once and any(r == record for r in read_jsonl(path)):
                 continue
-            append_jsonl(path, record)
+            # razar_ai_patches.json is root's (agents' words); patch_history.jsonl operators'
+            mode = storage.PRIVATE_MODE if name == PATCHES_FILE else storage.FILE_MODE
+            append_jsonl(path, record, mode=mode)
 
     def _store_diff(self, component: str, patch_id: str, text: str) -> None:
         directory = self.state_dir / DIFF_DIR / component
