@@ -89,11 +89,13 @@ def cli(
 def check_config(file: Path) -> None:
     """Validate FILE; print every problem with its key; exit 0 when valid."""
     from razard.config import load_config
+    from razard.repair.patch import check_artifact_roots
     from razard.repair.setup import load_repair, repair_files
 
     try:
         cfg = load_config(file)
         load_repair(cfg, os.environ)
+        check_artifact_roots(cfg)
     except ConfigError as e:
         for p in e.problems:
             click.echo(str(p), err=True)

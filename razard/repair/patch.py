@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from razard import storage
-from razard.config import ComponentConfig
-from razard.errors import StateError
+from razard.config import ComponentConfig, Config
+from razard.errors import ConfigError, ConfigProblem, StateError
 from razard.repair.difftools import (
     _CONTROL_RE,
     DiffError,
@@ -72,6 +72,7 @@ from razard.repair.snapshots import (
     read_kind,
     read_regular,
     sha256,
+    unsafe_root,
     write_atomic,
 )
 from razard.repair.types import FileEdit, PatchRefused, Proposal, RepairError
@@ -692,13 +693,16 @@ class PatchEngine:
         changed: list[str] = []
         if stage in ("reverting", "rolling_back"):
             manifest = self.snapshots.load(comp.name, str(pending["snapshot_id"]))
-            with open_root(comp.artifact_root) as root_fd:
-                changed = self.snapshots.restore(
-                    root_fd,
-                    manifest,
-                    pending.get("also_absent", []),
-                    pending.get("also_absent_dirs", []),
-                )
+            try:
+                with open_root(comp.artifact_root) as root_fd:
+                    changed = self.snapshots.restore(
+                        root_fd,
+                        manifest,
+                        pending.get("also_absent", []),
+                        pending.get("also_absent_dirs", []),
+                    )
+            except UnsafePath as exc:  # the root was swapped: write nothing anywhere
+                raise RepairError(f"{comp.name}: not restoring: {exc}") from exc
         self._append(record, once=True)
         if stage in ("kept", "rolling_back"):
             self._set_baseline(comp, record)
@@ -941,3 +945,30 @@ def _proposal_text(proposal: Proposal) -> str:
             f"=== edit {e.path}\n<<<<<<< search\n{e.search}\n=======\n{e.replace}\n>>>>>>>\n"
         )
     return "".join(parts)
+
+
+def check_artifact_roots(cfg: Config) -> None:
+    """Refuse a config whose artifact roots razard could be tricked into writing
+    elsewhere through (`razard.repair.snapshots.unsafe_root`); roots not there yet pass.
+
+    Raises:
+        ConfigError: one problem per unsafe root, naming the component's key.
+    """
+    problems: list[ConfigProblem] = []
+    for i, comp in enumerate(cfg.components):
+        if not comp.artifacts or not comp.artifact_root:
+            continue
+        if not os.path.lexists(comp.artifact_root):
+            continue
+        reason = unsafe_root(comp.artifact_root)
+        if reason is not None:
+            problems.append(
+                ConfigProblem(
+                    str(cfg.source),
+                    f"component[{i}] ({comp.name}).artifact_root",
+                    f"unsafe: {reason}; razard writes there as root, so every directory "
+                    "above it must be root's and writable by no one else",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)

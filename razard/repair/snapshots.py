@@ -71,15 +71,83 @@ def describe_mode(mode: int) -> str:
 
 @contextlib.contextmanager
 def open_root(root: str) -> Iterator[int]:
-    """A directory fd on the artifact root (its own symlinks resolved once, by configuration)."""
+    """A directory fd on the artifact root (its own symlinks resolved once, by configuration).
+
+    The root must pass `unsafe_root`: razard writes and deletes there as root, so no
+    one else may be able to swap it, or any directory above it, for another.
+    """
+    reason = unsafe_root(root)
+    if reason is not None:
+        raise UnsafePath(f"artifact_root {root}: {reason}")
+    real = os.path.realpath(root)
     try:
-        fd = os.open(os.path.realpath(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise UnsafePath(f"artifact_root {root}: {exc.strerror or exc}") from exc
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+def root_identity(root_fd: int) -> list[int]:
+    """``[st_dev, st_ino]`` of the open artifact root, as manifests record it."""
+    st = os.fstat(root_fd)
+    return [st.st_dev, st.st_ino]
+
+
+def unsafe_root(root: str) -> str | None:
+    """Why ``root`` is not a safe artifact root, or None (like OpenSSH's StrictModes).
+
+    Every directory above the resolved root, and every directory holding a symlink
+    on the configured path, must be owned by root (or by razard's own uid) and not
+    writable by group or others, except a sticky one (``/tmp``) whose entry on the
+    path is itself owned by root: else its owner (a component's user) could put
+    another directory, or a symlink, in the root's place after razard looked. The
+    root itself may belong to anyone; what is inside it is walked without symlinks.
+    """
+    if not os.path.isabs(root):
+        return "is not an absolute path"
+    trusted = {0, os.geteuid()}
+
+    def check(directory: str, child: str) -> str | None:
+        try:
+            st = os.stat(directory, follow_symlinks=False)
+        except OSError as exc:
+            return f"{directory}: {exc.strerror or exc}"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{directory} is not a directory"
+        if st.st_uid not in trusted:
+            return f"{directory} is owned by uid {st.st_uid}, not root"
+        if stat.S_IMODE(st.st_mode) & 0o022:
+            if not st.st_mode & stat.S_ISVTX:
+                return f"{directory} is writable by group or others (mode {st.st_mode & 0o7777:o})"
+            try:
+                cst = os.stat(os.path.join(directory, child), follow_symlinks=False)
+            except OSError as exc:
+                return f"{os.path.join(directory, child)}: {exc.strerror or exc}"
+            if cst.st_uid not in trusted:
+                return (
+                    f"{os.path.join(directory, child)} is owned by uid {cst.st_uid} inside "
+                    f"the sticky, world-writable {directory}"
+                )
+        return None
+
+    # symlinks on the configured path: whoever may change one chooses the root
+    parts = [p for p in os.path.normpath(root).split("/") if p]
+    for k in range(len(parts)):
+        here = "/" + "/".join(parts[: k + 1])
+        if os.path.islink(here):
+            reason = check(os.path.dirname(here) or "/", parts[k])
+            if reason is not None:
+                return f"{reason} (it holds the symlink {here})"
+    real = os.path.realpath(root)
+    parts = [p for p in real.split("/") if p]
+    for k in range(len(parts)):
+        reason = check("/" + "/".join(parts[:k]), parts[k])
+        if reason is not None:
+            return reason
+    return None
 
 
 @contextlib.contextmanager
@@ -358,6 +426,8 @@ class SnapshotStore:
         manifest: dict[str, Any] = {
             "snapshot_id": snapshot_id,
             "component": component,
+            # the root's identity: a restore into any other directory is refused
+            "root": root_identity(root_fd),
             "files": entries,
             "modes": modes,
             "owners": owners,
@@ -387,6 +457,12 @@ class SnapshotStore:
         ``also_absent_dirs``, when empty. A file already holding the right bytes and mode is left
         alone, so restoring twice (after a crash mid-restore) is harmless.
         """
+        recorded = manifest.get("root")
+        if recorded is not None and list(recorded) != root_identity(root_fd):
+            raise UnsafePath(
+                "the artifact root is no longer the directory the snapshot was taken of "
+                "(it was moved or replaced): nothing restored"
+            )
         files: dict[str, str | None] = dict(manifest["files"])
         for rel in also_absent:
             files.setdefault(rel, None)

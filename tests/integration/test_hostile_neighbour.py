@@ -533,3 +533,57 @@ def test_a_components_environment_is_not_in_its_world_readable_unit(
         p for p in r.um.unit_dir.iterdir() if f"p4ss-{tag}" in p.read_text(errors="replace")
     ]
     assert env_files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in env_files)
+
+
+# ----------------------------------------------------------------- 4: the artifact root
+
+
+def test_check_config_refuses_an_artifact_root_its_user_could_swap(
+    users: Users, tmp_path: Path
+) -> None:
+    """The component's user owns the app directory holding the artifact root (say a
+    `current` deploy symlink): `razard check-config` names the root as unsafe, exit 1.
+    A root-owned chain passes."""
+    pw = pwd.getpwnam(users.outsider)
+    base = Path(tempfile.mkdtemp(prefix="razar-root-", dir="/var/tmp"))
+    try:
+        base.chmod(0o755)
+        app = base / "app"  # the user's own
+        (app / "releases" / "v1").mkdir(parents=True)
+        (app / "current").symlink_to(app / "releases" / "v1")
+        for p in (app, app / "releases", app / "releases" / "v1"):
+            os.chown(p, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+        good = base / "etc-app"
+        good.mkdir()
+
+        def check(root: Path) -> subprocess.CompletedProcess[str]:
+            cfg = tmp_path / "razard.toml"
+            cfg.write_text(
+                f"""
+[razard]
+state_dir = "{tmp_path / "state"}"
+
+[[component]]
+name = "app"
+layer = "crown"
+priority = 1
+command = ["/bin/sleep", "1000"]
+artifacts = ["app.conf"]
+artifact_root = "{root}"
+"""
+            )
+            return subprocess.run(
+                [str(Path(sys.executable).with_name("razard")), "check-config", str(cfg)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        bad = check(app / "current")
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        assert "artifact_root: unsafe:" in bad.stderr and f"uid {pw.pw_uid}" in bad.stderr
+        ok = check(good)
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
