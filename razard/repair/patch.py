@@ -309,7 +309,7 @@ class PatchEngine:
             diff=diff,
             diff_hash=sha256(diff.encode()),
             rationale=proposal.rationale,
-            base={rel: _digest(original[rel]) for rel in changes},
+            base={rel: self._digest(original[rel]) for rel in changes},
         )
 
     def _refused(
@@ -383,7 +383,7 @@ class PatchEngine:
             _refuse_hard_links(root_fd, rel)
         old = {rel: read_regular(root_fd, rel, MAX_FILE_BYTES) for rel in files}
         for rel, state in old.items():
-            digest = _digest(None if state is None else state.data)
+            digest = self._digest(None if state is None else state.data)
             if rel in prepared.base and prepared.base[rel] != digest:
                 raise UnsafePath(f"{rel} changed since the patch was checked")
         patch_id = _new_id()
@@ -686,6 +686,10 @@ class PatchEngine:
 
     # ----------------------------------------------------------------------- internals
 
+    def _digest(self, data: bytes | None) -> str | None:
+        """The keyed hash of a file's bytes (None: absent), as the pending record keeps it."""
+        return None if data is None else self.snapshots.digest(data)
+
     def _finish(self, comp: ComponentConfig, pending: dict[str, Any]) -> list[str]:
         """Carry out a decided stage; safe to repeat after a crash part way through."""
         stage = pending["stage"]
@@ -927,10 +931,6 @@ def _apply_op(rel: str, current: str | None, op: FilePatch | FileEdit) -> str:
     if n > 1:
         raise PatchRefused(f"{rel}: search text occurs {n} times; it must occur exactly once")
     return current.replace(op.search, op.replace, 1)
-
-
-def _digest(data: bytes | None) -> str | None:
-    return None if data is None else sha256(data)
 
 
 def _as_text(data: bytes | None) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import hmac
 import os
 import posixpath
 import re
@@ -383,17 +384,54 @@ def missing_dirs(root_fd: int, rel: str) -> list[str]:
 # --------------------------------------------------------------------------- snapshots
 
 
+HASH_KEY: Final = "hash.key"
+
+
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
 class SnapshotStore:
-    """Content-addressed snapshots of a component's artifacts under ``<state_dir>/snapshots``."""
+    """Content-addressed snapshots of a component's artifacts under ``<state_dir>/snapshots``.
+
+    Blobs are named by a keyed hash (HMAC-SHA-256 with a random key kept 0600 in
+    ``snapshots/hash.key``), never a plain SHA-256: manifests are readable by group
+    razar, and a plain hash of a secret artifact would let a reader confirm a guess.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.base = state_dir / "snapshots"
         self.blobs = self.base / "blobs"
+        self._key: bytes | None = None
+
+    def digest(self, data: bytes) -> str:
+        """The keyed hash of ``data`` (hex), as blob names and patch records carry it."""
+        return hmac.new(self._hash_key(), data, hashlib.sha256).hexdigest()
+
+    def _hash_key(self) -> bytes:
+        if self._key is not None:
+            return self._key
+        path = self.base / HASH_KEY
+        try:
+            self.base.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                key = path.read_bytes()
+            else:
+                key = secrets.token_bytes(32)
+                try:
+                    os.write(fd, key)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise RepairError(f"{path}: cannot read or make the hash key: {exc}") from exc
+        if len(key) != 32:  # torn by a crash right after creating it: nothing used it yet
+            raise RepairError(f"{path}: the hash key is damaged; remove it to make a new one")
+        self._key = key
+        return key
 
     def manifest_path(self, component: str, snapshot_id: str) -> Path:
         """Where the manifest of ``snapshot_id`` lives."""
@@ -497,7 +535,7 @@ class SnapshotStore:
         return changed
 
     def _store_blob(self, data: bytes) -> str:
-        digest = sha256(data)
+        digest = self.digest(data)
         path = self.blobs / digest
         if path.exists():
             return digest
@@ -532,6 +570,7 @@ class SnapshotStore:
         except OSError as exc:
             code = errno.errorcode.get(exc.errno or 0, "")
             raise RepairError(f"{rel}: snapshot blob {digest} unreadable ({code})") from exc
-        if sha256(data) != digest:
+        # plain SHA-256: a blob stored before blobs were named by a keyed hash
+        if digest not in (self.digest(data), sha256(data)):
             raise RepairError(f"{rel}: snapshot blob {digest} is corrupted")
         return data

@@ -587,3 +587,18 @@ def test_a_root_swapped_after_apply_is_never_restored_into(world: World) -> None
         world.engine.revert(world.comp, applied, "probe failed")
     assert planted.read_text() == "attacker's\n"
     assert sorted(p.name for p in (world.root / "conf.d").iterdir()) == ["main.conf"]
+
+
+def test_no_record_carries_a_plain_hash_of_an_artifact(world: World) -> None:
+    """Manifests, pending and patch records name contents by a keyed hash (its key 0600):
+    a reader in group razar cannot confirm a guess of a secret artifact by hashing it."""
+    prepared = world.engine.check(world.comp, edit("conf.d/main.conf", "workers = 2", "w = 4"))
+    applied = world.engine.apply(world.comp, prepared)
+    plain = hashlib.sha256(CONF.encode()).hexdigest()
+    texts = [p.read_text(errors="replace") for p in world.state.rglob("*") if p.is_file()]
+    texts = [t for t in texts if "snapshot" in t or "patch_id" in t]
+    assert texts and not any(plain in t for t in texts)
+    key = world.state / "snapshots" / "hash.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    world.engine.revert(world.comp, applied, "probe failed")  # the keyed blobs restore
+    assert (world.root / "conf.d" / "main.conf").read_text() == CONF
