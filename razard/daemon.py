@@ -127,7 +127,7 @@ async def run(
     config = load(config_path, retries)  # invalid config: nothing has been touched yet
     repair_setup = load_repair(config, os.environ)  # so are invalid agents/registry files
     state_dir = config.daemon.state_dir
-    storage.prepare_state_dir(state_dir)  # root:razar 2750: operators read, nobody else
+    storage.prepare_state_dir(state_dir)  # root:razar 0750: operators read, nobody else
     lock_fd = hold_state_lock(state_dir)  # released by the kernel when razard exits
     events = EventLog(state_dir / LOG_FILE, mirror_to_stderr="JOURNAL_STREAM" not in os.environ)
     notifier = Notifier()

@@ -12,8 +12,9 @@ Two disciplines, one per kind of file:
   waited for a bounded time only; past it the record is appended anyway.
   Readers take no lock and skip a torn line instead.
 
-The state directory is ``root:razar`` mode 2750 (setgid, so what is made inside
-belongs to group ``razar``): operators read it, nobody else can even look in.
+The state directory is ``root:razar`` mode 0750, and what is made inside takes
+its directory's group (set explicitly: razard.service's ``RestrictSUIDSGID=``
+forbids a setgid directory): operators read it, nobody else can even look in.
 Files are 0640, lock files 0600 and owned by root; a lock file someone else
 could open (made before this rule, or not by us) is replaced, since whoever
 holds a descriptor to it could hold its lock forever.
@@ -39,7 +40,7 @@ from razard.errors import StateError
 
 FILE_MODE = 0o640
 PRIVATE_MODE = 0o600  # lock files, records that may hold a secret
-DIR_MODE = 0o2750
+DIR_MODE = 0o750
 STATE_GROUP = "razar"  # operators: may read the state directory, nothing else
 LOCK_SUFFIX = ".lock"
 #: how long an append waits for its log's lock before writing without it: a whole
@@ -58,9 +59,10 @@ def state_gid() -> int:
 def prepare_state_dir(path: Path) -> None:
     """Create ``path`` if needed and make it, and everything in it, operators-only.
 
-    The directory becomes mode 2750 owned by root and group ``razar`` (root's group
+    The directory becomes mode 0750 owned by root and group ``razar`` (root's group
     where there is none; run as another user, razard keeps its own uid and gid).
-    Inside, directories get 2750, files lose every permission for others and
+    Inside, directories get 0750, and everything the group; files lose every
+    permission for others and
     group write, lock files become 0600 (one not owned by us is removed: it is
     made again, privately, when next taken). Symbolic links are left alone,
     never followed.
@@ -104,9 +106,38 @@ def _tighten_tree(dir_fd: int, uid: int, gid: int) -> None:
                 if st.st_uid != uid or stat.S_IMODE(st.st_mode) & 0o077:
                     os.unlink(name, dir_fd=dir_fd)
                 continue
-            mode = stat.S_IMODE(st.st_mode) & ~0o027
+            mode = stat.S_IMODE(st.st_mode) & ~0o6027  # never setuid/setgid either
             os.chown(name, -1, gid, dir_fd=dir_fd, follow_symlinks=False)
             os.chmod(name, mode, dir_fd=dir_fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and missing parents, mode 0750, each with its parent's group
+    (so a new directory in the state directory is group razar's too)."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir(mode=DIR_MODE)
+        fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _inherit_group(fd, new.parent)
+        finally:
+            os.close(fd)
+
+
+def _inherit_group(fd: int, directory: Path) -> None:
+    """Give the new file ``fd`` the group of the directory it is in (as a setgid
+    directory would), when razard may: root, or a group it is in."""
+    try:
+        gid = os.stat(directory).st_gid
+        if os.fstat(fd).st_gid != gid:
+            os.fchown(fd, -1, gid)
+    except PermissionError:
+        pass  # not ours to give: the file stays in our own group, no wider
 
 
 def open_lock(path: Path) -> int:
@@ -164,9 +195,10 @@ def write_json_atomic(
     directory = path.parent
     tmp_name: str | None = None
     try:
-        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        make_dirs(directory)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         try:
+            _inherit_group(fd, directory)
             # mkstemp creates 0600; state files are readable by group razar (razarctl users)
             os.fchmod(fd, mode)
             _write_all(fd, data)
@@ -261,7 +293,7 @@ def append_text(path: Path, text: str) -> None:
 
 def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool, mode: int = FILE_MODE) -> None:
     try:
-        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        make_dirs(path.parent)
         # O_RDWR, not O_WRONLY: healing a torn line needs to read the last byte.
         fd = os.open(
             path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode
@@ -269,6 +301,7 @@ def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool, mode: int =
         st = os.fstat(fd)
         if stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
             os.fchmod(fd, mode)
+        _inherit_group(fd, path.parent)
     except OSError as exc:
         raise StateError(f"{path}: cannot open for append: {exc.strerror or exc}") from exc
     lock_fd: int | None = None

@@ -224,7 +224,7 @@ class EscalationNotifier:
         if self._lock_fd is not None:
             return
         try:
-            self.dir.mkdir(mode=storage.DIR_MODE, parents=True, exist_ok=True)
+            storage.make_dirs(self.dir)
             fd = storage.open_lock(self.dir / LOCK_FILE)  # 0600: nobody else can hold it
         except OSError as e:
             raise RazarError(f"{self.dir / LOCK_FILE}: cannot open: {e.strerror or e}") from e

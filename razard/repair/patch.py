@@ -162,7 +162,7 @@ class PatchEngine:
             if self._depth == 0:
                 path = self.state_dir / LOCK_FILE
                 try:
-                    self.state_dir.mkdir(mode=storage.DIR_MODE, parents=True, exist_ok=True)
+                    storage.make_dirs(self.state_dir)
                     fd = storage.open_lock(path)  # 0600: nobody else can hold it
                 except OSError as exc:
                     raise StateError(f"{path}: cannot open: {exc.strerror or exc}") from exc

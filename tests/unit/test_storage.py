@@ -259,7 +259,7 @@ def test_a_held_append_lock_delays_an_append_only_a_bounded_time(
 
 
 def test_prepare_state_dir_leaves_others_nothing(tmp_path: Path) -> None:
-    """The state directory becomes 2750 and ours; files inside lose others' bits, and
+    """The state directory becomes 0750 and ours; files inside lose others' bits, and
     subdirectories follow; a lock file someone else could open is removed."""
     state = tmp_path / "state"
     (state / "quarantine").mkdir(parents=True)
@@ -281,8 +281,8 @@ def test_prepare_state_dir_leaves_others_nothing(tmp_path: Path) -> None:
     def mode(p: Path) -> int:
         return stat.S_IMODE(p.lstat().st_mode)
 
-    assert mode(state) == 0o2750
-    assert mode(state / "quarantine") == 0o2750
+    assert mode(state) == 0o750
+    assert mode(state / "quarantine") == 0o750
     assert mode(state / "razar.log") == 0o640
     assert mode(state / "quarantine" / "web.json") == 0o640
     assert not (state / "razard.lock").exists()
