@@ -151,6 +151,9 @@ def exposed(user_manager: UserManager, journald: object) -> Iterator[Callable[[s
                 if line.strip().startswith("name = ")
             ]
             r.cleanup_units([f"razar-{n}.service" for n in names])
+        # a layer healer razard started may have been cut short by its stop
+        user_manager.systemctl("stop", "razar-heal-*", check=False)
+        user_manager.systemctl("reset-failed", "razar-heal-*", check=False)
         shutil.rmtree(base, ignore_errors=True)
 
 
