@@ -136,11 +136,13 @@ def check_config(file: Path, host: bool | None, online: bool) -> None:
     """
     from razard.config import load_config
     from razard.hostcheck import check_host, summary
+    from razard.repair.patch import check_artifact_roots
     from razard.repair.setup import load_repair, repair_files
 
     try:
         cfg = load_config(file)
         load_repair(cfg, os.environ)
+        check_artifact_roots(cfg)
     except ConfigError as e:
         for p in e.problems:
             click.echo(str(p), err=True)

@@ -424,6 +424,14 @@ def _parse_probe(r: Reader, raw: Any, prefix: str) -> ProbeConfig | None:
             r.problem(join_key(prefix, "command"), "required for exec probes")
         else:
             command = r.argv(t, prefix, "command") or ()
+            if command and not command[0].startswith("/"):
+                # a relative program is looked up in the working directory or PATH,
+                # both of which someone other than root may control
+                r.problem(
+                    join_key(prefix, "command"),
+                    f"the program must be an absolute path, got {command[0]!r}",
+                )
+                command = ()
     elif kind == "http":
         url = r.string(t, prefix, "url") or ""
         if url and not re.match(r"^https?://[^/\s]+", url):
@@ -531,11 +539,13 @@ def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
                 environment.append((k, v))
     working_directory = r.string(t, prefix, "working_directory", "") or ""
     if working_directory and (
-        not working_directory.startswith("/") or has_control(working_directory)
+        not working_directory.startswith("/")
+        or has_control(working_directory)
+        or working_directory.endswith("\\")  # a unit file's line continuation
     ):
         r.problem(
             join_key(prefix, "working_directory"),
-            "must be an absolute path without newlines or NUL",
+            "must be an absolute path without newlines, NUL or a trailing backslash",
         )
     user = r.string(t, prefix, "user", "") or ""
     if user and not USER_RE.fullmatch(user):

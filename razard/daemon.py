@@ -29,7 +29,7 @@ from agents.gpu import open_backend
 from agents.gpu_metrics import GpuCollector
 from agents.healer import HealerMetrics, HealerRunner
 from agents.rung import HealerRung
-from razard import __version__
+from razard import __version__, storage
 from razard.config import Config, load_config
 from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
@@ -69,7 +69,10 @@ def _recover(engine: PatchEngine, config: Config) -> tuple[list[str], set[str]]:
 def hold_state_lock(state_dir: Path) -> int:
     """Hold ``razard.lock`` for razard's life: one razard per state directory, and razarctl's
     offline rollback can tell a razard that is alive but not (yet) on the bus."""
-    fd = os.open(state_dir / STATE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = storage.open_lock(state_dir / STATE_LOCK)
+    except OSError as e:
+        raise StateError(f"{state_dir / STATE_LOCK}: cannot open: {e.strerror or e}") from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -124,10 +127,7 @@ async def run(
     config = load(config_path, retries)  # invalid config: nothing has been touched yet
     repair_setup = load_repair(config, os.environ)  # so are invalid agents/registry files
     state_dir = config.daemon.state_dir
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StateError(f"{state_dir}: cannot create state directory: {e.strerror}") from e
+    storage.prepare_state_dir(state_dir)  # root:razar 0750: operators read, nobody else
     lock_fd = hold_state_lock(state_dir)  # released by the kernel when razard exits
     events = EventLog(state_dir / LOG_FILE, mirror_to_stderr="JOURNAL_STREAM" not in os.environ)
     notifier = Notifier()
@@ -152,11 +152,18 @@ async def run(
         run = await layer_agents.heal(layer, component=component, unit=unit, why="registry fix")
         return run.healed, f"{run.result.replace('_', ' ')}: {run.reason}"
 
+    async def kill_unit(unit: str, sig: int) -> None:
+        # the registry's unit_kill fixes: the component's own cgroup, never razard's
+        if unit == await systemd.unit_by_pid(os.getpid()):
+            raise RazarError(f"{unit} is razard's own unit")
+        await systemd.kill(unit, sig)
+
     roster = build_roster(
         repair_setup,
         os.environ,
         on_retry=lambda c: metrics.ai_retries.labels(c).inc(),
         run_healer=run_healer,
+        kill_unit=kill_unit,
     )
     handover = Handover(
         state_dir,

@@ -51,6 +51,12 @@ STATES: Final = (
 )
 
 
+#: connections the metrics server serves at once; a scraper needs one
+MAX_CONNECTIONS: Final = 32
+#: seconds a metrics connection may wait for each read or write
+CONNECTION_TIMEOUT: Final = 5.0
+
+
 class Registry(CollectorRegistry):
     """A `CollectorRegistry` that remembers its collectors in order, for `Metrics.render`."""
 
@@ -227,10 +233,17 @@ class Metrics:
 
     def serve(self, address: str, port: int) -> int:
         """Serve `render` over HTTP (any path) in a thread; returns the bound port (useful
-        when ``port`` is 0)."""
+        when ``port`` is 0).
+
+        Bounded, since anyone on the node can connect: at most `MAX_CONNECTIONS` at once
+        (one more is accepted and closed at once), each given `CONNECTION_TIMEOUT`
+        seconds per read or write, so idle connections cannot use up razard's
+        descriptors (which its probes, journal and state files need)."""
         render = self.render
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT  # socket timeout: an idle client is dropped
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 try:
                     body = render()
@@ -246,10 +259,39 @@ class Metrics:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # a scrape every few seconds is not news
 
-        server = ThreadingHTTPServer((address, port), Handler)
-        server.daemon_threads = True
+        server = _BoundedServer((address, port), Handler)
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         return int(server.server_address[1])
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server with at most `MAX_CONNECTIONS` connections being served."""
+
+    daemon_threads = True
+    request_queue_size = 16
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: this one is closed, not queued
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that went away or timed out is not news
 
 
 def _remove(metric: Gauge | Counter | Histogram | _Family, *labels: str) -> None:

@@ -16,7 +16,9 @@ import contextlib
 import errno
 import functools
 import ipaddress
+import logging
 import os
+import pwd
 import select
 import signal
 import socket
@@ -32,7 +34,13 @@ from razard.config import ProbeConfig
 
 #: Longest probe output kept in a result (characters); the detail holds at most this.
 MAX_OUTPUT: Final = 500
+log = logging.getLogger(__name__)
 _READ_CAP: Final = 64 * 1024  # bytes of exec output kept while reading
+#: the whole environment of an exec probe (plus HOME/USER/LOGNAME of its user)
+PROBE_ENV: Final[Mapping[str, str]] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
 _REAP_GRACE: Final = 5.0  # seconds to wait for a killed probe to be reaped
 
 
@@ -50,35 +58,74 @@ class ProbeResult:
     duration: float
     detail: str
     output: str = ""
+    #: the probe could not be run for razard's own lack of resources (descriptors,
+    #: memory): says nothing about the component and must not count against it
+    ours: bool = False
+
+
+class _OwnTrouble(Exception):
+    """razard itself ran out of a resource while running a probe."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.strerror or str(cause))
+        self.cause = cause
+
+
+#: errors that are razard's own (EMFILE: its descriptors), never the component's
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _raise_if_ours(exc: BaseException) -> None:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _RESOURCE_ERRNOS:
+            raise _OwnTrouble(e) from exc
+        e = e.__cause__ or e.__context__
 
 
 class Prober:
     """Runs probes; holds one HTTP client shared by every http probe.
 
-    ``env`` is the environment for exec probes (None: this process's own).
-    Close it with `aclose` or use it as an async context manager.
+    ``env`` is the base environment for exec probes (None: `PROBE_ENV`, never this
+    process's own, which holds razard's tokens). Close it with `aclose` or use it as
+    an async context manager.
     """
 
     def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
-        self._env = dict(env) if env is not None else None
+        self._env = dict(env) if env is not None else dict(PROBE_ENV)
         self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._connector: Connector | None = None
 
-    async def run(self, probe: ProbeConfig, *, cwd: str | None = None) -> ProbeResult:
+    async def run(
+        self, probe: ProbeConfig, *, cwd: str | None = None, user: str | None = None
+    ) -> ProbeResult:
         """Run ``probe`` once within ``probe.timeout``; never raises for a failing probe.
 
-        ``cwd``: where an exec probe runs (the component's working directory).
+        ``cwd``: where an exec probe runs (the component's working directory);
+        ``user``: whom it runs as (the component's user; None: razard's own, as the
+        component itself then runs). The program runs as that user, with that
+        user's groups and a minimal environment (`PROBE_ENV`, ``HOME``, ``USER``).
         """
         start = time.monotonic()
         try:
             if probe.kind == "exec":
-                ok, detail, output = await self._exec(probe, cwd)
+                ok, detail, output = await self._exec(probe, cwd, user)
             elif probe.kind == "http":
                 ok, detail, output = await self._http(probe)
             elif probe.kind == "tcp":
                 ok, detail, output = await self._tcp(probe)
             else:
                 ok, detail, output = False, f"unknown probe type {probe.kind!r}", ""
+        except _OwnTrouble as e:
+            log.warning("%s probe not run: razard is short of resources: %s", probe.kind, e)
+            return ProbeResult(
+                False,
+                time.monotonic() - start,
+                f"not run: razard itself is short of resources ({e})",
+                ours=True,
+            )
         except Exception as e:  # a probe must not take the supervisor down with it
             ok, detail, output = False, f"probe error: {_describe(e)}", ""
         return ProbeResult(ok, time.monotonic() - start, detail, output)
@@ -121,6 +168,7 @@ class Prober:
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
             return False, f"invalid URL {probe.url!r}: {e}", ""
         except (httpx.HTTPError, OSError) as e:
+            _raise_if_ours(e)
             return False, _describe(e), ""
 
     async def _tcp(self, probe: ProbeConfig) -> tuple[bool, str, str]:
@@ -133,6 +181,7 @@ class Prober:
         except TimeoutError:
             return False, _timed_out(probe.timeout), ""
         except OSError as e:
+            _raise_if_ours(e)
             return False, f"{_describe(e)} ({where})", ""
         return True, f"connected to {where}", ""
 
@@ -168,25 +217,45 @@ class Prober:
                 sock.close()
         raise error or OSError(f"no address for {host}")
 
-    async def _exec(self, probe: ProbeConfig, cwd: str | None) -> tuple[bool, str, str]:
+    async def _exec(
+        self, probe: ProbeConfig, cwd: str | None, user: str | None
+    ) -> tuple[bool, str, str]:
         if not probe.command:
             return False, "no command configured", ""
         program = probe.command[0]
+        if not os.path.isabs(program):
+            return False, f"the program must be an absolute path, got {program!r}", ""
+        env = dict(self._env)
+        identity: dict[str, Any] = {}
+        if user:
+            try:
+                pw = pwd.getpwnam(user)
+            except KeyError:
+                return False, f"no such user {user!r}", ""
+            env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+            if os.geteuid() == 0 and pw.pw_uid != 0:  # only root can (and must) switch
+                identity = {
+                    "user": pw.pw_uid,
+                    "group": pw.pw_gid,
+                    "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
+                }
         try:
             proc = await asyncio.create_subprocess_exec(
                 *probe.command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self._env,
+                env=env,
                 cwd=cwd or None,
                 start_new_session=True,
+                **identity,
             )
         except FileNotFoundError:
             return False, f"executable not found: {program}", ""
         except PermissionError:
             return False, f"permission denied: cannot execute {program}", ""
         except OSError as e:
+            _raise_if_ours(e)
             return False, f"cannot run {program}: {_describe(e)}", ""
 
         loop = asyncio.get_running_loop()

@@ -6,9 +6,18 @@ Two disciplines, one per kind of file:
   atomically: a reader sees the old document or the new one, never half of each,
   even if razard or the machine dies mid-write;
 - logs (``razar.log``, ``patch_history.jsonl``, ``quarantine_log.md``) are
-  appended under an exclusive ``flock``, one whole record per write, so several
-  writers (razard, ``razarctl``, a healer) never interleave inside a line.
+  appended whole by one ``O_APPEND`` write, coordinated by an ``flock`` on a
+  root-only ``.<name>.lock`` beside the log (never on the log itself, which group
+  ``razar`` may open: a reader holding a lock must not stall razard). The lock is
+  waited for a bounded time only; past it the record is appended anyway.
   Readers take no lock and skip a torn line instead.
+
+The state directory is ``root:razar`` mode 0750, and what is made inside takes
+its directory's group (set explicitly: razard.service's ``RestrictSUIDSGID=``
+forbids a setgid directory): operators read it, nobody else can even look in.
+Files are 0640, lock files 0600 and owned by root; a lock file someone else
+could open (made before this rule, or not by us) is replaced, since whoever
+holds a descriptor to it could hold its lock forever.
 
 Every ``OSError`` becomes a :class:`~razard.errors.StateError` naming the path.
 """
@@ -17,20 +26,152 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import json
 import os
+import stat
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from razard.errors import StateError
 
-FILE_MODE = 0o644
-DIR_MODE = 0o755
+FILE_MODE = 0o640
+PRIVATE_MODE = 0o600  # lock files, records that may hold a secret
+DIR_MODE = 0o750
+STATE_GROUP = "razar"  # operators: may read the state directory, nothing else
+LOCK_SUFFIX = ".lock"
+#: how long an append waits for its log's lock before writing without it: a whole
+#: record is one O_APPEND write, which the kernel never interleaves with another
+APPEND_LOCK_WAIT_S = 2.0
 
 
-def write_json_atomic(path: Path, obj: object, *, compact: bool = False) -> None:
+def state_gid() -> int:
+    """The gid of group ``razar``, or root's (0) where the node has no such group."""
+    try:
+        return grp.getgrnam(STATE_GROUP).gr_gid
+    except KeyError:
+        return 0
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create ``path`` if needed and make it, and everything in it, operators-only.
+
+    The directory becomes mode 0750 owned by root and group ``razar`` (root's group
+    where there is none; run as another user, razard keeps its own uid and gid).
+    Inside, directories get 0750, and everything the group; files lose every
+    permission for others and
+    group write, lock files become 0600 (one not owned by us is removed: it is
+    made again, privately, when next taken). Symbolic links are left alone,
+    never followed.
+
+    Raises:
+        StateError: the directory cannot be created or its mode set.
+    """
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create state directory: {exc.strerror or exc}") from exc
+    try:
+        uid = os.geteuid()
+        gid = state_gid() if uid == 0 else os.getegid()
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, DIR_MODE)
+        _tighten_tree(fd, uid, gid)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot restrict state directory: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _tighten_tree(dir_fd: int, uid: int, gid: int) -> None:
+    for name in os.listdir(dir_fd):
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                os.fchown(sub, -1, gid)
+                os.fchmod(sub, DIR_MODE)
+                _tighten_tree(sub, uid, gid)
+            finally:
+                os.close(sub)
+        elif stat.S_ISREG(st.st_mode):
+            if name.endswith(LOCK_SUFFIX):
+                if st.st_uid != uid or stat.S_IMODE(st.st_mode) & 0o077:
+                    os.unlink(name, dir_fd=dir_fd)
+                continue
+            mode = stat.S_IMODE(st.st_mode) & ~0o6027  # never setuid/setgid either
+            os.chown(name, -1, gid, dir_fd=dir_fd, follow_symlinks=False)
+            os.chmod(name, mode, dir_fd=dir_fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and missing parents, mode 0750, each with its parent's group
+    (so a new directory in the state directory is group razar's too)."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir(mode=DIR_MODE)
+        fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _inherit_group(fd, new.parent)
+        finally:
+            os.close(fd)
+
+
+def _inherit_group(fd: int, directory: Path) -> None:
+    """Give the new file ``fd`` the group of the directory it is in (as a setgid
+    directory would), when razard may: root, or a group it is in."""
+    try:
+        gid = os.stat(directory).st_gid
+        if os.fstat(fd).st_gid != gid:
+            os.fchown(fd, -1, gid)
+    except PermissionError:
+        pass  # not ours to give: the file stays in our own group, no wider
+
+
+def open_lock(path: Path) -> int:
+    """Open (creating) the lock file ``path``, mode 0600 and ours alone; its descriptor.
+
+    ``flock`` works on any descriptor, read-only ones included: a lock file another
+    user can open is a lock another user can hold forever. One that is not a plain
+    file of ours with mode 0600 and one link is replaced by a fresh one.
+
+    Raises:
+        OSError: the file cannot be opened or made.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(3):
+        fd = os.open(path, flags, PRIVATE_MODE)
+        st = os.fstat(fd)
+        if (
+            stat.S_ISREG(st.st_mode)
+            and st.st_uid == os.geteuid()
+            and not stat.S_IMODE(st.st_mode) & 0o077
+            and st.st_nlink == 1
+        ):
+            return fd
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            now = os.stat(path, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(path)
+    raise OSError(f"{path}: lock file keeps being replaced by someone else")
+
+
+def write_json_atomic(
+    path: Path, obj: object, *, compact: bool = False, mode: int = FILE_MODE
+) -> None:
     """Replace ``path`` with ``obj`` as JSON so that no reader or crash sees a partial file.
 
     Parent directories are created. The document is written to a temporary file
@@ -54,11 +195,12 @@ def write_json_atomic(path: Path, obj: object, *, compact: bool = False) -> None
     directory = path.parent
     tmp_name: str | None = None
     try:
-        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        make_dirs(directory)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         try:
-            # mkstemp creates 0600; state files are meant to be readable by razarctl users.
-            os.fchmod(fd, FILE_MODE)
+            _inherit_group(fd, directory)
+            # mkstemp creates 0600; state files are readable by group razar (razarctl users)
+            os.fchmod(fd, mode)
             _write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -92,18 +234,20 @@ def read_json(path: Path) -> Any | None:
         raise StateError(f"{path}: not valid JSON: {exc}") from exc
 
 
-def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+def append_jsonl(path: Path, record: Mapping[str, Any], *, mode: int = FILE_MODE) -> None:
     """Append ``record`` to ``path`` as one JSON line, whole, under an exclusive lock.
 
-    Parent directories are created. ``TypeError``/``ValueError`` from an
-    unserialisable record propagate before the file is opened.
+    Parent directories are created; the file has ``mode`` (`PRIVATE_MODE` for records
+    that may hold what a model wrote), set again if it was made with another.
+    ``TypeError``/``ValueError`` from an unserialisable record propagate before the
+    file is opened.
 
     Raises:
         StateError: the file cannot be opened, locked or written.
     """
     # json.dumps escapes control characters inside strings, so the record is one line.
     line = (json.dumps(dict(record), ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
-    _append_locked(path, line, heal_torn_line=True)
+    _append_locked(path, line, heal_torn_line=True, mode=mode)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -147,15 +291,22 @@ def append_text(path: Path, text: str) -> None:
     _append_locked(path, text.encode("utf-8", "backslashreplace"), heal_torn_line=False)
 
 
-def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool) -> None:
+def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool, mode: int = FILE_MODE) -> None:
     try:
-        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        make_dirs(path.parent)
         # O_RDWR, not O_WRONLY: healing a torn line needs to read the last byte.
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(
+            path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode
+        )
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
+            os.fchmod(fd, mode)
+        _inherit_group(fd, path.parent)
     except OSError as exc:
         raise StateError(f"{path}: cannot open for append: {exc.strerror or exc}") from exc
+    lock_fd: int | None = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_fd = _take_append_lock(path)
         try:
             if heal_torn_line:
                 data = _terminate_torn_line(fd) + data
@@ -169,11 +320,37 @@ def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool) -> None:
                     os.ftruncate(fd, start)
                 raise
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if lock_fd is not None:
+                os.close(lock_fd)  # releases the flock
     except OSError as exc:
         raise StateError(f"{path}: cannot append: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
+
+
+def _take_append_lock(path: Path) -> int | None:
+    """The descriptor of ``.<name>.lock`` beside ``path``, flocked; None if it stays busy
+    (or cannot be made) for `APPEND_LOCK_WAIT_S`: the append goes ahead without it."""
+    lock_path = path.with_name(f".{path.name}{LOCK_SUFFIX}")
+    try:
+        fd = open_lock(lock_path)
+    except OSError:
+        return None
+    deadline = time.monotonic() + APPEND_LOCK_WAIT_S
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        except OSError:
+            os.close(fd)
+            return None
 
 
 def _terminate_torn_line(fd: int) -> bytes:

@@ -413,9 +413,13 @@ class Runner:
         probe = self.cfg.probe
         if probe is None:
             return None
-        result = await self.sup.prober.run(probe, cwd=self.cfg.working_directory or None)
+        result = await self.sup.prober.run(
+            probe, cwd=self.cfg.working_directory or None, user=self.cfg.user or None
+        )
         m = self.sup.metrics
         m.probe_duration.labels(self.cfg.name, probe.kind).observe(result.duration)
+        if result.ours:
+            return result
         m.probes.labels(self.cfg.name, probe.kind, "ok" if result.ok else "failed").inc()
         if not result.ok:
             m.probe_failures.labels(self.cfg.name, probe.kind).inc()
@@ -483,6 +487,8 @@ class Runner:
                 continue
             result = await self._check()
             assert result is not None
+            if result.ours:  # razard's own lack of descriptors: nothing about the component
+                continue
             if result.ok:
                 if misses:
                     self.sup.event(self, "probe_recovered", f"probe passes again: {result.detail}")

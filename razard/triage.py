@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from razard.errors import RazarError
+from razard.escalation import trust
 from razard.storage import read_jsonl
 
 OUTPUTS: Final = {"short": "short-iso", "json": "json", "cat": "cat"}
@@ -104,6 +105,9 @@ class LogQuery:
           is given (the unit's own lines carry neither);
         - ``--layer``/``--event``: ANDed with the component, ORed among themselves;
         - nothing: every record razard wrote (``SYSLOG_IDENTIFIER=razard``).
+
+        razard's records count only when root sent them (``_UID``, set by journald):
+        anyone can send ``RAZAR_*`` fields and razard's identifier.
         """
         if self.output not in OUTPUTS:
             raise ValueError(
@@ -126,25 +130,28 @@ class LogQuery:
             argv.append("-f")
         group = [f"RAZAR_LAYER={layer}" for layer in self.layers]
         group += [f"RAZAR_EVENT={event}" for event in self.events]
+        own = trust.uid_matches()
         if self.component:
             argv.append(f"RAZAR_COMPONENT={self.component}")
-            argv += group
+            argv += group + own
             if self.unit and not group:
                 argv += unit_matches(self.unit)
         elif group:
-            argv += group
+            argv += group + own
         else:
-            argv.append(f"SYSLOG_IDENTIFIER={IDENTIFIER}")
+            argv += [f"SYSLOG_IDENTIFIER={IDENTIFIER}", *own]
         return argv
 
 
 def unit_matches(unit: str) -> list[str]:
     """Match groups for a unit's own output, under the system or a user manager."""
     out = ["+", f"_SYSTEMD_UNIT={unit}", "+", f"_SYSTEMD_USER_UNIT={unit}"]
+    out += trust.uid_matches("_SYSTEMD_OWNER_UID")  # not a unit of some user's own manager
     if unit.startswith("razar-") and unit.endswith(".service"):
         # units razard writes log under this identifier, even where journald
-        # cannot tell which unit a stream belongs to (containers, sandboxes)
-        out += ["+", f"SYSLOG_IDENTIFIER={unit.removesuffix('.service')}"]
+        # cannot tell which unit a stream belongs to (containers, sandboxes); the
+        # name anyone can choose, so only from root
+        out += ["+", f"SYSLOG_IDENTIFIER={unit.removesuffix('.service')}", *trust.uid_matches()]
     return out
 
 
@@ -277,7 +284,12 @@ def journal_entries(
             raw = json.loads(line)
         except ValueError:
             continue
-        if isinstance(raw, dict) and isinstance(raw.get("RAZAR_EVENT"), str):
+        # razard's records only: RAZAR_* from anyone but root is a forgery
+        if (
+            isinstance(raw, dict)
+            and isinstance(raw.get("RAZAR_EVENT"), str)
+            and trust.from_razar(raw)
+        ):
             out.append(_from_journal(raw))
     return out or None
 

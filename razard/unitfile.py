@@ -9,6 +9,7 @@ still matches the config.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,8 +52,27 @@ def _quote(arg: str, *, exec_line: bool = True) -> str:
     return f'"{escaped}"'
 
 
-def render_unit(component: ComponentConfig, heartbeat_file: str = "") -> str:
-    """The unit file text for a ``command`` component."""
+def env_file(unit_dir: Path, unit: str) -> Path:
+    """Where a component's ``environment`` is kept (mode 0600): not in its unit file, which
+    anyone may read (as anyone may ``systemctl show`` its ``Environment=``)."""
+    return unit_dir / f".{unit}.env"
+
+
+def render_env_file(component: ComponentConfig) -> str:
+    """The ``EnvironmentFile=`` text of the component's ``environment``."""
+    out = ["# Written by razard from razard.toml; edits are overwritten."]
+    for key, value in component.environment:
+        # double quotes: systemd takes \, \", \$ and \` as the character itself
+        escaped = "".join("\\" + ch if ch in '\\"$`' else ch for ch in value)
+        out.append(f'{key}="{escaped}"')
+    return "\n".join(out) + "\n"
+
+
+def render_unit(
+    component: ComponentConfig, heartbeat_file: str = "", environment_file: str = ""
+) -> str:
+    """The unit file text for a ``command`` component; its ``environment`` is read from
+    ``environment_file`` when one is given (see `env_file`), else written inline."""
     desc = f"razar component {component.name} ({component.layer})"
     if component.description:
         desc += f": {component.description}"
@@ -76,8 +96,11 @@ def render_unit(component: ComponentConfig, heartbeat_file: str = "") -> str:
         f"SyslogIdentifier={component.unit.removesuffix('.service')}",
         f"LogExtraFields=RAZAR_COMPONENT={component.name}",
     ]
-    for key, value in component.environment:
-        lines.append("Environment=" + _quote(f"{key}={value}", exec_line=False))
+    if component.environment and environment_file:
+        lines.append(f"EnvironmentFile={environment_file.replace('%', '%%')}")
+    else:
+        for key, value in component.environment:
+            lines.append("Environment=" + _quote(f"{key}={value}", exec_line=False))
     if heartbeat_file:
         # where the component beats (touch or write it): see the [chakra] docs
         lines.append(
@@ -87,6 +110,13 @@ def render_unit(component: ComponentConfig, heartbeat_file: str = "") -> str:
         lines.append(f"WorkingDirectory={component.working_directory.replace('%', '%%')}")
     if component.user:
         lines.append(f"User={component.user}")
+    for line in lines:
+        # a trailing backslash continues the line: it would swallow the next setting
+        # (User=, and the unit would run as root). The config refuses such values.
+        if line.endswith("\\") and not line.startswith("#"):
+            raise StateError(
+                f"{component.unit}: a line would continue onto the next: {line[:80]!r}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -103,8 +133,11 @@ def read_fingerprint(path: Path) -> str | None:
 
 
 def write_unit(unit_dir: Path, component: ComponentConfig, heartbeat_file: str = "") -> bool:
-    """Write the component's unit atomically; returns True when the file changed."""
-    text = render_unit(component, heartbeat_file)
+    """Write the component's unit atomically; returns True when the file changed.
+
+    Its ``environment`` goes to a 0600 file beside it (`env_file`), written first."""
+    envs = env_file(unit_dir, component.unit)
+    text = render_unit(component, heartbeat_file, str(envs) if component.environment else "")
     path = unit_dir / component.unit
     if path.exists() and read_fingerprint(path) is None:
         raise StateError(
@@ -112,8 +145,9 @@ def write_unit(unit_dir: Path, component: ComponentConfig, heartbeat_file: str =
             f'(rename the component, or use `unit = "{component.unit}"` to supervise it)'
         )
     try:
+        changed = _write_env(envs, component)
         if path.exists() and path.read_text(encoding="utf-8") == text:
-            return False
+            return changed
         unit_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("w", encoding="utf-8") as f:
@@ -126,11 +160,40 @@ def write_unit(unit_dir: Path, component: ComponentConfig, heartbeat_file: str =
     return True
 
 
+def _write_env(path: Path, component: ComponentConfig) -> bool:
+    """Write (or remove) the component's environment file, mode 0600; True when it changed."""
+    if not component.environment:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+    data = render_env_file(component).encode("utf-8")
+    try:
+        if path.read_bytes() == data and (path.stat().st_mode & 0o077) == 0:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return True
+
+
 def remove_unit(unit_dir: Path, unit: str) -> bool:
-    """Remove a unit file razard owns; returns True when one was removed."""
+    """Remove a unit file razard owns (and its environment file); True when one was removed."""
     path = unit_dir / unit
     if read_fingerprint(path) is None:
         return False  # never delete a unit file razard did not write
+    with contextlib.suppress(OSError):
+        env_file(unit_dir, unit).unlink()
     try:
         path.unlink()
     except FileNotFoundError:

@@ -2,7 +2,10 @@
 
 razard's own events carry ``RAZAR_EVENT`` (see `razard.journal.EventLog`); a
 component's output carries ``RAZAR_COMPONENT`` (the field razard's units add)
-or its unit's name. Each entry becomes at most one `Observation`:
+or its unit's name. ``RAZAR_*`` fields are believed only in entries razar's own
+(root) processes sent, and a unit's output is known by journald's trusted
+fields (`razard.escalation.trust`): anyone can send the journal the rest.
+Each entry becomes at most one `Observation`:
 
 =====================  ================================================  ==============
 observation            from                                              about
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final, Literal
 
+from razard.escalation import trust
 from razard.escalation.signature import signature
 
 Kind = Literal["failure", "quarantine", "warning_threshold", "layer_down", "recovered", "root_down"]
@@ -73,6 +77,7 @@ JOURNAL_FIELDS: Final = (
     "_SYSTEMD_UNIT",
     "_SYSTEMD_USER_UNIT",
     "_HOSTNAME",
+    *trust.FIELDS,
 )
 
 SIG_QUARANTINE: Final = "quarantined"
@@ -132,23 +137,20 @@ def from_journal(
     ``host``), else the entry's ``_HOSTNAME``, else ``host``.
     """
     get = entry.get  # called for every entry the notifier reads: kept lean
-    event = get("RAZAR_EVENT", "")
-    component = get("RAZAR_COMPONENT", "")
+    # RAZAR_* fields count only from razar's own (root) processes: anyone can send them
+    own = trust.from_razar(entry)
+    event = get("RAZAR_EVENT", "") if own else ""
+    component = get("RAZAR_COMPONENT", "") if own else ""
     if not component and not event:
-        unit = get("_SYSTEMD_UNIT") or get("_SYSTEMD_USER_UNIT", "")
-        component = units.get(unit, "")
+        component = units.get(trust.unit_of(entry) or "", "")
         if not component:
-            ident = get("SYSLOG_IDENTIFIER", "")
-            if ident.startswith("razar-") and ident[6:] in layers:
-                component = ident[6:]
-            else:
-                return None
+            return None
     message = get("MESSAGE", "")
     prio_raw = get("PRIORITY", "")
     priority = int(prio_raw) if prio_raw.isdigit() else 6
     if not event and priority > OUTPUT_ERROR_PRIORITY and not ERROR_WORDS.search(message):
         return None  # a component's ordinary output: the bulk of what is read
-    layer = get("RAZAR_LAYER") or layers.get(component, "")
+    layer = (get("RAZAR_LAYER") if own else None) or layers.get(component, "")
     ts = entry_time(entry, now)
     hostname = fixed_host or get("_HOSTNAME") or host
 

@@ -35,9 +35,10 @@ from typing import Any, Final
 
 import httpx
 
+from razard import storage
 from razard.config import ComponentConfig
 from razard.errors import RazarError, StateError
-from razard.escalation import classify
+from razard.escalation import classify, trust
 from razard.escalation.book import (
     RECURRING,
     AlertBook,
@@ -107,34 +108,35 @@ class _Send:
 
 
 class OwnEntries:
-    """Which journal entries the notifier reads: razard's events (its SYSLOG_IDENTIFIER)
-    and every component's output (the identifier razard gives the units it writes, or
-    the unit). A filter in Python, not journalctl matches: one match per component and
-    field (150 for 50 components) made journalctl ten times slower than reading all."""
+    """Which journal entries the notifier reads: razard's events (its SYSLOG_IDENTIFIER,
+    sent by root: journald's ``_UID``) and every component's output (by journald's
+    trusted unit and cgroup fields, never by an identifier a sender chooses; see
+    `razard.escalation.trust`). A filter in Python, not journalctl matches: one match
+    per component and field (150 for 50 components) made journalctl ten times slower
+    than reading all."""
 
     def __init__(
         self, components: Iterable[ComponentConfig], identifier: str = classify.RAZARD_IDENTIFIER
     ) -> None:
         comps = list(components)
-        self.identifiers = frozenset(
-            [identifier] + [c.unit.removesuffix(".service") for c in comps if c.owned]
-        )
+        self.identifiers = frozenset([identifier])
         self.units = frozenset(c.unit for c in comps)
 
     def __call__(self, entry: Mapping[str, str]) -> bool:
-        get = entry.get
-        return (
-            get("SYSLOG_IDENTIFIER") in self.identifiers
-            or get("_SYSTEMD_UNIT") in self.units
-            or get("_SYSTEMD_USER_UNIT") in self.units
-        )
+        if entry.get("SYSLOG_IDENTIFIER") in self.identifiers and trust.from_razar(entry):
+            return True
+        return trust.unit_of(entry) in self.units
 
     def matches(self) -> list[str]:
-        """The same selection as journalctl matches (``journalctl -o json <these>``)."""
+        """Nearly the same selection as journalctl matches (``journalctl -o json <these>``;
+        the cgroup fallback of `trust.unit_of` cannot be written as a match)."""
+        uids = sorted(trust.UIDS)
         out = [f"SYSLOG_IDENTIFIER={i}" for i in sorted(self.identifiers)]
-        for name in ("_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT"):
-            if self.units:
-                out += ["+", *(f"{name}={u}" for u in sorted(self.units))]
+        out += [f"_UID={u}" for u in uids]
+        if self.units:
+            out += ["+", *(f"_SYSTEMD_UNIT={u}" for u in sorted(self.units))]
+            out += ["+", *(f"_SYSTEMD_USER_UNIT={u}" for u in sorted(self.units))]
+            out += [f"_SYSTEMD_OWNER_UID={u}" for u in uids]
         return out
 
 
@@ -222,8 +224,8 @@ class EscalationNotifier:
         if self._lock_fd is not None:
             return
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            storage.make_dirs(self.dir)
+            fd = storage.open_lock(self.dir / LOCK_FILE)  # 0600: nobody else can hold it
         except OSError as e:
             raise RazarError(f"{self.dir / LOCK_FILE}: cannot open: {e.strerror or e}") from e
         try:
@@ -276,8 +278,10 @@ class EscalationNotifier:
                 self.unlock()
 
     def client(self) -> httpx.AsyncClient:
-        """An HTTP client whose timeout bounds every request to a target."""
-        return httpx.AsyncClient(timeout=self.cfg.timeout, follow_redirects=False)
+        """An HTTP client whose timeout bounds every request to a target. It ignores
+        HTTP(S)_PROXY and netrc (trust_env=False): a proxy set in the environment would
+        receive the targets' bearer tokens."""
+        return httpx.AsyncClient(timeout=self.cfg.timeout, follow_redirects=False, trust_env=False)
 
     async def run_once(self, client: httpx.AsyncClient) -> PassResult:
         """One pass: read, decide, queue, commit, deliver. Call `lock` first.

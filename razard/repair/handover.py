@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,9 +25,11 @@ from typing import Any, Final
 
 from razard.config import ComponentConfig
 from razard.errors import StateError
+from razard.escalation import trust
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.patch import AppliedPatch, PatchEngine
+from razard.repair.scrub import scrub
 from razard.repair.types import (
     AgentFailed,
     AgentSkipped,
@@ -36,7 +39,7 @@ from razard.repair.types import (
     RepairContext,
     RepairError,
 )
-from razard.storage import append_jsonl, read_jsonl
+from razard.storage import PRIVATE_MODE, append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +95,28 @@ def _now() -> tuple[str, float]:
 async def journal_tail(
     unit: str, since: float | None = None, lines: int = JOURNAL_LINES
 ) -> tuple[str, ...]:
-    """The unit's last journal lines (its own output), best effort and bounded in time."""
+    """The unit's last journal lines (its own output), best effort and bounded in time.
+
+    Only lines journald itself attributes to the unit (`razard.escalation.trust`):
+    this goes into the repair agents' prompt, and anyone can send the journal a line
+    under the unit's SYSLOG_IDENTIFIER.
+    """
     ident = unit.removesuffix(".service")
     try:
         proc = await asyncio.create_subprocess_exec(
             "journalctl",
             "--no-pager",
             "-o",
-            "cat",
+            "json",
+            "--output-fields=" + ",".join(("MESSAGE", *trust.FIELDS)),
             "-n",
-            str(lines),
+            str(lines * 4),  # room for lines dropped below
             *([f"--since=@{since:.0f}"] if since is not None else []),
             f"_SYSTEMD_UNIT={unit}",
             "+",
             f"_SYSTEMD_USER_UNIT={unit}",
             "+",
-            f"SYSLOG_IDENTIFIER={ident}",
+            f"SYSLOG_IDENTIFIER={ident}",  # the cgroup decides, below
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -120,7 +129,24 @@ async def journal_tail(
         proc.kill()
         await proc.wait()
         return ()
-    return tuple(out.decode(errors="replace").splitlines()[-lines:])
+    kept: list[str] = []
+    for raw in out.splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or trust.unit_of(_texts(entry)) != unit:
+            continue
+        message = entry.get("MESSAGE")
+        if isinstance(message, list):  # journalctl's form of bytes that are not text
+            message = bytes(b for b in message if isinstance(b, int)).decode(errors="replace")
+        if isinstance(message, str):
+            kept.extend(message.splitlines() or [""])
+    return tuple(kept[-lines:])
+
+
+def _texts(entry: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in entry.items() if isinstance(v, str)}
 
 
 class Handover:
@@ -162,7 +188,8 @@ class Handover:
     def _record(self, path: Path, rec: dict[str, Any]) -> dict[str, Any]:
         iso, unix = _now()
         rec = {**rec, "time": iso, "unix": unix}
-        append_jsonl(path, rec)
+        # 0600: a model's rationale or an agent's error may quote an artifact's secret
+        append_jsonl(path, rec, mode=PRIVATE_MODE)
         return rec
 
     def _emit(
@@ -173,14 +200,15 @@ class Handover:
         priority: int = Priority.INFO,
         **fields: Any,
     ) -> None:
+        # an agent's error or rationale may quote an artifact's secret (a DSN it echoed)
         self.events.emit(
             event,
-            message,
+            scrub(message),
             component=comp.name,
             layer=comp.layer,
             priority=priority,
             unit=comp.unit,
-            **fields,
+            **{k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()},
         )
 
     # ------------------------------------------------------------ the roster
@@ -485,9 +513,10 @@ class Handover:
     ) -> dict[str, Any]:
         rec = {**base, "status": status, "patched": patched}
         if error is not None:
-            rec["reason"] = error
+            rec["reason"] = scrub(error)
         if rationale:
-            rec["rationale"] = rationale[:500]
+            # what is needed to follow the attempt, not the model's whole reply
+            rec["rationale"] = scrub(rationale[:500])
         rec = self._record(self.invocations, rec)
         if long_task:
             self._record(self.long_task_file, rec)

@@ -48,8 +48,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from razard.config import ComponentConfig
-from razard.errors import StateError
+from razard import storage
+from razard.config import ComponentConfig, Config
+from razard.errors import ConfigError, ConfigProblem, StateError
 from razard.repair.difftools import (
     _CONTROL_RE,
     DiffError,
@@ -58,6 +59,7 @@ from razard.repair.difftools import (
     parse_unified_diff,
 )
 from razard.repair.difftools import unified_diff as make_diff
+from razard.repair.scrub import scrub
 from razard.repair.snapshots import (
     NEW_FILE_MODE,
     FileState,
@@ -70,6 +72,7 @@ from razard.repair.snapshots import (
     read_kind,
     read_regular,
     sha256,
+    unsafe_root,
     write_atomic,
 )
 from razard.repair.types import FileEdit, PatchRefused, Proposal, RepairError
@@ -159,8 +162,8 @@ class PatchEngine:
             if self._depth == 0:
                 path = self.state_dir / LOCK_FILE
                 try:
-                    self.state_dir.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    storage.make_dirs(self.state_dir)
+                    fd = storage.open_lock(path)  # 0600: nobody else can hold it
                 except OSError as exc:
                     raise StateError(f"{path}: cannot open: {exc.strerror or exc}") from exc
                 try:
@@ -193,19 +196,15 @@ class PatchEngine:
         try:
             with open_root(comp.artifact_root) as root_fd:
                 for rel in list_artifact_files(root_fd, comp.artifacts):
-                    with contextlib.suppress(UnsafePath):
-                        if (links := _links(root_fd, rel)) > 1:
-                            # a hard link may name a secret elsewhere: never sent to a model
-                            log.warning(
-                                "%s: %s has %d hard links; not shown to the agents",
-                                comp.name,
-                                rel,
-                                links,
-                            )
-                            continue
-                        state = read_regular(root_fd, rel, head=max_bytes)
-                        if state is not None:
-                            out[rel] = state.data.decode("utf-8", "replace")
+                    try:
+                        # a hard link may name a secret elsewhere: never sent to a model.
+                        # Checked on the descriptor actually read, not on the name before.
+                        state = read_regular(root_fd, rel, head=max_bytes, single_link=True)
+                    except UnsafePath as exc:
+                        log.warning("%s: not shown to the agents: %s", comp.name, exc)
+                        continue
+                    if state is not None:
+                        out[rel] = state.data.decode("utf-8", "replace")
         except UnsafePath as exc:
             log.warning("%s: cannot read artifacts: %s", comp.name, exc)
         return out
@@ -310,7 +309,7 @@ class PatchEngine:
             diff=diff,
             diff_hash=sha256(diff.encode()),
             rationale=proposal.rationale,
-            base={rel: _digest(original[rel]) for rel in changes},
+            base={rel: self._digest(original[rel]) for rel in changes},
         )
 
     def _refused(
@@ -327,12 +326,12 @@ class PatchEngine:
             diff_hash=sha256(raw.encode("utf-8", "surrogatepass")),
             files=files,
             reason=reason,
-            rationale=proposal.rationale[:_RATIONALE_CHARS],
+            rationale=scrub(proposal.rationale[:_RATIONALE_CHARS]),
         )
         try:
             # Kept so `razarctl diff` can show an operator what was refused.
             self._store_diff(comp.name, patch_id, raw)
-            append_jsonl(self.state_dir / PATCHES_FILE, record)
+            append_jsonl(self.state_dir / PATCHES_FILE, record, mode=storage.PRIVATE_MODE)
         except (StateError, RepairError) as exc:
             log.warning("%s: cannot record refused patch: %s", comp.name, exc)
 
@@ -384,7 +383,7 @@ class PatchEngine:
             _refuse_hard_links(root_fd, rel)
         old = {rel: read_regular(root_fd, rel, MAX_FILE_BYTES) for rel in files}
         for rel, state in old.items():
-            digest = _digest(None if state is None else state.data)
+            digest = self._digest(None if state is None else state.data)
             if rel in prepared.base and prepared.base[rel] != digest:
                 raise UnsafePath(f"{rel} changed since the patch was checked")
         patch_id = _new_id()
@@ -437,7 +436,7 @@ class PatchEngine:
         record = self._record(
             "applied",
             comp.name,
-            rationale=prepared.rationale[:_RATIONALE_CHARS],
+            rationale=scrub(prepared.rationale[:_RATIONALE_CHARS]),
             **_ident(pending),
         )
         self._append(record)
@@ -648,8 +647,12 @@ class PatchEngine:
         out.sort(key=lambda r: float(r.get("unix", 0.0)))
         return out
 
-    def diff(self, component: str, patch_id: str | None = None) -> str:
-        """The stored diff of ``patch_id`` (the latest applied patch if None)."""
+    def diff(self, component: str, patch_id: str | None = None, *, refused: bool = False) -> str:
+        """The stored diff of ``patch_id`` (the latest applied patch if None).
+
+        A refused proposal's text is whatever the model wrote (a secret it echoed, words
+        aimed at the operator): shown only with ``refused`` (root's own reading, never
+        over the bus to group razar); its file is 0600."""
         if not _COMPONENT_RE.match(component):
             raise RepairError(f"{component!r}: not a component name")
         if patch_id is None:
@@ -660,6 +663,15 @@ class PatchEngine:
         if not _ID_RE.match(patch_id):
             raise RepairError(f"{component}: {patch_id!r} is not a patch id")
         path = self.state_dir / DIFF_DIR / component / f"{patch_id}.diff"
+        if not refused:
+            statuses = {
+                r.get("status") for r in self.patches(component) if r.get("patch_id") == patch_id
+            }
+            if "refused" in statuses and "applied" not in statuses:
+                raise RepairError(
+                    f"{component}: patch {patch_id} was refused; the proposal as the agent "
+                    f"wrote it is kept for root only, in {path}"
+                )
         try:
             return path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -674,6 +686,10 @@ class PatchEngine:
 
     # ----------------------------------------------------------------------- internals
 
+    def _digest(self, data: bytes | None) -> str | None:
+        """The keyed hash of a file's bytes (None: absent), as the pending record keeps it."""
+        return None if data is None else self.snapshots.digest(data)
+
     def _finish(self, comp: ComponentConfig, pending: dict[str, Any]) -> list[str]:
         """Carry out a decided stage; safe to repeat after a crash part way through."""
         stage = pending["stage"]
@@ -681,13 +697,16 @@ class PatchEngine:
         changed: list[str] = []
         if stage in ("reverting", "rolling_back"):
             manifest = self.snapshots.load(comp.name, str(pending["snapshot_id"]))
-            with open_root(comp.artifact_root) as root_fd:
-                changed = self.snapshots.restore(
-                    root_fd,
-                    manifest,
-                    pending.get("also_absent", []),
-                    pending.get("also_absent_dirs", []),
-                )
+            try:
+                with open_root(comp.artifact_root) as root_fd:
+                    changed = self.snapshots.restore(
+                        root_fd,
+                        manifest,
+                        pending.get("also_absent", []),
+                        pending.get("also_absent_dirs", []),
+                    )
+            except UnsafePath as exc:  # the root was swapped: write nothing anywhere
+                raise RepairError(f"{comp.name}: not restoring: {exc}") from exc
         self._append(record, once=True)
         if stage in ("kept", "rolling_back"):
             self._set_baseline(comp, record)
@@ -809,7 +828,9 @@ class PatchEngine:
             path = self.state_dir / name
             if once and any(r == record for r in read_jsonl(path)):
                 continue
-            append_jsonl(path, record)
+            # razar_ai_patches.json is root's (agents' words); patch_history.jsonl operators'
+            mode = storage.PRIVATE_MODE if name == PATCHES_FILE else storage.FILE_MODE
+            append_jsonl(path, record, mode=mode)
 
     def _store_diff(self, component: str, patch_id: str, text: str) -> None:
         directory = self.state_dir / DIFF_DIR / component
@@ -912,10 +933,6 @@ def _apply_op(rel: str, current: str | None, op: FilePatch | FileEdit) -> str:
     return current.replace(op.search, op.replace, 1)
 
 
-def _digest(data: bytes | None) -> str | None:
-    return None if data is None else sha256(data)
-
-
 def _as_text(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "replace")
 
@@ -928,3 +945,30 @@ def _proposal_text(proposal: Proposal) -> str:
             f"=== edit {e.path}\n<<<<<<< search\n{e.search}\n=======\n{e.replace}\n>>>>>>>\n"
         )
     return "".join(parts)
+
+
+def check_artifact_roots(cfg: Config) -> None:
+    """Refuse a config whose artifact roots razard could be tricked into writing
+    elsewhere through (`razard.repair.snapshots.unsafe_root`); roots not there yet pass.
+
+    Raises:
+        ConfigError: one problem per unsafe root, naming the component's key.
+    """
+    problems: list[ConfigProblem] = []
+    for i, comp in enumerate(cfg.components):
+        if not comp.artifacts or not comp.artifact_root:
+            continue
+        if not os.path.lexists(comp.artifact_root):
+            continue
+        reason = unsafe_root(comp.artifact_root)
+        if reason is not None:
+            problems.append(
+                ConfigProblem(
+                    str(cfg.source),
+                    f"component[{i}] ({comp.name}).artifact_root",
+                    f"unsafe: {reason}; razard writes there as root, so every directory "
+                    "above it must be root's and writable by no one else",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)

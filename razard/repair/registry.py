@@ -21,7 +21,16 @@ The pattern is searched in the failure's error, probe output and journal lines
   ``RAZAR_LAYER``); exit 0 means done, anything else is a failed attempt;
 - ``healer``: the layer's healer (``layer = ""``: the component's own), run by the
   layer agent; healed means done, anything else is a failed attempt. Without
-  layer agents (a registry used on its own) the entry is skipped with a reason.
+  layer agents (a registry used on its own) the entry is skipped with a reason;
+- ``unit_kill``: a signal (``signal = "SIGTERM"``) to every process of the
+  component's own unit, through systemd (``KillUnit``): never a process outside
+  that cgroup, whatever the failure's text says, and never razard's own unit.
+
+Commands run as root with a minimal environment (``PATH``, ``LANG`` and the
+``RAZAR_*`` variables): razard's tokens never reach them. A pattern's groups come
+from text a component (or anyone able to write the journal) chooses: the shipped
+registry never gives them to a command, and a registry that does should only
+pass them where any value is harmless.
 
 An entry already tried for the component (a history record by this agent naming it
 as ``signature`` or ``entry``) is not proposed again; the next matching one is.
@@ -43,7 +52,7 @@ from typing import Any, Final, Literal
 
 from agents.layers import LAYERS, Layer
 from razard.config import shown_key
-from razard.errors import ConfigError, ConfigProblem
+from razard.errors import ConfigError, ConfigProblem, RazarError
 from razard.repair.types import AgentFailed, AgentSkipped, FileEdit, Proposal, RepairContext
 
 #: Where the shipped registry lives in a checkout.
@@ -54,9 +63,17 @@ OUTPUT_LIMIT: Final = 16 * 1024
 HEALERS_UNAVAILABLE: Final = "no layer agents to run healers"
 #: Runs a layer's healer: (layer, component, unit) -> (healed, what it said).
 RunHealer = Callable[[str, str, str], Awaitable[tuple[bool, str]]]
+#: Signals every process of a unit (unit, signal number); raises `RazarError` when it cannot.
+KillUnit = Callable[[str, int], Awaitable[None]]
+#: The whole environment of a command fix (plus RAZAR_COMPONENT/UNIT/LAYER)
+COMMAND_ENV: Final[Mapping[str, str]] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+UNIT_KILL_UNAVAILABLE: Final = "no systemd connection to signal the unit"
 UNSUCCESSFUL: Final = frozenset({"failed", "refused", "reverted"})
 
-FixType = Literal["patch", "command", "healer"]
+FixType = Literal["patch", "command", "healer", "unit_kill"]
 _Problem = Callable[[str, str], None]
 
 _PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -66,6 +83,16 @@ _FIX_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "patch": frozenset({"type", "edits"}),
     "command": frozenset({"type", "argv"}),
     "healer": frozenset({"type", "layer"}),
+    "unit_kill": frozenset({"type", "signal"}),
+}
+#: signals a unit_kill fix may send
+UNIT_SIGNALS: Final[Mapping[str, int]] = {
+    "SIGTERM": int(signal.SIGTERM),
+    "SIGKILL": int(signal.SIGKILL),
+    "SIGINT": int(signal.SIGINT),
+    "SIGHUP": int(signal.SIGHUP),
+    "SIGUSR1": int(signal.SIGUSR1),
+    "SIGUSR2": int(signal.SIGUSR2),
 }
 _EDIT_KEYS: Final = frozenset({"path", "search", "replace"})
 #: Programs that run their arguments as code: a pattern's text must never reach them.
@@ -101,7 +128,15 @@ class HealerFix:
     type: Literal["healer"] = "healer"
 
 
-Fix = PatchFix | CommandFix | HealerFix
+@dataclass(frozen=True)
+class UnitKillFix:
+    """Signal every process in the failing component's own unit (systemd ``KillUnit``)."""
+
+    signal: str = "SIGTERM"
+    type: Literal["unit_kill"] = "unit_kill"
+
+
+Fix = PatchFix | CommandFix | HealerFix | UnitKillFix
 
 
 @dataclass(frozen=True)
@@ -247,7 +282,10 @@ def _parse_fix(
         return None
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in _FIX_KEYS:
-        problem(f"{prefix}.type", f'must be "patch", "command" or "healer", got {kind!r}')
+        problem(
+            f"{prefix}.type",
+            f'must be "patch", "command", "healer" or "unit_kill", got {kind!r}',
+        )
         return None
     ok = True
     for key in raw:
@@ -309,6 +347,12 @@ def _parse_fix(
             )
             return None
         fix = CommandFix(tuple(argv))
+    elif kind == "unit_kill":
+        sig = raw.get("signal", "SIGTERM")
+        if sig not in UNIT_SIGNALS:
+            problem(f"{prefix}.signal", f"must be one of {', '.join(UNIT_SIGNALS)}, got {sig!r}")
+            return None
+        fix = UnitKillFix(sig)
     else:
         layer = raw.get("layer", "")
         if layer != "" and layer not in LAYERS:
@@ -387,9 +431,11 @@ class RegistryAgent:
         max_attempts: int = 1,
         command_deadline: float = DEFAULT_COMMAND_DEADLINE,
         run_healer: RunHealer | None = None,
+        kill_unit: KillUnit | None = None,
     ) -> None:
         self.name = "registry"
         self.run_healer = run_healer
+        self.kill_unit = kill_unit
         self.entries = tuple(entries)
         self.max_attempts = max_attempts
         self.command_deadline = command_deadline
@@ -452,6 +498,20 @@ class RegistryAgent:
                     rationale=f"registry:{entry.name}: ran the {layer} healer ({said})",
                     raw=said,
                 )
+            if isinstance(fix, UnitKillFix):
+                if self.kill_unit is None:
+                    skipped.append(f"{entry.name}: {UNIT_KILL_UNAVAILABLE}")
+                    continue
+                try:
+                    await self.kill_unit(ctx.unit, UNIT_SIGNALS[fix.signal])
+                except RazarError as e:
+                    raise EntryFailed(entry.name, f"cannot signal {ctx.unit}: {e}") from e
+                return Proposal(
+                    agent=self.name,
+                    rationale=f"registry:{entry.name}: sent {fix.signal} to the processes of "
+                    f"{ctx.unit} ({entry.description or 'known fix'})",
+                    raw=f"matched {match.group(0)!r}",
+                )
             if isinstance(fix, PatchFix):
                 edits = tuple(
                     FileEdit(
@@ -478,12 +538,15 @@ class RegistryAgent:
             raise AgentFailed(f"every matching registry entry was already tried: {names}")
         if all(s.endswith(" healer") for s in skipped):
             raise AgentSkipped(f"{HEALERS_UNAVAILABLE} ({'; '.join(skipped)})")
+        if all(s.endswith(UNIT_KILL_UNAVAILABLE) for s in skipped):
+            raise AgentSkipped(f"{UNIT_KILL_UNAVAILABLE} ({'; '.join(skipped)})")
         raise AgentFailed(f"no matching registry entry applies ({'; '.join(skipped)})")
 
     async def _run_command(
         self, ctx: RepairContext, entry: RegistryEntry, argv: tuple[str, ...]
     ) -> Proposal:
-        env = dict(os.environ)
+        # not razard's environment: it holds the agents' and targets' tokens
+        env = dict(COMMAND_ENV)
         env.update(RAZAR_COMPONENT=ctx.component, RAZAR_UNIT=ctx.unit, RAZAR_LAYER=ctx.layer)
         try:
             run = await run_with_deadline(argv, deadline=self.command_deadline, env=env)

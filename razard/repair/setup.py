@@ -18,7 +18,13 @@ from razard.errors import ConfigError, ConfigProblem
 from razard.repair.handover import RosterEntry
 from razard.repair.openai_agent import OpenAIAgent
 from razard.repair.opencode_agent import OpencodeAgent
-from razard.repair.registry import RegistryAgent, RegistryEntry, RunHealer, load_registry
+from razard.repair.registry import (
+    KillUnit,
+    RegistryAgent,
+    RegistryEntry,
+    RunHealer,
+    load_registry,
+)
 from razard.repair.roster import (
     RSTAR_AGENT,
     AgentSpec,
@@ -86,10 +92,14 @@ def _factory(
     env: Mapping[str, str],
     on_retry: Callable[[str], None],
     run_healer: RunHealer | None = None,
+    kill_unit: KillUnit | None = None,
 ) -> Factory:
     if spec.kind == "registry":
         registry = RegistryAgent(
-            setup.registry, max_attempts=spec.max_attempts, run_healer=run_healer
+            setup.registry,
+            max_attempts=spec.max_attempts,
+            run_healer=run_healer,
+            kill_unit=kill_unit,
         )
         return lambda comp: registry
     if spec.kind == "openai":
@@ -144,6 +154,7 @@ def build_roster(
     *,
     on_retry: Callable[[str], None] = lambda component: None,
     run_healer: RunHealer | None = None,
+    kill_unit: KillUnit | None = None,
 ) -> list[RosterEntry]:
     """The rungs in ladder order, each with an agent factory or the reason it is skipped."""
     if setup.roster is None:
@@ -156,7 +167,9 @@ def build_roster(
             RosterEntry(
                 name=spec.name,
                 kind=spec.kind,
-                factory=None if reason else _factory(spec, setup, env, on_retry, run_healer),
+                factory=None
+                if reason
+                else _factory(spec, setup, env, on_retry, run_healer, kill_unit),
                 skip_reason=reason,
                 remote=spec.kind != "registry",
                 takes_over_after=setup.thresholds.rstar if spec.name == RSTAR_AGENT else None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import hmac
 import os
 import posixpath
 import re
@@ -71,15 +72,83 @@ def describe_mode(mode: int) -> str:
 
 @contextlib.contextmanager
 def open_root(root: str) -> Iterator[int]:
-    """A directory fd on the artifact root (its own symlinks resolved once, by configuration)."""
+    """A directory fd on the artifact root (its own symlinks resolved once, by configuration).
+
+    The root must pass `unsafe_root`: razard writes and deletes there as root, so no
+    one else may be able to swap it, or any directory above it, for another.
+    """
+    reason = unsafe_root(root)
+    if reason is not None:
+        raise UnsafePath(f"artifact_root {root}: {reason}")
+    real = os.path.realpath(root)
     try:
-        fd = os.open(os.path.realpath(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise UnsafePath(f"artifact_root {root}: {exc.strerror or exc}") from exc
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+def root_identity(root_fd: int) -> list[int]:
+    """``[st_dev, st_ino]`` of the open artifact root, as manifests record it."""
+    st = os.fstat(root_fd)
+    return [st.st_dev, st.st_ino]
+
+
+def unsafe_root(root: str) -> str | None:
+    """Why ``root`` is not a safe artifact root, or None (like OpenSSH's StrictModes).
+
+    Every directory above the resolved root, and every directory holding a symlink
+    on the configured path, must be owned by root (or by razard's own uid) and not
+    writable by group or others, except a sticky one (``/tmp``) whose entry on the
+    path is itself owned by root: else its owner (a component's user) could put
+    another directory, or a symlink, in the root's place after razard looked. The
+    root itself may belong to anyone; what is inside it is walked without symlinks.
+    """
+    if not os.path.isabs(root):
+        return "is not an absolute path"
+    trusted = {0, os.geteuid()}
+
+    def check(directory: str, child: str) -> str | None:
+        try:
+            st = os.stat(directory, follow_symlinks=False)
+        except OSError as exc:
+            return f"{directory}: {exc.strerror or exc}"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{directory} is not a directory"
+        if st.st_uid not in trusted:
+            return f"{directory} is owned by uid {st.st_uid}, not root"
+        if stat.S_IMODE(st.st_mode) & 0o022:
+            if not st.st_mode & stat.S_ISVTX:
+                return f"{directory} is writable by group or others (mode {st.st_mode & 0o7777:o})"
+            try:
+                cst = os.stat(os.path.join(directory, child), follow_symlinks=False)
+            except OSError as exc:
+                return f"{os.path.join(directory, child)}: {exc.strerror or exc}"
+            if cst.st_uid not in trusted:
+                return (
+                    f"{os.path.join(directory, child)} is owned by uid {cst.st_uid} inside "
+                    f"the sticky, world-writable {directory}"
+                )
+        return None
+
+    # symlinks on the configured path: whoever may change one chooses the root
+    parts = [p for p in os.path.normpath(root).split("/") if p]
+    for k in range(len(parts)):
+        here = "/" + "/".join(parts[: k + 1])
+        if os.path.islink(here):
+            reason = check(os.path.dirname(here) or "/", parts[k])
+            if reason is not None:
+                return f"{reason} (it holds the symlink {here})"
+    real = os.path.realpath(root)
+    parts = [p for p in real.split("/") if p]
+    for k in range(len(parts)):
+        reason = check("/" + "/".join(parts[:k]), parts[k])
+        if reason is not None:
+            return reason
+    return None
 
 
 @contextlib.contextmanager
@@ -119,13 +188,20 @@ def open_parent(root_fd: int, rel: str, *, create: bool = False) -> Iterator[int
 
 
 def read_regular(
-    root_fd: int, rel: str, limit: int | None = None, *, head: int | None = None
+    root_fd: int,
+    rel: str,
+    limit: int | None = None,
+    *,
+    head: int | None = None,
+    single_link: bool = False,
 ) -> FileState | None:
     """The regular file ``rel`` under the root, or None if absent; `UnsafePath` otherwise.
 
     A fifo is never opened (that would block) and a device never read. With
     ``limit``, a file larger than ``limit`` bytes raises `UnsafePath`; with
-    ``head``, only its first ``head`` bytes are read.
+    ``head``, only its first ``head`` bytes are read. With ``single_link``, the file
+    read must have had one link, and ``rel`` must still name it after the read: a hard
+    link to a secret elsewhere, made or removed around the read, is refused.
     """
     name = posixpath.basename(rel)
     with open_parent(root_fd, rel) as dfd:
@@ -152,6 +228,18 @@ def read_regular(
             data = _read_all(fd, limit if head is None else head - 1)[:head]
             if limit is not None and len(data) > limit:
                 raise UnsafePath(f"{rel} is more than the {limit} byte limit")
+            if single_link:
+                # on the descriptor read, and the name again after reading: a link added
+                # (or one removed) around the read is caught either way
+                try:
+                    now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise UnsafePath(f"{rel} changed while it was read") from None
+                if (now.st_dev, now.st_ino) != (fst.st_dev, fst.st_ino):
+                    raise UnsafePath(f"{rel} changed while it was read")
+                links = max(os.fstat(fd).st_nlink, fst.st_nlink)
+                if links != 1:
+                    raise UnsafePath(f"{rel} has {links} hard links")
         finally:
             os.close(fd)
     return FileState(data, stat.S_IMODE(fst.st_mode), fst.st_uid, fst.st_gid)
@@ -296,17 +384,54 @@ def missing_dirs(root_fd: int, rel: str) -> list[str]:
 # --------------------------------------------------------------------------- snapshots
 
 
+HASH_KEY: Final = "hash.key"
+
+
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
 class SnapshotStore:
-    """Content-addressed snapshots of a component's artifacts under ``<state_dir>/snapshots``."""
+    """Content-addressed snapshots of a component's artifacts under ``<state_dir>/snapshots``.
+
+    Blobs are named by a keyed hash (HMAC-SHA-256 with a random key kept 0600 in
+    ``snapshots/hash.key``), never a plain SHA-256: manifests are readable by group
+    razar, and a plain hash of a secret artifact would let a reader confirm a guess.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.base = state_dir / "snapshots"
         self.blobs = self.base / "blobs"
+        self._key: bytes | None = None
+
+    def digest(self, data: bytes) -> str:
+        """The keyed hash of ``data`` (hex), as blob names and patch records carry it."""
+        return hmac.new(self._hash_key(), data, hashlib.sha256).hexdigest()
+
+    def _hash_key(self) -> bytes:
+        if self._key is not None:
+            return self._key
+        path = self.base / HASH_KEY
+        try:
+            self.base.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                key = path.read_bytes()
+            else:
+                key = secrets.token_bytes(32)
+                try:
+                    os.write(fd, key)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise RepairError(f"{path}: cannot read or make the hash key: {exc}") from exc
+        if len(key) != 32:  # torn by a crash right after creating it: nothing used it yet
+            raise RepairError(f"{path}: the hash key is damaged; remove it to make a new one")
+        self._key = key
+        return key
 
     def manifest_path(self, component: str, snapshot_id: str) -> Path:
         """Where the manifest of ``snapshot_id`` lives."""
@@ -339,6 +464,8 @@ class SnapshotStore:
         manifest: dict[str, Any] = {
             "snapshot_id": snapshot_id,
             "component": component,
+            # the root's identity: a restore into any other directory is refused
+            "root": root_identity(root_fd),
             "files": entries,
             "modes": modes,
             "owners": owners,
@@ -368,6 +495,12 @@ class SnapshotStore:
         ``also_absent_dirs``, when empty. A file already holding the right bytes and mode is left
         alone, so restoring twice (after a crash mid-restore) is harmless.
         """
+        recorded = manifest.get("root")
+        if recorded is not None and list(recorded) != root_identity(root_fd):
+            raise UnsafePath(
+                "the artifact root is no longer the directory the snapshot was taken of "
+                "(it was moved or replaced): nothing restored"
+            )
         files: dict[str, str | None] = dict(manifest["files"])
         for rel in also_absent:
             files.setdefault(rel, None)
@@ -402,7 +535,7 @@ class SnapshotStore:
         return changed
 
     def _store_blob(self, data: bytes) -> str:
-        digest = sha256(data)
+        digest = self.digest(data)
         path = self.blobs / digest
         if path.exists():
             return digest
@@ -437,6 +570,7 @@ class SnapshotStore:
         except OSError as exc:
             code = errno.errorcode.get(exc.errno or 0, "")
             raise RepairError(f"{rel}: snapshot blob {digest} unreadable ({code})") from exc
-        if sha256(data) != digest:
+        # plain SHA-256: a blob stored before blobs were named by a keyed hash
+        if digest not in (self.digest(data), sha256(data)):
             raise RepairError(f"{rel}: snapshot blob {digest} is corrupted")
         return data

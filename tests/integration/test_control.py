@@ -34,6 +34,7 @@ from razard.control import (
     unexport_control,
 )
 from razard.errors import ConfigError, ConfigProblem, ControlError, RazarError, UnknownComponent
+from razard.escalation.trust import uid_matches
 from razard.repair.types import RepairError
 
 pytestmark = [
@@ -629,12 +630,15 @@ async def test_logs_runs_journalctl_for_the_component_unit(served: Served, tmp_p
         "-n",
         "50",
         "RAZAR_COMPONENT=gpu-worker",
+        *uid_matches(),  # razard's records: sent by root (journald's _UID), not forged
         "+",
         "_SYSTEMD_UNIT=razar-gpu-worker.service",
         "+",
         "_SYSTEMD_USER_UNIT=razar-gpu-worker.service",
+        *uid_matches("_SYSTEMD_OWNER_UID"),
         "+",
         "SYSLOG_IDENTIFIER=razar-gpu-worker",
+        *uid_matches(),
     ]
 
 
@@ -643,7 +647,13 @@ async def test_logs_without_razard_falls_back_to_the_name(bus_address: str, tmp_
     run = await razarctl(bus_address, "logs", "gpu-worker", env=_fake_journalctl(tmp_path))
     assert run.rc == 0, run.err
     assert "razard is not running" in run.err and "gpu-worker only" in run.err
-    assert run.out.splitlines() == ["--no-pager", "-o", "short-iso", "RAZAR_COMPONENT=gpu-worker"]
+    assert run.out.splitlines() == [
+        "--no-pager",
+        "-o",
+        "short-iso",
+        "RAZAR_COMPONENT=gpu-worker",
+        *uid_matches(),
+    ]
 
 
 async def test_logs_of_unknown_component_exits_2(served: Served, tmp_path: Path) -> None:

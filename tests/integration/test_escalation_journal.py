@@ -130,7 +130,8 @@ async def test_the_notifiers_filter_selects_what_its_journalctl_matches_select(
     tmp_path: Path,
 ) -> None:
     """OwnEntries in Python and `OwnEntries.matches()` given to journalctl pick the same
-    entries out of a journal of razard events, component output and other programs."""
+    entries out of a journal of razard events, component output and other programs, and
+    both drop what another user sent under razard's or a unit's names."""
     config = parse_config(
         {
             "component": [
@@ -142,11 +143,15 @@ async def test_the_notifiers_filter_selects_what_its_journalctl_matches_select(
         env={},
     )
     sources = [
-        "SYSLOG_IDENTIFIER=razard\nRAZAR_EVENT=state_healthy\n",
-        "SYSLOG_IDENTIFIER=razard-other\nRAZAR_EVENT=operator_alert\n",
-        "SYSLOG_IDENTIFIER=razar-vllm\n",
-        "SYSLOG_IDENTIFIER=python3\n_SYSTEMD_USER_UNIT=razar-vllm.service\n",
-        "SYSLOG_IDENTIFIER=nginx\n_SYSTEMD_UNIT=nginx.service\n",
+        "SYSLOG_IDENTIFIER=razard\n_UID=0\nRAZAR_EVENT=state_healthy\n",  # kept
+        "SYSLOG_IDENTIFIER=razard\n_UID=4242\nRAZAR_EVENT=state_quarantined\n",  # forged
+        "SYSLOG_IDENTIFIER=razard-other\n_UID=0\nRAZAR_EVENT=operator_alert\n",
+        "SYSLOG_IDENTIFIER=razar-vllm\n_UID=4242\n",  # a name anyone can choose
+        "SYSLOG_IDENTIFIER=python3\n_SYSTEMD_USER_UNIT=razar-vllm.service\n"
+        "_SYSTEMD_OWNER_UID=0\n",  # kept
+        "SYSLOG_IDENTIFIER=python3\n_SYSTEMD_USER_UNIT=razar-vllm.service\n"
+        "_SYSTEMD_OWNER_UID=4242\n",  # a unit in a user's own manager
+        "SYSLOG_IDENTIFIER=nginx\n_SYSTEMD_UNIT=nginx.service\n",  # kept
         "SYSLOG_IDENTIFIER=sshd\n_SYSTEMD_UNIT=ssh.service\n",
         "SYSLOG_IDENTIFIER=kernel\n",
     ]
@@ -154,7 +159,7 @@ async def test_the_notifiers_filter_selects_what_its_journalctl_matches_select(
     stream = "".join(
         f"__REALTIME_TIMESTAMP={t0 + i}\n__MONOTONIC_TIMESTAMP={1000 + i}\n"
         f"_BOOT_ID={'ab' * 16}\n{sources[i % len(sources)]}MESSAGE=m{i}\n\n"
-        for i in range(70)
+        for i in range(72)
     )
     directory = tmp_path / "journal"
     directory.mkdir()
@@ -179,4 +184,4 @@ async def test_the_notifiers_filter_selects_what_its_journalctl_matches_select(
     out, _ = await p.communicate()
     theirs = [json.loads(line)["MESSAGE"] for line in out.splitlines()]
     assert [e["MESSAGE"] for e in ours] == theirs
-    assert len(theirs) == 40  # 4 of every 7 sources
+    assert len(theirs) == 24  # 3 of every 9 sources

@@ -26,6 +26,7 @@ from razard.escalation.history import ESCALATIONS_FILE, read_escalations
 from razard.escalation.metrics import NotifierMetrics
 from razard.escalation.notifier import EscalationNotifier, PassResult
 from razard.journal import EventLog, Priority
+from razard.sandbox import UserManager
 from tests import canary
 from tests.integration.harness import free_port
 
@@ -217,16 +218,28 @@ async def test_target_down_keeps_the_alert_and_delivers_it_once_after_a_restart(
 
 
 async def test_recurring_failure_is_raised_once_then_resolved_on_recovery(
-    journald: object, console: OperatorConsole, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    journald: object,
+    user_manager: UserManager,
+    console: OperatorConsole,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Three occurrences of one error (other PIDs, addresses) make one alert; healthy resolves."""
     monkeypatch.setenv(TOKEN_ENV, console.token)
     comp = f"esc-{uuid.uuid4().hex[:8]}"
     config = load_config(write_config(tmp_path, comp, console.port))
     console.up()
-    out = EventLog(None, identifier=f"razar-{comp}")  # the component's own output
-    for i in range(7):
-        out.emit("", f"worker[{4000 + i}]: connect to 10.0.0.{i}:5432 failed: connection refused")
+    # the component's own output, from its unit: journald's cgroup says whose it is
+    lines = "".join(
+        f"echo 'worker[{4000 + i}]: connect to 10.0.0.{i}:5432 failed: connection refused'\n"
+        for i in range(7)
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *["systemd-run", "--user", "--quiet", "--wait", f"--unit=razar-{comp}"],
+        *["/bin/sh", "-c", lines],
+        env=user_manager.env(),
+    )
+    assert await proc.wait() == 0
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()

@@ -333,7 +333,8 @@ def test_reload_applies_changes_and_rejects_invalid(razard: Factory) -> None:
         "it-change restarted",
     )
     assert r.main_pid("razar-it-keep.service") == keep_pid
-    assert "MODE=fast" in (r.um.unit_dir / "razar-it-change.service").read_text()
+    # environment values live in a 0600 file beside the unit, not in the unit itself
+    assert 'MODE="fast"' in (r.um.unit_dir / ".razar-it-change.service.env").read_text()
 
     r.config.write_text(r.config.read_text() + "\n[[component]]\nname = 'x'\nbogus = 1\n")
     r.send(signal.SIGHUP)
@@ -583,7 +584,7 @@ def test_config_changed_while_down_restarts_not_adopts(razard: Factory) -> None:
     r.start()
     c = r.wait_state("it-stale", "healthy")
     assert r.main_pid("razar-it-stale.service") != pid
-    assert "MODEL=v2" in (r.um.unit_dir / "razar-it-stale.service").read_text()
+    assert 'MODEL="v2"' in (r.um.unit_dir / ".razar-it-stale.service.env").read_text()
     assert c["restarts"] == 0  # a config change is not a failure
     assert not any(e["event"] == "component_adopted" for e in r.events("it-stale"))
 

@@ -329,6 +329,16 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
         f"{P}.probe.command",
     ),
     (
+        "working_directory ending in a backslash (a unit line continuation)",
+        {"component": [cmd_comp(working_directory="/srv/app\\")]},
+        f"{P}.working_directory",
+    ),
+    (
+        "exec probe with a relative program",
+        {"component": [comp(probe={"type": "exec", "command": ["./check.sh"]})]},
+        f"{P}.probe.command",
+    ),
+    (
         "zero probe interval",
         {"component": [comp(probe={"type": "tcp", "port": 1, "interval": 0})]},
         f"{P}.probe.interval",

@@ -25,6 +25,7 @@ from razard.ctl import (
     status_table,
 )
 from razard.errors import ControlError
+from razard.escalation.trust import uid_matches
 from razard.triage import LogQuery
 
 STATUS: dict[str, Any] = {
@@ -83,6 +84,11 @@ STATUS: dict[str, Any] = {
 }
 
 
+#: root (and this uid) only: journald's _UID / _SYSTEMD_OWNER_UID, which no sender chooses
+OWN = uid_matches()
+OWNER = uid_matches("_SYSTEMD_OWNER_UID")
+
+
 def render(table: Any) -> str:
     console = Console(record=True, width=200, color_system=None)
     console.print(table)
@@ -104,12 +110,15 @@ def test_logs_argv_matches_component_or_its_unit() -> None:
         "-o",
         "short-iso",
         "RAZAR_COMPONENT=vllm",
+        *OWN,
         "+",
         "_SYSTEMD_UNIT=razar-vllm.service",
         "+",
         "_SYSTEMD_USER_UNIT=razar-vllm.service",
+        *OWNER,
         "+",
         "SYSLOG_IDENTIFIER=razar-vllm",
+        *OWN,
     ]
 
 
@@ -131,7 +140,7 @@ def test_logs_argv_without_unit_matches_component_only() -> None:
     argv = LogQuery(
         component="vllm", unit=None, since=None, follow=False, output="short", lines=None
     ).argv()
-    assert argv == ["journalctl", "--no-pager", "-o", "short-iso", "RAZAR_COMPONENT=vllm"]
+    assert argv == ["journalctl", "--no-pager", "-o", "short-iso", "RAZAR_COMPONENT=vllm", *OWN]
 
 
 def test_logs_argv_options_come_before_matches() -> None:
@@ -157,12 +166,15 @@ def test_logs_argv_options_come_before_matches() -> None:
         "RAZAR_COMPONENT=api",
     ]
     assert argv[10:] == [
+        *OWN,
         "+",
         "_SYSTEMD_UNIT=razar-api.service",
         "+",
         "_SYSTEMD_USER_UNIT=razar-api.service",
+        *OWNER,
         "+",
         "SYSLOG_IDENTIFIER=razar-api",
+        *OWN,
     ]
 
 
@@ -171,7 +183,16 @@ def test_logs_argv_cat_and_zero_lines() -> None:
     argv = LogQuery(
         component="api", unit=None, since="", follow=False, output="cat", lines=0
     ).argv()
-    assert argv == ["journalctl", "--no-pager", "-o", "cat", "-n", "0", "RAZAR_COMPONENT=api"]
+    assert argv == [
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-n",
+        "0",
+        "RAZAR_COMPONENT=api",
+        *OWN,
+    ]
 
 
 def test_logs_argv_rejects_unknown_output() -> None:

@@ -11,7 +11,12 @@ LAYERS = {"vllm": "sacral", "gateway": "throat"}
 
 
 def entry(**fields: Any) -> dict[str, Any]:
-    base = {"__REALTIME_TIMESTAMP": "1700000000000000", "_HOSTNAME": "gpu-1", "PRIORITY": "6"}
+    base = {
+        "__REALTIME_TIMESTAMP": "1700000000000000",
+        "_HOSTNAME": "gpu-1",
+        "PRIORITY": "6",
+        "_UID": "0",  # razard (root) sent it; see the forged ones below
+    }
     return {**base, **fields}
 
 
@@ -70,12 +75,63 @@ def test_recovery_and_root_outage() -> None:
 
 def test_component_output_that_reads_like_an_error_is_a_failure() -> None:
     """Output of a component's unit is a failure when it is an error, not when it chats."""
-    o = obs(entry(SYSLOG_IDENTIFIER="razar-vllm", MESSAGE="CUDA error: out of memory"))
+    o = obs(entry(_SYSTEMD_UNIT="razar-vllm.service", MESSAGE="CUDA error: out of memory"))
     assert o is not None and (o.kind, o.component, o.layer) == ("failure", "vllm", "sacral")
-    o = obs(entry(_SYSTEMD_USER_UNIT="nginx.service", MESSAGE="worker 12 crashed", PRIORITY="3"))
+    o = obs(
+        entry(
+            _SYSTEMD_USER_UNIT="nginx.service",
+            _SYSTEMD_OWNER_UID="0",
+            MESSAGE="worker 12 crashed",
+            PRIORITY="3",
+        )
+    )
     assert o is not None and o.component == "gateway"
-    assert obs(entry(SYSLOG_IDENTIFIER="razar-vllm", MESSAGE="loaded 32 layers")) is None
+    o = obs(
+        entry(
+            _SYSTEMD_CGROUP="/razar-sandbox-1/app.slice/razar-vllm.service",
+            MESSAGE="CUDA error: out of memory",
+        )
+    )
+    assert o is not None and o.component == "vllm"
+    assert obs(entry(_SYSTEMD_UNIT="razar-vllm.service", MESSAGE="loaded 32 layers")) is None
     assert obs(entry(SYSLOG_IDENTIFIER="sshd", MESSAGE="fatal: bad login")) is None
+
+
+def test_what_another_user_sends_under_razards_or_a_units_name_is_ignored() -> None:
+    """RAZAR_* fields from a sender that is not root, and output that only names a unit
+    (SYSLOG_IDENTIFIER) or comes from a unit in a user's own manager, mean nothing."""
+    forged = entry(
+        SYSLOG_IDENTIFIER="razard",
+        RAZAR_EVENT="operator_alert",
+        RAZAR_COMPONENT="vllm",
+        PRIORITY="1",
+        MESSAGE="vllm quarantined",
+        _UID="4242",
+    )
+    assert obs(forged) is None
+    assert obs({**forged, "RAZAR_EVENT": "chakra_down", "RAZAR_LAYER": "root"}) is None
+    assert obs(entry(SYSLOG_IDENTIFIER="razar-vllm", MESSAGE="CUDA error", _UID="4242")) is None
+    assert (
+        obs(
+            entry(
+                _SYSTEMD_UNIT="user@4242.service",
+                _SYSTEMD_USER_UNIT="razar-vllm.service",
+                _SYSTEMD_OWNER_UID="4242",
+                MESSAGE="CUDA error: out of memory",
+            )
+        )
+        is None
+    )
+    assert (
+        obs(
+            entry(
+                _SYSTEMD_CGROUP="/user.slice/user-4242.slice/user@4242.service/app.slice/"
+                "razar-vllm.service",
+                MESSAGE="CUDA error: out of memory",
+            )
+        )
+        is None
+    )
 
 
 def test_razard_failure_events_count_and_notices_do_not() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ def line(msg: str, ts: float, comp: str = "vllm") -> dict[str, Any]:
         "MESSAGE": msg,
         "SYSLOG_IDENTIFIER": f"razar-{comp}",
         "RAZAR_COMPONENT": comp,
+        "_SYSTEMD_UNIT": f"razar-{comp}.service",
+        "_UID": "1000",  # the component's user
         "PRIORITY": "3",
         "_HOSTNAME": "gpu-1",
         "__REALTIME_TIMESTAMP": str(int(ts * 1e6)),
@@ -110,6 +113,7 @@ async def test_recovery_resolves_and_a_new_notifier_remembers_firing_alerts(
     n, journal, clock = setup
     quarantine = {
         "SYSLOG_IDENTIFIER": "razard",
+        "_UID": "0",
         "RAZAR_EVENT": "operator_alert",
         "RAZAR_COMPONENT": "vllm",
         "MESSAGE": "vllm quarantined: token=abc123 leaked",
@@ -127,6 +131,7 @@ async def test_recovery_resolves_and_a_new_notifier_remembers_firing_alerts(
     again.journal = journal2  # type: ignore[assignment]
     healthy = {
         "SYSLOG_IDENTIFIER": "razard",
+        "_UID": "0",
         "RAZAR_EVENT": "state_healthy",
         "RAZAR_COMPONENT": "vllm",
     }
@@ -156,10 +161,10 @@ def test_without_a_cursor_every_start_reads_from_the_first_start(
 
 
 def test_only_razards_own_events_and_its_components_output_are_read() -> None:
-    """OwnEntries keeps razard's events (its identifier) and component output by the
-    identifier razard gives its units, the system unit or the user unit; another razard's
-    events and other programs are dropped, and `matches()` is the same selection for
-    journalctl."""
+    """OwnEntries keeps razard's events (its identifier, sent by root) and component output
+    by journald's trusted unit fields (system unit, user unit of root's manager, cgroup);
+    another razard's events, other programs, and anything another user sent under
+    razard's or a unit's name are dropped, and `matches()` is the selection for journalctl."""
     config = parse_config(
         {
             "component": [
@@ -172,32 +177,50 @@ def test_only_razards_own_events_and_its_components_output_are_read() -> None:
     )
     keep = OwnEntries(config.components, "razard-a")
     kept = [
-        {"SYSLOG_IDENTIFIER": "razard-a", "RAZAR_EVENT": "operator_alert"},
-        {"SYSLOG_IDENTIFIER": "razar-vllm", "MESSAGE": "x"},
+        {"SYSLOG_IDENTIFIER": "razard-a", "_UID": "0", "RAZAR_EVENT": "operator_alert"},
         {"_SYSTEMD_UNIT": "nginx.service", "SYSLOG_IDENTIFIER": "nginx"},
-        {"_SYSTEMD_USER_UNIT": "razar-vllm.service", "SYSLOG_IDENTIFIER": "python3"},
+        {
+            "_SYSTEMD_USER_UNIT": "razar-vllm.service",
+            "_SYSTEMD_OWNER_UID": "0",
+            "SYSLOG_IDENTIFIER": "python3",
+        },
+        {"_SYSTEMD_CGROUP": "/sandbox/app.slice/razar-vllm.service", "MESSAGE": "x"},
     ]
     dropped = [
         {
             "SYSLOG_IDENTIFIER": "razard-b",
+            "_UID": "0",
             "RAZAR_EVENT": "operator_alert",
             "RAZAR_COMPONENT": "vllm",
+        },
+        {"SYSLOG_IDENTIFIER": "razard-a", "_UID": "4242", "RAZAR_EVENT": "state_quarantined"},
+        {"SYSLOG_IDENTIFIER": "razar-vllm", "_UID": "4242", "MESSAGE": "x"},
+        {
+            "_SYSTEMD_UNIT": "user@4242.service",
+            "_SYSTEMD_USER_UNIT": "razar-vllm.service",
+            "_SYSTEMD_OWNER_UID": "4242",
+        },
+        {
+            "_SYSTEMD_CGROUP": "/user.slice/user-4242.slice/user@4242.service/"
+            "app.slice/razar-vllm.service"
         },
         {"SYSLOG_IDENTIFIER": "nginx", "_SYSTEMD_UNIT": "other.service"},
         {"SYSLOG_IDENTIFIER": "razar-gw"},  # nginx.service is not a unit razard writes
         {"MESSAGE": "no identifier at all"},
     ]
-    assert [keep(e) for e in kept] == [True] * 4
-    assert [keep(e) for e in dropped] == [False] * 4
+    assert [keep(e) for e in kept] == [True] * len(kept)
+    assert [keep(e) for e in dropped] == [False] * len(dropped)
+    uids = sorted({"0", str(os.geteuid())})
     assert keep.matches() == [
-        "SYSLOG_IDENTIFIER=razar-vllm",
         "SYSLOG_IDENTIFIER=razard-a",
+        *(f"_UID={u}" for u in uids),
         "+",
         "_SYSTEMD_UNIT=nginx.service",
         "_SYSTEMD_UNIT=razar-vllm.service",
         "+",
         "_SYSTEMD_USER_UNIT=nginx.service",
         "_SYSTEMD_USER_UNIT=razar-vllm.service",
+        *(f"_SYSTEMD_OWNER_UID={u}" for u in uids),
     ]
 
 
@@ -221,3 +244,48 @@ async def test_taking_the_lock_reads_what_the_previous_holder_left(
         assert [a.signature for a in waiting.book.alerts.values()] == ["OOM killed pid <n>"]
     finally:
         waiting.unlock()
+
+
+async def test_the_notifiers_client_never_goes_through_an_environment_proxy(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY in razard's environment does not route alerts (and their bearer tokens)
+    through a proxy: the target itself gets the request, the proxy nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    n, _, _ = setup
+    seen: dict[str, list[str]] = {"target": [], "proxy": []}
+
+    def server(role: str) -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                seen[role].append(self.headers.get("Authorization", ""))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        s = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+        return s
+
+    target, proxy = server("target"), server("proxy")
+    try:
+        proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(var, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with n.client() as client:
+            r = await client.post(
+                f"http://127.0.0.1:{target.server_address[1]}/alert",
+                headers={"Authorization": "Bearer sk-proxy-canary"},
+            )
+        assert r.status_code == 200
+        assert seen == {"target": ["Bearer sk-proxy-canary"], "proxy": []}
+    finally:
+        target.shutdown()
+        proxy.shutdown()

@@ -644,3 +644,29 @@ async def test_the_repair_rung_skips_a_component_without_artifacts() -> None:
     outcome, why = rung.outcome("noart")
     assert outcome == "skipped" and "no artifacts" in why
     assert rung.records("noart") == []
+
+
+async def test_records_of_agents_words_are_roots_and_hold_no_echoed_secret(env: Env) -> None:
+    """A model that echoes a DSN from a 0600 artifact: razar_ai_invocations.json and
+    razar_ai_patches.json are 0600 (not group razar's), and neither they nor razar.log nor
+    patch_history.jsonl keep the password; what is needed (agent, status, files) stays."""
+    dsn = "postgres://app:hunter2-s3cret@db:5432/x"
+    echo = Proposal(
+        agent="kimi",
+        rationale=f"the app cannot reach {dsn}; set a valid mode",
+        edits=(FileEdit("app.conf", "mode = broken", "mode = ok"),),
+    )
+    failing = FakeAgent("crown", [AgentFailed(f"HTTP 400: bad request for {dsn}")])
+    h = env.handover([entry(failing), entry(FakeAgent("kimi", [echo]))])
+    outcome = await h.run(env.comp, FAILURE, env.verify)
+    assert outcome.healed
+    for name in (INVOCATIONS_FILE, PATCHES_FILE):
+        path = env.state / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+    kept = [env.state / INVOCATIONS_FILE, env.state / PATCHES_FILE]
+    kept += [env.state / HISTORY_FILE, env.tmp / "razar.log"]
+    for path in kept:
+        assert "hunter2-s3cret" not in path.read_text(), path
+    recs = env.invocations()
+    assert [r["agent"] for r in recs] == ["crown", "kimi"]
+    assert "postgres://app:***@db:5432/x" in recs[1]["rationale"]

@@ -19,8 +19,8 @@ from razard.config import ComponentConfig
 from razard.repair import difftools
 from razard.repair.difftools import MAX_FILE_SECTIONS, MAX_HUNKS
 from razard.repair.patch import MAX_EDITS, MAX_PATCH_BYTES, PATCHES_FILE, PatchEngine
-from razard.repair.snapshots import UnsafePath
-from razard.repair.types import FileEdit, PatchRefused, Proposal
+from razard.repair.snapshots import UnsafePath, open_root, unsafe_root
+from razard.repair.types import FileEdit, PatchRefused, Proposal, RepairError
 from razard.storage import read_jsonl
 
 CONF = "[main]\nworkers = 2\nport = 8080\n"
@@ -423,6 +423,19 @@ def test_hard_linked_secret_is_never_shown_to_an_agent(world: World) -> None:
     assert not any(SECRET.decode() in text for text in shown.values())
 
 
+def test_hard_link_check_is_on_the_descriptor_read_not_on_the_name_before(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hard link that a look at the name before the read would miss (it is made just
+    after that look) is still caught: the link count is taken from what was read."""
+    import razard.repair.patch as patch_module
+
+    monkeypatch.setattr(patch_module, "_links", lambda root_fd, rel: 1)  # the race, won
+    shown = world.engine.read_artifacts(world.comp)
+    assert "conf.d/hard.conf" not in shown and "conf.d/main.conf" in shown
+    assert not any(SECRET.decode() in text for text in shown.values())
+
+
 def test_hard_link_made_after_check_is_refused_at_apply(world: World) -> None:
     """A file hard-linked to the outside between check and apply is refused by apply."""
     target = world.root / "conf.d" / "main.conf"
@@ -517,3 +530,75 @@ def test_a_directory_where_a_file_is_named_is_refused_as_a_directory(world: Worl
     (world.root / "conf.d" / "sub").mkdir()
     with pytest.raises(PatchRefused, match="is a directory"):
         world.engine.check(world.comp, edit("conf.d/sub", "", "x\n"))
+
+
+# ------------------------------------------------------------ the artifact root itself
+
+OTHER_UID = 4242  # a component's user: owns its app directory, may swap what is in it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give directories to another uid")
+def test_a_root_another_user_could_swap_is_unsafe(tmp_path: Path) -> None:
+    """Like OpenSSH's StrictModes: every directory above the root (and any holding a
+    symlink on its path) is root's and writable by no one else, or the root is refused."""
+    safe = tmp_path / "srv" / "app"
+    safe.mkdir(parents=True)
+    assert unsafe_root(str(safe)) is None
+
+    user_home = tmp_path / "home"  # the component's user owns a directory above the root
+    (user_home / "conf").mkdir(parents=True)
+    os.chown(user_home, OTHER_UID, OTHER_UID)
+    assert "owned by uid 4242" in (unsafe_root(str(user_home / "conf")) or "")
+
+    shared = tmp_path / "shared"  # group-writable, not sticky
+    (shared / "conf").mkdir(parents=True)
+    shared.chmod(0o775)
+    assert "writable by group or others" in (unsafe_root(str(shared / "conf")) or "")
+
+    deploy = tmp_path / "deploy"  # a `current` symlink in a directory the user owns
+    deploy.mkdir()
+    (deploy / "current").symlink_to(safe)
+    os.chown(deploy, OTHER_UID, OTHER_UID)
+    assert "holds the symlink" in (unsafe_root(str(deploy / "current")) or "")
+
+    sticky = tmp_path / "tmpdir"  # /tmp-like: sticky; an entry the user owns is theirs to swap
+    (sticky / "mine").mkdir(parents=True)
+    sticky.chmod(0o1777)
+    os.chown(sticky / "mine", OTHER_UID, OTHER_UID)
+    assert "sticky" in (unsafe_root(str(sticky / "mine")) or "")
+    (sticky / "roots").mkdir()
+    assert unsafe_root(str(sticky / "roots")) is None
+
+    with pytest.raises(UnsafePath, match="owned by uid 4242"):
+        with open_root(str(user_home / "conf")):
+            pass
+
+
+def test_a_root_swapped_after_apply_is_never_restored_into(world: World) -> None:
+    """The root is moved away and another directory put in its place after a patch was
+    applied: the revert writes nothing into the new one and says why."""
+    prepared = world.engine.check(world.comp, edit("conf.d/main.conf", "workers = 2", "w = 4"))
+    applied = world.engine.apply(world.comp, prepared)
+    world.root.rename(world.tmp / "moved")
+    (world.root / "conf.d").mkdir(parents=True)
+    planted = world.root / "conf.d" / "main.conf"
+    planted.write_text("attacker's\n")
+    with pytest.raises(RepairError, match="no longer the directory the snapshot was taken of"):
+        world.engine.revert(world.comp, applied, "probe failed")
+    assert planted.read_text() == "attacker's\n"
+    assert sorted(p.name for p in (world.root / "conf.d").iterdir()) == ["main.conf"]
+
+
+def test_no_record_carries_a_plain_hash_of_an_artifact(world: World) -> None:
+    """Manifests, pending and patch records name contents by a keyed hash (its key 0600):
+    a reader in group razar cannot confirm a guess of a secret artifact by hashing it."""
+    prepared = world.engine.check(world.comp, edit("conf.d/main.conf", "workers = 2", "w = 4"))
+    applied = world.engine.apply(world.comp, prepared)
+    plain = hashlib.sha256(CONF.encode()).hexdigest()
+    texts = [p.read_text(errors="replace") for p in world.state.rglob("*") if p.is_file()]
+    texts = [t for t in texts if "snapshot" in t or "patch_id" in t]
+    assert texts and not any(plain in t for t in texts)
+    key = world.state / "snapshots" / "hash.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    world.engine.revert(world.comp, applied, "probe failed")  # the keyed blobs restore
+    assert (world.root / "conf.d" / "main.conf").read_text() == CONF

@@ -376,13 +376,20 @@ def test_diff_of_unknown_patch_is_an_error(engine: PatchEngine) -> None:
         engine.diff("web", "20260101T000000Z-abcdef")
 
 
-def test_refused_proposal_diff_can_be_shown(engine: PatchEngine, comp: ComponentConfig) -> None:
-    """What an agent proposed and was refused stays visible to the operator."""
+def test_refused_proposal_diff_is_kept_for_root_only(
+    engine: PatchEngine, comp: ComponentConfig
+) -> None:
+    """What an agent proposed and was refused is kept (0600) for root to read, but not
+    handed out by default (what D-Bus Diff gives group razar): it is the model's raw text."""
     bad = "--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-root\n+toor\n"
     with pytest.raises(PatchRefused):
         engine.check(comp, Proposal(agent="k2", diff=bad))
     (record,) = engine.patches("web")
-    assert engine.diff("web", record["patch_id"]) == bad
+    with pytest.raises(RepairError, match="was refused; .* kept for root only"):
+        engine.diff("web", record["patch_id"])
+    assert engine.diff("web", record["patch_id"], refused=True) == bad
+    stored = next((engine.state_dir / "patches" / "web").glob("*.diff"))
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
 
 
 def test_apply_refuses_a_file_changed_since_check(

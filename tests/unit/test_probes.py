@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import shutil
 import socket
 import threading
 import uuid
@@ -61,7 +63,8 @@ def _http(url: str, timeout: float = 2.0, expect: int = 200) -> ProbeConfig:
 
 
 def _exec(*command: str, timeout: float = 5.0) -> ProbeConfig:
-    return ProbeConfig(kind="exec", command=command, timeout=timeout)
+    program = shutil.which(command[0]) or command[0]  # exec probes take absolute programs
+    return ProbeConfig(kind="exec", command=(program, *command[1:]), timeout=timeout)
 
 
 # ------------------------------------------------------------------------- http
@@ -271,3 +274,44 @@ async def test_result_is_a_frozen_value() -> None:
     r = ProbeResult(ok=True, duration=0.1, detail="exit status 0")
     with pytest.raises(AttributeError):
         r.ok = False  # type: ignore[misc]
+
+
+async def test_exec_refuses_a_relative_program(tmp_path: Path) -> None:
+    """A relative program (found in the working directory or PATH) is never run."""
+    script = tmp_path / "check.sh"
+    script.write_text("#!/bin/sh\ntouch ran\n")
+    script.chmod(0o755)
+    probe = ProbeConfig(kind="exec", command=("./check.sh",), timeout=5)
+    async with Prober() as prober:
+        result = await prober.run(probe, cwd=str(tmp_path))
+    assert not result.ok and "absolute path" in result.detail
+    assert not (tmp_path / "ran").exists()
+
+
+async def test_exec_gets_no_environment_of_razards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit environment an exec probe sees PATH and LANG, not razard's own
+    (its agents' and alert targets' tokens)."""
+    monkeypatch.setenv("RAZAR_OPENAI_TOKEN", "sk-canary-probe-env")
+    result = await run_probe(_exec("env"))
+    assert result.ok
+    names = {line.split("=", 1)[0] for line in result.output.splitlines()}
+    assert "RAZAR_OPENAI_TOKEN" not in names and "sk-canary-probe-env" not in result.output
+    assert names <= {"PATH", "LANG", "PWD", "SHLVL", "_"}
+
+
+async def test_razards_own_lack_of_descriptors_is_not_the_components_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMFILE while starting a probe is razard's trouble: the result says so (``ours``), so
+    the supervisor does not count it against the component; a real failure is not ours."""
+
+    async def no_descriptors(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_descriptors)
+    result = await run_probe(_exec("true"))
+    assert result.ours and not result.ok
+    assert "razard itself is short of resources" in result.detail
+    monkeypatch.undo()
+    failed = await run_probe(_exec("false"))
+    assert not failed.ok and not failed.ours

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -22,14 +23,14 @@ def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
-def test_write_json_atomic_writes_sorted_indented_json_readable_by_others(tmp_path: Path) -> None:
-    """A written document reads back equal, is sorted and indented, and has mode 0644."""
+def test_write_json_atomic_writes_sorted_indented_json_readable_by_group(tmp_path: Path) -> None:
+    """A written document reads back equal, is sorted and indented, and has mode 0640."""
     path = tmp_path / "razar_state.json"
     storage.write_json_atomic(path, {"b": 1, "a": [1, 2], "ü": "ok"})
 
     assert storage.read_json(path) == {"a": [1, 2], "b": 1, "ü": "ok"}
     assert path.read_text(encoding="utf-8").startswith('{\n  "a": [\n')
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert _leftovers(tmp_path) == []
 
 
@@ -219,14 +220,91 @@ def test_concurrent_text_appends_do_not_interleave(tmp_path: Path) -> None:
         assert body == f"{worker}-{i}|" * (int(i) * 10)
 
 
-def test_appended_file_mode_is_0644_under_usual_umask(tmp_path: Path) -> None:
-    """A log created by an append is readable by others (mode 0644 under umask 022)."""
+def test_appended_file_mode_is_0640_under_usual_umask(tmp_path: Path) -> None:
+    """A log created by an append is readable by its group, not by others (0640)."""
     old = os.umask(0o022)
     try:
         storage.append_jsonl(tmp_path / "razar.log", {"n": 1})
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "razar.log").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "razar.log").stat().st_mode) == 0o640
+    lock = tmp_path / ".razar.log.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+def test_a_lock_held_on_the_log_itself_does_not_stop_an_append(tmp_path: Path) -> None:
+    """Whoever can read the log (group razar) may flock it: appends go on regardless."""
+    path = tmp_path / "razar.log"
+    storage.append_jsonl(path, {"n": 1})
+    with open(path, "rb") as reader:
+        fcntl.flock(reader, fcntl.LOCK_EX)
+        storage.append_jsonl(path, {"n": 2})
+    assert [r["n"] for r in storage.read_jsonl(path)] == [1, 2]
+
+
+def test_a_held_append_lock_delays_an_append_only_a_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even the root-only lock is waited for a bounded time; the record is then appended whole."""
+    monkeypatch.setattr(storage, "APPEND_LOCK_WAIT_S", 0.05)
+    path = tmp_path / "razar.log"
+    storage.append_jsonl(path, {"n": 1})
+    holder = storage.open_lock(tmp_path / ".razar.log.lock")
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        storage.append_jsonl(path, {"n": 2})
+    finally:
+        os.close(holder)
+    assert [r["n"] for r in storage.read_jsonl(path)] == [1, 2]
+
+
+def test_prepare_state_dir_leaves_others_nothing(tmp_path: Path) -> None:
+    """The state directory becomes 0750 and ours; files inside lose others' bits, and
+    subdirectories follow; a lock file someone else could open is removed."""
+    state = tmp_path / "state"
+    (state / "quarantine").mkdir(parents=True)
+    (state / "razar.log").write_text("{}\n")
+    (state / "razar.log").chmod(0o666)
+    (state / "quarantine" / "web.json").write_text("{}")
+    (state / "quarantine" / "web.json").chmod(0o644)
+    (state / "quarantine").chmod(0o777)
+    (state / "razard.lock").write_text("")
+    (state / "razard.lock").chmod(0o644)
+    outside = tmp_path / "outside"
+    outside.write_text("")
+    outside.chmod(0o666)
+    (state / "link").symlink_to(outside)
+    state.chmod(0o755)
+
+    storage.prepare_state_dir(state)
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.lstat().st_mode)
+
+    assert mode(state) == 0o750
+    assert mode(state / "quarantine") == 0o750
+    assert mode(state / "razar.log") == 0o640
+    assert mode(state / "quarantine" / "web.json") == 0o640
+    assert not (state / "razard.lock").exists()
+    assert (state / "link").is_symlink()
+    assert mode(outside) == 0o666  # the link is never followed
+    assert state.stat().st_gid == (storage.state_gid() if os.geteuid() == 0 else os.getegid())
+
+
+def test_open_lock_replaces_a_lock_file_others_can_open(tmp_path: Path) -> None:
+    """A 0644 lock file (an older razard's, or planted) is replaced by a fresh 0600 one:
+    a descriptor someone already holds to the old file locks nothing any more."""
+    path = tmp_path / "repair.lock"
+    path.write_text("")
+    path.chmod(0o644)
+    with open(path, "rb") as old:
+        fcntl.flock(old, fcntl.LOCK_EX)
+        fd = storage.open_lock(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not blocked by the old holder
+            assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+        finally:
+            os.close(fd)
 
 
 def test_lone_surrogate_from_outside_does_not_fail_an_append(tmp_path: Path) -> None:

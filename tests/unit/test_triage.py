@@ -6,9 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from razard.escalation.trust import uid_matches
 from razard.triage import LogQuery, TriageError, kind_of, markdown, parse_time, summary, timeline
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+#: root (and this uid) only: journald's _UID / _SYSTEMD_OWNER_UID, which no sender chooses
+OWN = uid_matches()
+OWNER = uid_matches("_SYSTEMD_OWNER_UID")
 
 
 def test_component_query_matches_its_records_or_its_unit() -> None:
@@ -16,12 +22,15 @@ def test_component_query_matches_its_records_or_its_unit() -> None:
     argv = LogQuery(component="vllm", unit="razar-vllm.service").argv()
     assert argv[4:] == [
         "RAZAR_COMPONENT=vllm",
+        *OWN,
         "+",
         "_SYSTEMD_UNIT=razar-vllm.service",
         "+",
         "_SYSTEMD_USER_UNIT=razar-vllm.service",
+        *OWNER,
         "+",
         "SYSLOG_IDENTIFIER=razar-vllm",
+        *OWN,
     ]
 
 
@@ -38,14 +47,15 @@ def test_event_and_layer_filters_and_with_the_component_and_drop_unit_output() -
         "RAZAR_LAYER=sacral",
         "RAZAR_EVENT=probe_failed",
         "RAZAR_EVENT=state_restarting",
+        *OWN,
     ]
     assert "+" not in argv
 
 
 def test_no_component_means_every_razard_record_or_the_filters_alone() -> None:
     """Without a component: all of razard's records, or just the layer/event matches."""
-    assert LogQuery().argv()[4:] == ["SYSLOG_IDENTIFIER=razard"]
-    assert LogQuery(layers=("root",)).argv()[4:] == ["RAZAR_LAYER=root"]
+    assert LogQuery().argv()[4:] == ["SYSLOG_IDENTIFIER=razard", *OWN]
+    assert LogQuery(layers=("root",)).argv()[4:] == ["RAZAR_LAYER=root", *OWN]
 
 
 def test_time_priority_and_output_options_come_first() -> None:
@@ -74,6 +84,7 @@ def test_time_priority_and_output_options_come_first() -> None:
         "20",
         "-f",
         "RAZAR_COMPONENT=api",
+        *OWN,
     ]
 
 
