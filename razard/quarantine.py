@@ -20,7 +20,7 @@ from typing import Any, Final
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from razard.storage import append_text, write_json_atomic
+from razard.storage import append_text, make_dirs, write_json_atomic
 
 QUARANTINE_DIR: Final = "quarantine"
 QUARANTINE_LOG: Final = "quarantine_log.md"
@@ -78,7 +78,7 @@ class QuarantineStore:
         }
         if history:
             record["ladder"] = history  # every rung tried, for the operator
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
         write_json_atomic(self.path(name), record)
         self._log(now, name, "quarantined", str(attempts), f"{reason}: {last_error or ''}")
         return record
@@ -125,7 +125,7 @@ class QuarantineStore:
 
         Returns a function that stops watching.
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
 
         class Handler(FileSystemEventHandler):
             def _gone(self, path: str | bytes) -> None:

@@ -76,7 +76,7 @@ from razard.repair.snapshots import (
     write_atomic,
 )
 from razard.repair.types import FileEdit, PatchRefused, Proposal, RepairError
-from razard.storage import append_jsonl, read_json, read_jsonl, write_json_atomic
+from razard.storage import append_jsonl, make_dirs, read_json, read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -837,7 +837,7 @@ class PatchEngine:
         path = directory / f"{patch_id}.diff"
         tmp = directory / f".{patch_id}.{secrets.token_hex(4)}.tmp"
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(directory)
             # 0600: a diff holds artifact content, which may include secrets.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from razard.repair.types import RepairError
-from razard.storage import read_json, write_json_atomic
+from razard.storage import make_dirs, read_json, write_json_atomic
 
 NEW_FILE_MODE: Final = 0o644
 NEW_DIR_MODE: Final = 0o755
@@ -414,7 +414,7 @@ class SnapshotStore:
             return self._key
         path = self.base / HASH_KEY
         try:
-            self.base.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.base)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:
@@ -540,7 +540,7 @@ class SnapshotStore:
         if path.exists():
             return digest
         try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.blobs)
             tmp = self.blobs / f".{digest}.{secrets.token_hex(4)}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
             try:

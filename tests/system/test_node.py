@@ -252,6 +252,44 @@ def test_status_for_root_and_operators_refused_to_others(installed: bed.Node) ->
     assert own.returncode != 0 and "not allowed to own" in own.stderr, own
 
 
+def test_state_is_for_root_and_operators_only(installed: bed.Node) -> None:
+    """/var/lib/razard is root:razar 0750: operators read what razard knows, others not."""
+    st = installed.run(["stat", "-c", "%U:%G %a", "/var/lib/razard"]).stdout.split()
+    assert st[0] == "root:razar" and int(st[1], 8) & 0o7777 in (0o750, 0o2750), st
+    denied = installed.run(["cat", "/var/lib/razard/razar.log"], user="outsider", check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    lock = installed.run(
+        ["flock", "-n", "/var/lib/razard/razard.lock", "true"], user="outsider", check=False
+    )
+    assert lock.returncode != 0, lock
+    as_op = installed.run(
+        [RAZARCTL, "incident", "web", "--config", CONFIG, "--json"], user="op", check=False
+    )
+    assert as_op.returncode == 0, as_op
+    as_outsider = installed.run(
+        [RAZARCTL, "incident", "web", "--config", CONFIG], user="outsider", check=False
+    )
+    assert as_outsider.returncode != 0, as_outsider
+
+
+def test_forged_journal_entries_are_not_razards(installed: bed.Node) -> None:
+    """Anyone may write to the journal under razard's name; nothing razard's records
+    feed (incident timeline, logs) takes it for razard's."""
+    forged = (
+        "SYSLOG_IDENTIFIER=razard\nRAZAR_COMPONENT=web\nRAZAR_EVENT=operator_alert\n"
+        "MESSAGE=web quarantined: FORGED-BY-OUTSIDER\n"
+    )
+    installed.run(["logger", "--journald"], user="outsider", input=forged)
+    installed.wait_for(
+        "the forged line in the journal",
+        lambda: "FORGED-BY-OUTSIDER" in installed.journal("SYSLOG_IDENTIFIER=razard"),
+    )
+    timeline = ctl(installed, "incident", "web", "--config", CONFIG, "--json").stdout
+    assert "FORGED-BY-OUTSIDER" not in timeline
+    logs = ctl(installed, "logs", "web", "-o", "cat").stdout
+    assert "FORGED-BY-OUTSIDER" not in logs
+
+
 def test_journal_attributes_output_and_events(installed: bed.Node) -> None:
     """The unit's own output under its unit; razard's records under RAZAR_COMPONENT."""
     installed.wait_for(
@@ -397,3 +435,12 @@ def test_watchdog_never_fired(installed: bed.Node) -> None:
     assert "Watchdog timeout" not in journal
     assert "StartUnit job did not finish" not in installed.journal("-u", "razard.service")
     assert installed.show("razard.service", "NRestarts")["NRestarts"] == "0"
+
+
+def test_state_made_later_is_private_too(installed: bed.Node) -> None:
+    """After a quarantine, a patch and its rollback (quarantine/, snapshots/, patches/ made
+    while razard ran): nothing in the state directory is readable by others."""
+    made = installed.run("ls /var/lib/razard").stdout.split()
+    assert {"quarantine", "snapshots", "patches"} <= set(made), made
+    others = installed.run("find /var/lib/razard -perm /o=rwx").stdout.split()
+    assert others == [], others
