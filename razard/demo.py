@@ -394,6 +394,25 @@ class Demo:
             bool(back),
             (self.layer("third_eye").get("state"), self.unit("inference")),
         )
+        # the healer's result is written once razard has verified the heal (a settle time
+        # after the layer is back): wait for it, as an operator would re-run the query
+        wait_until(
+            lambda: (
+                "third_eye_inference_flush"
+                in self.ctl(
+                    "logs",
+                    "--layer",
+                    "third_eye",
+                    "--event",
+                    "heal_result",
+                    "--since",
+                    f"@{self.since:.0f}",
+                    "-o",
+                    "cat",
+                ).stdout
+            ),
+            30,
+        )
         journal = self.show_ctl(
             "logs",
             "--layer",

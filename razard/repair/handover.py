@@ -256,16 +256,27 @@ class Handover:
             if failure.since is None or float(r.get("unix", 0)) >= failure.since
         )
         escalations = 0
+        # no artifacts: no patch could be kept, so the failure's journal lines stay on this
+        # node; the registry (local: it may restart, signal or heal) is still asked
+        local_only = not comp.artifacts
         for entry in self.roster:
             if entry.factory is None:
                 self._emit(
                     comp, "agent_skipped", f"{entry.name}: {entry.skip_reason}", agent=entry.name
                 )
+            elif local_only and entry.remote:
+                self._emit(
+                    comp,
+                    "agent_skipped",
+                    f"{entry.name}: {comp.name} has no artifacts, so no patch could be kept; "
+                    "its failure is not sent off this node",
+                    agent=entry.name,
+                )
         pause = LONG_TASK_PAUSE
         while True:
             tried_this_round = 0
             for entry in self.roster:
-                if entry.factory is None:
+                if entry.factory is None or (local_only and entry.remote):
                     continue
                 try:
                     agent = entry.factory(comp)

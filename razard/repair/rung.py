@@ -23,10 +23,13 @@ class RepairRung:
     async def attempt(self, component: ComponentConfig, failure: Any, verify: Verify) -> bool:
         """Run the roster once (or until healed, in long-task mode); True when a patch verified.
 
-        A component with no ``artifacts`` is skipped: every patch would be refused, and
-        its failure's journal lines would leave the machine for nothing."""
+        A component with no ``artifacts`` gets only the local agents (the registry: it may
+        signal, restart or heal without patching): every patch would be refused, and its
+        failure's journal lines would leave the machine for nothing. With no local agent
+        configured, the rung is skipped."""
         self._skipped.pop(component.name, None)
-        if not component.artifacts:
+        local = any(e.factory is not None and not e.remote for e in self.handover.roster)
+        if not component.artifacts and not local:
             self.last.pop(component.name, None)
             self._skipped[component.name] = (
                 "no artifacts configured: nothing a repair agent may change, so none is asked"

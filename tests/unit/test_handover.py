@@ -630,6 +630,8 @@ async def test_the_repair_rung_skips_a_component_without_artifacts() -> None:
     from razard.repair.rung import RepairRung
 
     class NoHandover:
+        roster: list[RosterEntry] = []  # remote agents only, or none: nothing local to ask
+
         async def run(self, *args: object, **kw: object) -> object:
             raise AssertionError("the repair agents were asked")
 
@@ -644,6 +646,23 @@ async def test_the_repair_rung_skips_a_component_without_artifacts() -> None:
     outcome, why = rung.outcome("noart")
     assert outcome == "skipped" and "no artifacts" in why
     assert rung.records("noart") == []
+
+
+async def test_without_artifacts_only_local_agents_are_asked(env: Env) -> None:
+    """A component with no artifacts: the remote agent is not asked (its failure stays on
+    this node) and says why; the local registry still is (it may fix without a patch)."""
+    import dataclasses
+
+    calls: list[str] = []
+    remote = FakeAgent("crown", [AgentFailed("must not be asked")], calls=calls)
+    local = FakeAgent("registry", [AgentFailed("no registry entry matches")], calls=calls)
+    h = env.handover([entry(remote), entry(local, remote=False)])
+    bare = dataclasses.replace(env.comp, artifacts=())
+    outcome = await h.run(bare, FAILURE, env.verify)
+    assert not outcome.healed
+    assert calls == ["registry"]
+    skipped = [e for e in env.log() if e.get("event") == "agent_skipped"]
+    assert any("crown" in e["message"] and "no artifacts" in e["message"] for e in skipped)
 
 
 async def test_records_of_agents_words_are_roots_and_hold_no_echoed_secret(env: Env) -> None:
