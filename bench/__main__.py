@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     sizes = scenarios.SMOKE if args.smoke else scenarios.FULL
     sizes = sizes.scaled(trials=args.scale, comps=args.comps)
+    if args.idle_sizes:
+        try:
+            idle_sizes = tuple(int(x) for x in args.idle_sizes.split(","))
+        except ValueError:
+            idle_sizes = ()
+        if not idle_sizes or min(idle_sizes) < 1:
+            print(f"bench: --idle-sizes: not counts: {args.idle_sizes!r}", file=sys.stderr)
+            return 2
+        sizes = replace(sizes, idle_sizes=idle_sizes)
     only = set(args.only.split(",")) if args.only else set(SCENARIOS)
     unknown = only - set(SCENARIOS)
     if unknown:
@@ -122,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="bench/results", help="where results go")
     r.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     r.add_argument("--systems", default="", help="comma-separated subset of the systems")
+    r.add_argument(
+        "--idle-sizes", default="", help="comma-separated component counts for idle (e.g. 500)"
+    )
     r.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
