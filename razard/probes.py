@@ -5,7 +5,7 @@ unhealthy, unreachable or hangs. A probe that runs past ``probe.timeout`` is a
 failed probe ("timed out after 2s"), and an exec probe's whole process group is
 killed and reaped then, so a hanging health check leaves nothing behind.
 
-    async with Prober() as prober:          # one HTTP client for every probe
+    async with Prober() as prober:          # one HTTP client for every http probe
         result = await prober.run(component.probe)
 """
 
@@ -24,11 +24,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from razard.config import ProbeConfig
+
+if TYPE_CHECKING:  # httpx (and all it imports) is loaded with the first http probe
+    import httpx
 
 #: Longest probe output kept in a result (characters); the detail holds at most this.
 MAX_OUTPUT: Final = 500
@@ -53,7 +54,7 @@ class ProbeResult:
 
 
 class Prober:
-    """Runs probes; holds one HTTP client shared by every http probe.
+    """Runs probes; holds one HTTP client shared by every http probe (made by the first).
 
     ``env`` is the environment for exec probes (None: this process's own).
     Close it with `aclose` or use it as an async context manager.
@@ -61,7 +62,7 @@ class Prober:
 
     def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
         self._env = dict(env) if env is not None else None
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._client: httpx.AsyncClient | None = None
         self._connector: Connector | None = None
 
     async def run(self, probe: ProbeConfig, *, cwd: str | None = None) -> ProbeResult:
@@ -85,7 +86,9 @@ class Prober:
 
     async def aclose(self) -> None:
         """Close the HTTP client and the TCP probes' epoll."""
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
         if self._connector is not None:
             self._connector.close()
             self._connector = None
@@ -106,6 +109,10 @@ class Prober:
     async def _http(self, probe: ProbeConfig) -> tuple[bool, str, str]:
         if not probe.url:
             return False, "no URL configured", ""
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         try:
             async with asyncio.timeout(probe.timeout):
                 async with self._client.stream(

@@ -31,9 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from razard.config import ComponentConfig
 from razard.errors import RazarError, StateError
@@ -60,6 +58,9 @@ from razard.journal import EventLog, Priority, redact
 from razard.repair.handover import INVOCATIONS_FILE
 from razard.repair.patch import PATCHES_FILE
 from razard.storage import read_json, write_json_atomic
+
+if TYPE_CHECKING:  # loaded when the loop makes its client, not by whoever imports this
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,8 @@ class EscalationNotifier:
 
     def client(self) -> httpx.AsyncClient:
         """An HTTP client whose timeout bounds every request to a target."""
+        import httpx
+
         return httpx.AsyncClient(timeout=self.cfg.timeout, follow_redirects=False)
 
     async def run_once(self, client: httpx.AsyncClient) -> PassResult:
