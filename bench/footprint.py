@@ -14,6 +14,10 @@ the quick, repeatable view of where razard's own memory goes, for work on it:
   median of ``--ctl-runs`` runs.
 
 Needs root, like ``bench run``. Prints a markdown table; ``--json`` for the figures.
+razard's and agents' bytecode caches are written first (``compileall``), as an
+installed razar has them: without them every start compiles from source, which
+costs time and leaves its garbage in the figures (``PYTHONDONTWRITEBYTECODE``
+in a development shell does that).
 """
 
 from __future__ import annotations
@@ -112,6 +116,12 @@ def time_ctl(system: Razard, args: list[str], runs: int) -> dict[str, Any]:
 
 def run(work: Path, *, comps: int, settle: float, seconds: float, ctl_runs: int) -> dict[str, Any]:
     """Every figure the report prints; ``work`` holds the managers and razard's files."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(root / "razard"), str(root / "agents")],
+        check=True,
+        timeout=300,
+    )
     res: dict[str, Any] = {
         "daemon_import": import_cost("razard.daemon"),
         "ctl_import": import_cost("razard.ctl"),

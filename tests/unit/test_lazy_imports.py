@@ -126,3 +126,22 @@ def test_no_nvidia_library_means_no_pynvml() -> None:
             raise AssertionError("a backend without NVIDIA's library")
     """)
     assert not loaded["pynvml"]
+
+
+def test_razarctl_loads_no_syntax_highlighter_or_config_parser() -> None:
+    """`razarctl status` needs the control client and rich's table, not pygments (only a
+    diff on a terminal) nor the config parser (only commands given --config)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, razard.ctl; "
+            "print(' '.join(m for m in ('pygments', 'rich.syntax', 'razard.config', 'tomllib', "
+            "'httpx') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.split() == []
