@@ -33,20 +33,30 @@ from typing import Any
 from bench import scenarios
 from bench.systems import BIN, Razard
 
-#: Peak RSS (KiB) of the floor, then of the same Python after importing ``module``.
+#: The libraries razard's daemon cannot do without.
+_FLOOR = "import asyncio, dbus_fast.aio, prometheus_client"
+#: Peak RSS (KiB, VmHWM: this process's own, where ru_maxrss keeps the parent's across
+#: exec) after the floor, then after importing ``module``; and the module count.
 _IMPORT = (
-    "import resource, sys; import asyncio, dbus_fast.aio, prometheus_client; "
-    "libs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; import {module}; "
-    "print(libs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(sys.modules))"
+    "import sys\n"
+    "def hwm():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return int(line.split()[1])\n"
+    "{floor}\n"
+    "libs = hwm()\n"
+    "import {module}\n"
+    "print(libs, hwm(), len(sys.modules))\n"
 )
 
 
-def import_cost(module: str) -> dict[str, Any]:
-    """Peak RSS of the floor and of ``import module`` in fresh interpreters (median of 3)."""
+def import_cost(module: str, floor: str = _FLOOR) -> dict[str, Any]:
+    """Peak RSS after ``floor`` and then after ``import module``, in fresh interpreters
+    (median of 3)."""
     runs = []
     for _ in range(3):
         out = subprocess.run(
-            [sys.executable, "-c", _IMPORT.format(module=module)],
+            [sys.executable, "-c", _IMPORT.format(floor=floor, module=module)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -124,7 +134,7 @@ def run(work: Path, *, comps: int, settle: float, seconds: float, ctl_runs: int)
     )
     res: dict[str, Any] = {
         "daemon_import": import_cost("razard.daemon"),
-        "ctl_import": import_cost("razard.ctl"),
+        "ctl_import": import_cost("razard.ctl", floor="pass"),
         "idle": {},
         "comps": comps,
         "settle_s": settle,
