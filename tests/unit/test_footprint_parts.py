@@ -50,7 +50,7 @@ async def test_cancelled_waiter_leaves_the_others_waiting(make: type[asyncio.Eve
 
 def _without_process_lines(text: str) -> list[str]:
     # process_*/python_* and *_created lines change between two renders
-    skip = ("process_", "python_", "# HELP process_", "# TYPE process_")
+    skip: tuple[str, ...] = ("process_", "python_", "# HELP process_", "# TYPE process_")
     skip += ("# HELP python_", "# TYPE python_")
     return [
         line for line in text.splitlines() if not line.startswith(skip) and "_created" not in line
