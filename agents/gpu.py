@@ -57,6 +57,7 @@ equal entries are two events); the time defaults to 0.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import threading
@@ -67,8 +68,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, cast, get_args
 
-import psutil  # type: ignore[import-untyped]
-import pynvml
+#: ``pynvml`` once `Nvml` found the NVIDIA library: the module is 2 MiB of bindings that a
+#: node without a GPU never needs, so razard loads it only where the driver is.
+pynvml: Any = None
 
 #: The environment variable that names the fake's JSON file.
 ENV_FAKE: Final = "RAZAR_NVML_FAKE"
@@ -250,9 +252,27 @@ def parse_recovery_action(value: object) -> RecoveryAction:
 _WAIT_DRAIN_MAX: Final = 256  # events taken at once after the first one arrived
 
 
+#: What `_unavailable_reason` says when the library is missing.
+_NO_LIBRARY: Final = "NVML library not found (no NVIDIA driver)"
+
+
+def _load_pynvml() -> None:
+    """Import ``pynvml`` if NVIDIA's library is there (raises `GpuUnavailable` if not)."""
+    global pynvml
+    if pynvml is not None:
+        return
+    import ctypes
+
+    try:  # what pynvml's nvmlInit loads first; absent: no driver, no need for the bindings
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        raise GpuUnavailable(_NO_LIBRARY) from None
+    pynvml = importlib.import_module("pynvml")
+
+
 def _unavailable_reason(e: Exception) -> str:
     if isinstance(e, pynvml.NVMLError_LibraryNotFound):
-        return "NVML library not found (no NVIDIA driver)"
+        return _NO_LIBRARY
     if isinstance(e, pynvml.NVMLError_DriverNotLoaded):
         return "NVIDIA driver not loaded (NVML cannot talk to it)"
     if isinstance(e, pynvml.NVMLError_NoPermission):
@@ -274,6 +294,7 @@ class Nvml:
     """
 
     def __init__(self) -> None:
+        _load_pynvml()
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as e:
@@ -510,6 +531,8 @@ def _parse(doc: object, source: str) -> tuple[str | None, list[_FakeGpu]]:
 
 
 def _alive(pid: int) -> bool:
+    import psutil  # type: ignore[import-untyped]
+
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:

@@ -51,18 +51,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
-from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as openmetrics_families,
-)
-from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from razard import __version__
 from razard.config import (
@@ -76,6 +66,14 @@ from razard.config import (
     typename,
 )
 from razard.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    # razard parses [monitoring] with its config: httpx, rich and the exposition parsers
+    # load only where a scrape, a URL check or the table needs them
+    import httpx
+    from prometheus_client.metrics_core import Metric
+    from rich.console import Console
+    from rich.table import Table
 
 Kind = Literal["razard", "node_exporter", "gpu_exporter", "cadvisor", "custom"]
 KINDS: Final[tuple[Kind, ...]] = ("razard", "node_exporter", "gpu_exporter", "cadvisor", "custom")
@@ -233,6 +231,8 @@ def url_problem(url: str) -> str | None:
         return f"expected an http:// or https:// URL, got {url!r} ({e})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"expected an http:// or https:// URL, got {url!r}"
+    import httpx
+
     try:
         httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as e:
@@ -572,6 +572,11 @@ def parse_exposition(body: str, content_type: str = "text/plain") -> list[Metric
 
     Raises ValueError when the body is not in that format.
     """
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         if content_type.lower().startswith("application/openmetrics-text"):
             parsed: list[Metric] = list(openmetrics_families(body))  # type: ignore[no-untyped-call]
@@ -645,6 +650,8 @@ async def _fetch(
 
     Returns the content type and the body.
     """
+    import httpx
+
     url = httpx.URL(endpoint.url)
     origin = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -717,6 +724,8 @@ async def scrape(
     ``reachable`` is True once an HTTP response arrived; a timeout before that,
     or a failed connection, is unreachable.
     """
+    import httpx
+
     started = time.monotonic()
     progress = _Progress()
     try:
@@ -758,6 +767,8 @@ async def verify(
     endpoints: Sequence[Endpoint], *, max_body: int = MAX_BODY_BYTES
 ) -> list[EndpointReport]:
     """Scrape every endpoint concurrently; one report per endpoint, in the given order."""
+    import httpx
+
     headers = {"Accept": ACCEPT, "User-Agent": f"razar-verify-monitoring/{__version__}"}
     # trust_env=False: exporters are scraped directly, never through an HTTP(S)_PROXY
     async with httpx.AsyncClient(
@@ -843,6 +854,9 @@ def _error_cell(report: EndpointReport) -> str:
 
 def reports_table(reports: Sequence[EndpointReport]) -> Table:
     """One row per endpoint: status coloured, what is missing or stale, the error."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("endpoint", no_wrap=True)
     table.add_column("kind", no_wrap=True)
@@ -884,6 +898,8 @@ def summary_line(reports: Sequence[EndpointReport]) -> str:
 
 def render_table(reports: Sequence[EndpointReport], console: Console) -> None:
     """Print the table and the verdict line on ``console``."""
+    from rich.text import Text
+
     console.print(reports_table(reports))
     gaps = any(r.gap for r in reports)
     console.print(Text(summary_line(reports), style="red" if gaps else "green"))
@@ -1063,6 +1079,8 @@ def select_endpoints(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[
 
 
 def _stdout() -> Console:
+    from rich.console import Console
+
     console = Console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(width=_PIPE_WIDTH)
@@ -1081,6 +1099,9 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or argparse's own usage error (exit 2)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    from rich.console import Console
+    from rich.text import Text
+
     err = Console(stderr=True)
     try:
         endpoints = select_endpoints(args, env)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     sizes = scenarios.SMOKE if args.smoke else scenarios.FULL
     sizes = sizes.scaled(trials=args.scale, comps=args.comps)
+    if args.idle_sizes:
+        try:
+            idle_sizes = tuple(int(x) for x in args.idle_sizes.split(","))
+        except ValueError:
+            idle_sizes = ()
+        if not idle_sizes or min(idle_sizes) < 1:
+            print(f"bench: --idle-sizes: not counts: {args.idle_sizes!r}", file=sys.stderr)
+            return 2
+        sizes = replace(sizes, idle_sizes=idle_sizes)
     only = set(args.only.split(",")) if args.only else set(SCENARIOS)
     unknown = only - set(SCENARIOS)
     if unknown:
@@ -110,6 +120,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def footprint(args: argparse.Namespace) -> int:
+    from bench import footprint
+
+    if os.geteuid() != 0:
+        print("bench: needs root (it starts private systemd user managers)", file=sys.stderr)
+        return 2
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    journald = None
+    with contextlib.suppress(Exception):
+        journald = ensure_journald()
+    work = Path(tempfile.mkdtemp(prefix="rzb-", dir="/tmp"))
+    try:
+        res = footprint.run(
+            work,
+            comps=args.comps,
+            settle=args.settle,
+            seconds=args.seconds,
+            ctl_runs=args.ctl_runs,
+        )
+    finally:
+        stop_journald(journald)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    res["command"] = command
+    print(footprint.dump(res) if args.json else footprint.markdown(res, command))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -122,10 +160,23 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="bench/results", help="where results go")
     r.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     r.add_argument("--systems", default="", help="comma-separated subset of the systems")
+    r.add_argument(
+        "--idle-sizes", default="", help="comma-separated component counts for idle (e.g. 500)"
+    )
     r.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    f = sub.add_parser(
+        "footprint",
+        help="razard's RSS (floor, imports, idle) and razarctl's start-up, alone (minutes)",
+    )
+    f.add_argument("--comps", type=int, default=500, help="components razard supervises")
+    f.add_argument("--settle", type=float, default=10.0, help="seconds after all are ready")
+    f.add_argument("--seconds", type=float, default=10.0, help="seconds RSS is sampled")
+    f.add_argument("--ctl-runs", type=int, default=20, help="razarctl runs timed (0: none)")
+    f.add_argument("--json", action="store_true", help="print every figure as JSON")
+    f.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
-    return run(args)
+    return footprint(args) if args.cmd == "footprint" else run(args)
 
 
 if __name__ == "__main__":

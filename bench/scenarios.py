@@ -18,8 +18,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil  # type: ignore[import-untyped]
 
@@ -28,6 +29,7 @@ from bench.stats import summary
 from bench.systems import PROBE_INTERVAL, SYSTEMS, Comp, Razard, System, kill_leftovers
 
 log = logging.getLogger("bench")
+T = TypeVar("T")
 
 SYSTEM_NAMES = ("razard", "systemd", "supervisord")
 
@@ -186,7 +188,8 @@ def rotations(names: tuple[str, ...], rounds: int) -> Iterator[tuple[int, list[s
         yield r, [names[(r + j) % k] for j in range(k)]
 
 
-def _errors_to(result: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
+def _errors_to(result: dict[str, Any], name: str, fn: Callable[[], T]) -> T | None:
+    """``fn()``, or None with its error written into ``result["errors"][name]``."""
     try:
         return fn()
     except Exception as e:
@@ -212,8 +215,9 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
         running: dict[str, tuple[System, list[Comp]]] = {}
         for kind in b.systems:
             cs = comps(f"{kind[:2]}", n)
+            # b.running() only builds the context manager; it boots on enter_context
             system = _errors_to(
-                out["recovery"], kind, lambda k=kind, c=cs: stack.enter_context(b.running(k, c))
+                out["recovery"], kind, partial(stack.enter_context, b.running(kind, cs))
             )
             if system is not None:
                 running[kind] = (system, cs)
@@ -223,22 +227,18 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
             for kind in order:
                 system, cs = running[kind]
                 name = cs[r % sz.recovery_comps].name
-                _errors_to(
-                    out["recovery"],
-                    kind,
-                    lambda s=system, nm=name, k=kind: rec[k].append(1000 * _kill_one(b, s, nm)),
-                )
+                took = _errors_to(out["recovery"], kind, partial(_kill_one, b, system, name))
+                if took is not None:
+                    rec[kind].append(1000 * took)
                 time.sleep(sz.recovery_pause)
         time.sleep(sz.settle)
         for _r, order in rotations(live, sz.storm_trials):
             for kind in order:
                 system, cs = running[kind]
                 names = [c.name for c in cs[: sz.storm_comps]]
-                _errors_to(
-                    out["storm"],
-                    kind,
-                    lambda s=system, nm=names, k=kind: storm[k].append(_kill_many(b, s, nm)),
-                )
+                took = _errors_to(out["storm"], kind, partial(_kill_many, b, system, names))
+                if took is not None:
+                    storm[kind].append(took)
                 time.sleep(sz.storm_pause)
     for kind in b.systems:
         out["recovery"]["systems"][kind] = {**summary(rec[kind]), "samples": rec[kind]}
@@ -281,21 +281,21 @@ def boot(b: Bench) -> dict[str, Any]:
             cs = comps(f"b{kind[:2]}", sz.boot_comps, waves=sz.boot_waves)
             system = b.new(kind)
             systems[kind] = (system, cs)
-            if _errors_to(out, kind, lambda s=system, c=cs: s.prepare(c) or True) is None:
+            if _errors_to(out, kind, partial(_prepare, system, cs)) is None:
                 del systems[kind]
                 system.close()
                 continue
             # warm-up, not counted: unit files written, caches warm
-            if _errors_to(out, kind, lambda s=system, c=cs: _boot_once(b, s, c)) is None:
+            if _errors_to(out, kind, partial(_boot_once, b, system, cs)) is None:
                 del systems[kind]
                 system.close()
         live = tuple(k for k in b.systems if k in systems)
         for _r, order in rotations(live, sz.boot_trials):
             for kind in order:
                 system, cs = systems[kind]
-                _errors_to(
-                    out, kind, lambda s=system, c=cs, k=kind: times[k].append(_boot_once(b, s, c))
-                )
+                took = _errors_to(out, kind, partial(_boot_once, b, system, cs))
+                if took is not None:
+                    times[kind].append(took)
     finally:
         for system, _cs in systems.values():
             system.close()
@@ -303,6 +303,12 @@ def boot(b: Bench) -> dict[str, Any]:
     for kind in b.systems:
         out["systems"][kind] = {**summary(times[kind]), "samples": times[kind]}
     return out
+
+
+def _prepare(system: System, cs: list[Comp]) -> bool:
+    """``system.prepare(cs)``; True once it is done (for :func:`_errors_to`)."""
+    system.prepare(cs)
+    return True
 
 
 def _boot_once(b: Bench, system: System, cs: list[Comp]) -> float:

@@ -17,18 +17,16 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
 from rich.console import Console
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
 from agents.layers import LAYERS
 from razard.cli import DEFAULT_CONFIG
-from razard.config import Config
 from razard.control import (
     BUSES,
     DEFAULT_CALL_TIMEOUT,
@@ -48,6 +46,9 @@ from razard.triage import (
     summary,
 )
 from razard.triage import markdown as incident_markdown
+
+if TYPE_CHECKING:  # razarctl starts faster without what its common commands never use
+    from razard.config import Config
 
 T = TypeVar("T")
 
@@ -758,6 +759,8 @@ def diff(ctx: click.Context, component: str, patch: str | None) -> None:
     text = _call(ctx, lambda c: c.diff(component, patch))
     console = Console()
     if console.is_terminal:
+        from rich.syntax import Syntax  # pygments: only for a diff shown on a terminal
+
         console.print(Syntax(text, "diff", background_color="default", word_wrap=True))
     else:
         click.echo(text, nl=not text.endswith("\n"))

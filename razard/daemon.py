@@ -33,8 +33,6 @@ from razard import __version__, storage
 from razard.config import Config, load_config
 from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
-from razard.escalation.metrics import NotifierMetrics
-from razard.escalation.notifier import EscalationNotifier
 from razard.journal import LOG_FILE, EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.handover import Handover
@@ -246,6 +244,9 @@ async def run(
     register_chakra(metrics.registry, lambda: layer_agents)
     escalations = None  # [escalation] is read at start; the components follow reloads
     if config.escalation.enabled:
+        from razard.escalation.metrics import NotifierMetrics
+        from razard.escalation.notifier import EscalationNotifier
+
         escalations = EscalationNotifier(
             config.escalation,
             state_dir,

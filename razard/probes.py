@@ -5,7 +5,7 @@ unhealthy, unreachable or hangs. A probe that runs past ``probe.timeout`` is a
 failed probe ("timed out after 2s"), and an exec probe's whole process group is
 killed and reaped then, so a hanging health check leaves nothing behind.
 
-    async with Prober() as prober:          # one HTTP client for every probe
+    async with Prober() as prober:          # one HTTP client for every http probe
         result = await prober.run(component.probe)
 """
 
@@ -26,11 +26,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from razard.config import ProbeConfig
+
+if TYPE_CHECKING:  # httpx (and all it imports) is loaded with the first http probe
+    import httpx
 
 #: Longest probe output kept in a result (characters); the detail holds at most this.
 MAX_OUTPUT: Final = 500
@@ -86,7 +87,7 @@ def _raise_if_ours(exc: BaseException) -> None:
 
 
 class Prober:
-    """Runs probes; holds one HTTP client shared by every http probe.
+    """Runs probes; holds one HTTP client shared by every http probe (made by the first).
 
     ``env`` is the base environment for exec probes (None: `PROBE_ENV`, never this
     process's own, which holds razard's tokens). Close it with `aclose` or use it as
@@ -95,7 +96,7 @@ class Prober:
 
     def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
         self._env = dict(env) if env is not None else dict(PROBE_ENV)
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._client: httpx.AsyncClient | None = None
         self._connector: Connector | None = None
 
     async def run(
@@ -132,7 +133,9 @@ class Prober:
 
     async def aclose(self) -> None:
         """Close the HTTP client and the TCP probes' epoll."""
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
         if self._connector is not None:
             self._connector.close()
             self._connector = None
@@ -153,6 +156,10 @@ class Prober:
     async def _http(self, probe: ProbeConfig) -> tuple[bool, str, str]:
         if not probe.url:
             return False, "no URL configured", ""
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         try:
             async with asyncio.timeout(probe.timeout):
                 async with self._client.stream(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.layers import LAYERS
 from razard import __version__
+from razard.aio import LazyEvent
 from razard.config import ComponentConfig, Config
 from razard.errors import ControlError, RazarError, StateError, SystemdError, UnknownComponent
 from razard.journal import EventLog, Priority
@@ -152,9 +153,9 @@ class Runner:
     def __init__(self, sup: Supervisor, cfg: ComponentConfig) -> None:
         self.sup = sup
         self.cfg = cfg
-        self.settled = asyncio.Event()  # healthy, or given up on: the wave may move on
-        self._died = asyncio.Event()
-        self._wake = asyncio.Event()  # the monitor has something to look at: a death, a failure
+        self.settled = LazyEvent()  # healthy, or given up on: the wave may move on
+        self._died = LazyEvent()
+        self._wake = LazyEvent()  # the monitor has something to look at: a death, a failure
         self._injected: Failure | None = None  # from the layer agent (heartbeat, layer down)
         self._monitoring = False
         self._expect_running = False

@@ -31,9 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from razard import storage
 from razard.config import ComponentConfig
@@ -61,6 +59,9 @@ from razard.journal import EventLog, Priority, redact
 from razard.repair.handover import INVOCATIONS_FILE
 from razard.repair.patch import PATCHES_FILE
 from razard.storage import read_json, write_json_atomic
+
+if TYPE_CHECKING:  # loaded when the loop makes its client, not by whoever imports this
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,8 @@ class EscalationNotifier:
         """An HTTP client whose timeout bounds every request to a target. It ignores
         HTTP(S)_PROXY and netrc (trust_env=False): a proxy set in the environment would
         receive the targets' bearer tokens."""
+        import httpx
+
         return httpx.AsyncClient(timeout=self.cfg.timeout, follow_redirects=False, trust_env=False)
 
     async def run_once(self, client: httpx.AsyncClient) -> PassResult:

@@ -26,14 +26,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from razard.errors import RazarError
 from razard.escalation.config import TargetConfig
 from razard.escalation.history import iso
 from razard.journal import redact
+
+if TYPE_CHECKING:  # loaded with the first delivery, not by whoever imports the targets
+    import httpx
 
 Status = Literal["firing", "resolved"]
 
@@ -141,6 +142,8 @@ class Target:
         Raises:
             DeliveryError: not delivered; ``permanent`` for a 4xx other than 408/429.
         """
+        import httpx
+
         req = self.build_request(alert, status, now)
         token = self.token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -11,20 +11,11 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from razard.config import ComponentConfig, Config
 from razard.errors import ConfigError, ConfigProblem
 from razard.repair.handover import RosterEntry
-from razard.repair.openai_agent import OpenAIAgent
-from razard.repair.opencode_agent import OpencodeAgent
-from razard.repair.registry import (
-    KillUnit,
-    RegistryAgent,
-    RegistryEntry,
-    RunHealer,
-    load_registry,
-)
 from razard.repair.roster import (
     RSTAR_AGENT,
     AgentSpec,
@@ -37,6 +28,10 @@ from razard.repair.roster import (
     thresholds,
 )
 from razard.repair.types import RepairAgent
+
+if TYPE_CHECKING:  # the agents' modules load when they are needed: the daemon stays small
+    from razard.repair.openai_agent import OpenAIAgent
+    from razard.repair.registry import KillUnit, RegistryEntry, RunHealer
 
 AGENTS_FILE: Final = "razar_ai_agents.json"
 REGISTRY_FILE: Final = "error_registry.toml"
@@ -70,6 +65,8 @@ def load_repair(config: Config, env: Mapping[str, str]) -> RepairSetup:
         except ConfigError as e:
             problems += e.problems
     if registry_path is not None:
+        from razard.repair.registry import load_registry
+
         try:
             registry = load_registry(registry_path)
         except ConfigError as e:
@@ -95,6 +92,8 @@ def _factory(
     kill_unit: KillUnit | None = None,
 ) -> Factory:
     if spec.kind == "registry":
+        from razard.repair.registry import RegistryAgent
+
         registry = RegistryAgent(
             setup.registry,
             max_attempts=spec.max_attempts,
@@ -109,6 +108,8 @@ def _factory(
 
         def openai_for(comp: ComponentConfig) -> RepairAgent:
             # one client per component so retries are counted against the right one
+            from razard.repair.openai_agent import OpenAIAgent
+
             if comp.name not in agents:
                 agents[comp.name] = OpenAIAgent(
                     spec, endpoint, token, on_retry=lambda: on_retry(comp.name)
@@ -134,18 +135,24 @@ def _factory(
         }
         model = f"razar/{spec.model or 'default'}"
     binary = shutil.which("opencode") or "opencode"
-    return lambda comp: OpencodeAgent(
-        spec.name,
-        Path(comp.artifact_root),
-        comp.artifacts,
-        binary=binary,
-        model=model,
-        deadline=spec.timeout,
-        max_attempts=spec.max_attempts,
-        config=config,
-        # the operator's explicit opencode/npm settings; nothing else of razard's environment
-        env={k: v for k, v in env.items() if k.startswith(("OPENCODE_", "npm_config_"))},
-    )
+
+    def opencode_for(comp: ComponentConfig) -> RepairAgent:
+        from razard.repair.opencode_agent import OpencodeAgent
+
+        return OpencodeAgent(
+            spec.name,
+            Path(comp.artifact_root),
+            comp.artifacts,
+            binary=binary,
+            model=model,
+            deadline=spec.timeout,
+            max_attempts=spec.max_attempts,
+            config=config,
+            # the operator's explicit opencode/npm settings; nothing else of razard's environment
+            env={k: v for k, v in env.items() if k.startswith(("OPENCODE_", "npm_config_"))},
+        )
+
+    return opencode_for
 
 
 def build_roster(

@@ -288,6 +288,14 @@ class FakeSupervisor:
             await asyncio.sleep(3600)
         return self.heal_outcome
 
+    # No layer agents here (as in a razard whose layer agents have not started);
+    # razard's own ControlError, so the fake keeps SupervisorControl's whole shape.
+    def chakra(self) -> list[dict[str, Any]]:
+        raise ControlError("the layer agents are not running yet")
+
+    async def heal_layer(self, layer: str, dry_run: bool) -> dict[str, Any]:
+        raise ControlError("the layer agents are not running yet")
+
 
 @dataclass
 class Served:

@@ -44,27 +44,29 @@ def test_a_corrupt_state_file_is_set_aside_and_running_units_are_adopted(
 ) -> None:
     """razard starts on a bad razar_state.json, keeps it aside for a person, warns, and adopts
     the units that are still running instead of restarting them."""
-    two, (a, b) = two
-    two.start()
-    two.wait_state(a, "healthy")
-    two.wait_state(b, "healthy")
-    pids = {n: two.main_pid(f"razar-{n}.service") for n in (a, b)}
-    two.stop()  # SIGTERM: units keep running
+    r, (a, b) = two
+    r.start()
+    r.wait_state(a, "healthy")
+    r.wait_state(b, "healthy")
+    pids = {n: r.main_pid(f"razar-{n}.service") for n in (a, b)}
+    r.stop()  # SIGTERM: units keep running
 
     bad = STATE_CORRUPTIONS[case].replace(b"{a}", a.encode()).replace(b"{b}", b.encode())
-    state_file = two.state_dir / "razar_state.json"
+    state_file = r.state_dir / "razar_state.json"
     state_file.write_bytes(bad)
-    two.start()
+    r.start()
     for n in (a, b):
-        two.wait_state(n, "healthy")
-        assert two.main_pid(f"razar-{n}.service") == pids[n], f"{n} was restarted"
-    aside = list(two.state_dir.glob("razar_state.json.unusable-*"))
+        r.wait_state(n, "healthy")
+        assert r.main_pid(f"razar-{n}.service") == pids[n], f"{n} was restarted"
+    aside = list(r.state_dir.glob("razar_state.json.unusable-*"))
     # every case is set aside, "wrong types" too (its boot progress cannot be read)
     assert len(aside) == 1 and aside[0].read_bytes() == bad
-    discarded = [e for e in two.events() if e["event"] == "state_discarded"]
+    discarded = [e for e in r.events() if e["event"] == "state_discarded"]
     assert discarded and str(aside[0]) in str(discarded[-1]["message"])
     if case == "wrong types":  # none of its untrusted values is carried over
-        status = {c["name"]: c for c in two.status()["components"]}  # type: ignore[index]
+        current = r.status()
+        assert current is not None  # check=True: a failing razarctl raises instead
+        status = {c["name"]: c for c in current["components"]}
         assert status[a]["restarts"] == 0
     assert json.loads(state_file.read_text())["version"] == 1  # written fresh and whole
 
@@ -72,22 +74,22 @@ def test_a_corrupt_state_file_is_set_aside_and_running_units_are_adopted(
 def test_corrupt_logs_and_records_do_not_stop_razard(two: tuple[Razard, list[str]]) -> None:
     """Garbage in razar.log, a JSON array where lines are expected, a torn patch history and
     an unreadable quarantine record: razard starts, appends whole lines, lists what it can."""
-    two, (a, b) = two
-    sd = two.state_dir
+    r, (a, b) = two
+    sd = r.state_dir
     sd.mkdir(parents=True, exist_ok=True)
     (sd / "razar.log").write_bytes(b'{"ts": "x", "event": "ok"}\n\x00\x01garbage\n{"torn": ')
     (sd / "razar_ai_invocations.json").write_text('[{"component": "x"}, {"component": "y"}]')
     (sd / "patch_history.jsonl").write_text('{"component": "x", "status": "kept"}\nnot json\n')
     (sd / "quarantine").mkdir()
     (sd / "quarantine" / "ghost.json").write_bytes(b"\xff\xfe{")
-    two.start()
-    two.wait_state(a, "healthy")
-    two.wait_state(b, "healthy")
-    listed = json.loads(two.ctl("quarantine", "list", "--json").stdout)
+    r.start()
+    r.wait_state(a, "healthy")
+    r.wait_state(b, "healthy")
+    listed = json.loads(r.ctl("quarantine", "list", "--json").stdout)
     assert {"component": "ghost", "reason": "unreadable"}.items() <= listed[0].items()
     lines = (sd / "razar.log").read_bytes().split(b"\n")
     assert lines[2] == b'{"torn": '  # the torn record stays alone on its line
     tail = [json.loads(line) for line in lines[3:] if line.strip()]  # every new line parses
-    events = [r.get("event") for r in tail]
+    events = [rec.get("event") for rec in tail]
     assert events[0] == "razard_starting" and "razard_ready" in events
-    assert two.ctl("patches", a).returncode == 0
+    assert r.ctl("patches", a).returncode == 0

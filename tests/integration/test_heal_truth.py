@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -507,7 +508,7 @@ def test_a_heartbeat_waiting_for_a_later_boot_wave_is_not_silent(
     assert not _events(r, "component_failed", component="bw-api")
 
 
-def _throat(r: Razard) -> dict[str, object]:
+def _throat(r: Razard) -> dict[str, Any]:
     rows = {row["layer"]: row for row in json.loads(r.ctl("chakra", "--json").stdout)}
     return dict(rows["throat"])
 

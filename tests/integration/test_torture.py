@@ -201,10 +201,12 @@ def test_razard_killed_anywhere_loses_and_repeats_nothing(
     by_patch: dict[str, list[str]] = {}
     for rec in history:
         by_patch.setdefault(rec["patch_id"], []).append(rec["status"])
-    for pid, statuses in by_patch.items():
-        assert statuses.count("applied") == 1, f"{pid} applied {statuses.count('applied')} times"
-        assert statuses[-1] in ("kept", "reverted", "aborted"), f"{pid} never finished: {statuses}"
-        assert statuses.count("kept") + statuses.count("reverted") <= 1, f"{pid}: {statuses}"
+    for patch, statuses in by_patch.items():
+        assert statuses.count("applied") == 1, f"{patch} applied {statuses.count('applied')} times"
+        assert statuses[-1] in ("kept", "reverted", "aborted"), (
+            f"{patch} never finished: {statuses}"
+        )
+        assert statuses.count("kept") + statuses.count("reverted") <= 1, f"{patch}: {statuses}"
     assert (app / "app.conf").read_text() == "mode = ok\n"
     assert {f"{looper}.json"} <= quarantines | {p.name for p in (sd / "quarantine").glob("*")}
     counts["patches"] = len(by_patch)

@@ -105,7 +105,7 @@ def test_an_entry_cut_off_by_the_end_of_the_stream_is_not_returned() -> None:
 
 
 _values = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=40).map(str.encode),
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=40).map(str.encode),
     st.binary(max_size=40),
 )
 _entries = st.lists(

@@ -1,0 +1,80 @@
+"""The memory-saving stand-ins behave as what they replace (issue 18's footprint).
+
+`LazyEvent` against `asyncio.Event`; the state family's text and samples against
+prometheus_client's own exposition of the same registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import generate_latest
+
+from razard.aio import LazyEvent
+from razard.metrics import STATES, Metrics
+
+
+@pytest.mark.parametrize("make", [asyncio.Event, LazyEvent])
+async def test_event_wakes_every_waiter_and_blocks_again_after_clear(
+    make: type[asyncio.Event],
+) -> None:
+    ev = make()
+    assert not ev.is_set()
+    waiters = [asyncio.create_task(ev.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    ev.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert ev.is_set() and await ev.wait() is True  # set: returns at once
+    ev.clear()
+    late = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0.01)
+    assert not late.done()
+    ev.set()
+    assert await asyncio.wait_for(late, 5) is True
+
+
+@pytest.mark.parametrize("make", [asyncio.Event, LazyEvent])
+async def test_cancelled_waiter_leaves_the_others_waiting(make: type[asyncio.Event]) -> None:
+    ev = make()
+    gone, kept = asyncio.create_task(ev.wait()), asyncio.create_task(ev.wait())
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    ev.set()
+    assert await asyncio.wait_for(kept, 5) is True
+    assert "set" in repr(ev)
+
+
+def _without_process_lines(text: str) -> list[str]:
+    # process_*/python_* and *_created lines change between two renders
+    skip: tuple[str, ...] = ("process_", "python_", "# HELP process_", "# TYPE process_")
+    skip += ("# HELP python_", "# TYPE python_")
+    return [
+        line for line in text.splitlines() if not line.startswith(skip) and "_created" not in line
+    ]
+
+
+def test_state_family_writes_what_prometheus_client_writes() -> None:
+    m = Metrics("0")
+    odd = 'we"ird\\name'
+    for name, state in (("a", "healthy"), (odd, "failed"), ("c", "quarantined"), ("d", "?")):
+        m.set_state(name, "crown", state)
+    m.set_state("a", "crown", "restarting")
+    m.forget("c", "crown")
+    ours = m.render().decode()
+    assert _without_process_lines(ours) == _without_process_lines(
+        generate_latest(m.registry).decode()
+    )
+    sample = m.registry.get_sample_value
+    assert sample("razar_component_state", {"component": "a", "state": "restarting"}) == 1.0
+    assert sample("razar_component_state", {"component": "a", "state": "healthy"}) == 0.0
+    assert sample("razar_component_state", {"component": odd, "state": "failed"}) == 1.0
+    assert sample("razar_component_state", {"component": "c", "state": "quarantined"}) is None
+    assert all(
+        sample("razar_component_state", {"component": "d", "state": s}) == 0.0 for s in STATES
+    )
+    lines = [ln for ln in ours.splitlines() if ln.startswith("razar_component_state{")]
+    assert len(lines) == 3 * len(STATES)
