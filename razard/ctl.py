@@ -9,7 +9,6 @@ files directly, through the same patch engine and under the same lock.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import shlex
@@ -27,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agents.layers import LAYERS
+from razard import storage
 from razard.cli import DEFAULT_CONFIG
 from razard.config import Config
 from razard.control import (
@@ -824,19 +824,11 @@ def _rollback_offline(
     # a razard that is alive but not on the bus (starting, reconnecting) holds this lock:
     # recovering now would undo the patch it is verifying
     lock_path = cfg.daemon.state_dir / STATE_LOCK
-    if lock_path.exists():
-        fd = os.open(lock_path, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ControlError(
-                    f"razard is running (it holds {lock_path}) but is not answering on the "
-                    "bus yet; try again in a moment"
-                ) from None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+    if storage.is_locked(lock_path):
+        raise ControlError(
+            f"razard is running (it holds {lock_path}) but is not answering on the "
+            "bus yet; try again in a moment"
+        )
     engine = PatchEngine(cfg.daemon.state_dir)
     with engine.lock():
         for line in engine.recover([comp]):
