@@ -91,11 +91,12 @@ class LogQuery:
     layers: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
     priority: str | None = None
-    since: str | None = None
+    since: str | None = None  # any form `parse_time` reads
     until: str | None = None
     follow: bool = False
     output: str = "short"
     lines: int | None = None
+    now: datetime | None = None  # what relative times count from; None: when argv() runs
 
     def argv(self) -> list[str]:
         """journalctl's options first, then the matches.
@@ -118,10 +119,11 @@ class LogQuery:
                 f"unknown priority {self.priority!r}: expected one of {', '.join(PRIORITIES)}"
             )
         argv = ["journalctl", "--no-pager", "-o", OUTPUTS[self.output]]
+        # as @<unix time>: journalctl would read ISO text and "today" as local time
         if self.since:
-            argv += ["--since", self.since]
+            argv += ["--since", journal_time(parse_time(self.since, self.now))]
         if self.until:
-            argv += ["--until", self.until]
+            argv += ["--until", journal_time(parse_time(self.until, self.now))]
         if self.priority:
             argv += ["-p", self.priority]
         if self.lines is not None:
@@ -178,6 +180,11 @@ def parse_time(text: str, now: datetime | None = None) -> float:
     """A unix time from what an operator types: ``2h ago``, ``-30m``, ``today``,
     ``yesterday``, ``now``, ``@1700000000``, or an ISO date/time (UTC unless it says).
 
+    The one time grammar of every ``--since``/``--until`` (``razarctl logs``,
+    ``incident``, ``escalations``), and it is UTC throughout: an ISO time without
+    an offset is UTC, ``today``/``yesterday`` start at UTC midnight, whatever the
+    machine's time zone (the times razarctl prints are UTC too).
+
     Raises:
         TriageError: the text is none of these (the message quotes it).
     """
@@ -191,7 +198,7 @@ def parse_time(text: str, now: datetime | None = None) -> float:
     elif t == "now":
         return now.timestamp()
     elif t in ("today", "yesterday"):
-        day = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return (day - timedelta(days=1 if t == "yesterday" else 0)).timestamp()
     elif m := _AGO.match(t):
         return now.timestamp() - float(m.group(1)) * _UNITS[m.group(2)]
@@ -206,6 +213,11 @@ def parse_time(text: str, now: datetime | None = None) -> float:
         f"cannot read the time {text!r}: use e.g. '2h ago', '-30m', 'today', "
         "'2026-11-29 08:00' (UTC) or '@<unix time>'"
     )
+
+
+def journal_time(unix: float) -> str:
+    """``unix`` as journalctl's ``--since``/``--until`` take it, zone-free: ``@<unix time>``."""
+    return "@" + f"{unix:.6f}".rstrip("0").rstrip(".")
 
 
 # --- the incident timeline ----------------------------------------------------------
@@ -266,9 +278,9 @@ def journal_entries(
     shaped dicts; None when journalctl cannot be run or the journal holds none."""
     argv = ["journalctl", "--no-pager", "-o", "json", *journal_args]
     if since is not None:
-        argv += ["--since", f"@{since:.6f}"]
+        argv += ["--since", journal_time(since)]
     if until is not None:
-        argv += ["--until", f"@{until:.6f}"]
+        argv += ["--until", journal_time(until)]
     argv.append(f"RAZAR_COMPONENT={component}")
     if layer:
         argv += ["+", f"RAZAR_LAYER={layer}"]
