@@ -16,9 +16,8 @@ nothing appears twice.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,13 @@ from typing import Any, Final
 
 from razard.errors import RazarError
 from razard.escalation import trust
+from razard.escalation.source import (
+    ExportParser,
+    SourceError,
+    journal_argv,
+    journal_time,
+    read_journal,
+)
 from razard.storage import read_jsonl
 
 OUTPUTS: Final = {"short": "short-iso", "json": "json", "cat": "cat"}
@@ -215,11 +221,6 @@ def parse_time(text: str, now: datetime | None = None) -> float:
     )
 
 
-def journal_time(unix: float) -> str:
-    """``unix`` as journalctl's ``--since``/``--until`` take it, zone-free: ``@<unix time>``."""
-    return "@" + f"{unix:.6f}".rstrip("0").rstrip(".")
-
-
 # --- the incident timeline ----------------------------------------------------------
 
 
@@ -276,34 +277,26 @@ def journal_entries(
 ) -> list[dict[str, Any]] | None:
     """razard's records about ``component`` (and its layer's chakra events) as razar.log-
     shaped dicts; None when journalctl cannot be run or the journal holds none."""
-    argv = ["journalctl", "--no-pager", "-o", "json", *journal_args]
+    options = list(journal_args)
     if since is not None:
-        argv += ["--since", journal_time(since)]
+        options.append(f"--since={journal_time(since)}")
     if until is not None:
-        argv += ["--until", journal_time(until)]
-    argv.append(f"RAZAR_COMPONENT={component}")
+        options.append(f"--until={journal_time(until)}")
+    matches = [f"RAZAR_COMPONENT={component}"]
     if layer:
-        argv += ["+", f"RAZAR_LAYER={layer}"]
+        matches += ["+", f"RAZAR_LAYER={layer}"]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=JOURNAL_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        read = asyncio.run(_read_bounded(journal_argv(options, matches)))
+    except (SourceError, TimeoutError):
         return None
-    if proc.returncode != 0:
-        return None
-    out: list[dict[str, Any]] = []
-    for line in proc.stdout.splitlines():
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            continue
-        # razard's records only: RAZAR_* from anyone but root is a forgery
-        if (
-            isinstance(raw, dict)
-            and isinstance(raw.get("RAZAR_EVENT"), str)
-            and trust.from_razar(raw)
-        ):
-            out.append(_from_journal(raw))
+    # razard's records only: RAZAR_* from anyone but root is a forgery
+    out = [_from_journal(e) for e in read.entries if "RAZAR_EVENT" in e and trust.from_razar(e)]
     return out or None
+
+
+async def _read_bounded(argv: Sequence[str]) -> ExportParser:
+    async with asyncio.timeout(JOURNAL_TIMEOUT):
+        return await read_journal(argv)
 
 
 def _from_journal(raw: Mapping[str, Any]) -> dict[str, Any]:
