@@ -9,13 +9,12 @@ files directly, through the same patch engine and under the same lock.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -26,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agents.layers import LAYERS
+from razard import storage
 from razard.cli import DEFAULT_CONFIG
 from razard.control import (
     BUSES,
@@ -558,8 +558,8 @@ def reload(ctx: click.Context) -> None:
     type=click.Choice(PRIORITIES),
     help="This priority and more severe (journalctl -p).",
 )
-@click.option("--since", metavar="TEXT", help='Start time, as journalctl takes it ("1h ago").')
-@click.option("--until", metavar="TEXT", help="End time, as journalctl takes it.")
+@click.option("--since", metavar="TEXT", help='From ("1h ago", "today", an ISO time in UTC).')
+@click.option("--until", metavar="TEXT", help="Up to (same forms as --since).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option(
     "-o",
@@ -596,13 +596,18 @@ def logs(
     Runs journalctl with RAZAR_* field matches, so the same query works with
     journalctl directly (--print-command shows it). With a component, razarctl asks
     razard for its unit; if razard cannot be reached, only razard's records
-    (RAZAR_COMPONENT=COMPONENT) are matched.
+    (RAZAR_COMPONENT=COMPONENT) are matched. --since/--until take the times `incident`
+    takes, in UTC; journalctl gets them as @<unix time>, so its own reading (local
+    time) never applies.
     """
     if component and component_opt and component != component_opt:
         raise click.BadParameter(
             f"two components given ({component!r} and {component_opt!r})", param_hint="--component"
         )
     component = component or component_opt
+    now = datetime.now(UTC)  # relative times count from one moment, checked and passed on
+    _when(since or None, "--since", now)  # "" is no bound, as journalctl had it
+    _when(until or None, "--until", now)
     unit: str | None = None
     if component and not layers and not events:
         unit = _unit_of(ctx, component)
@@ -617,6 +622,7 @@ def logs(
         follow=follow,
         output=output,
         lines=lines,
+        now=now,
     ).argv()
     if print_command:
         click.echo(shlex.join(argv))
@@ -827,19 +833,11 @@ def _rollback_offline(
     # a razard that is alive but not on the bus (starting, reconnecting) holds this lock:
     # recovering now would undo the patch it is verifying
     lock_path = cfg.daemon.state_dir / STATE_LOCK
-    if lock_path.exists():
-        fd = os.open(lock_path, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ControlError(
-                    f"razard is running (it holds {lock_path}) but is not answering on the "
-                    "bus yet; try again in a moment"
-                ) from None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+    if storage.is_locked(lock_path):
+        raise ControlError(
+            f"razard is running (it holds {lock_path}) but is not answering on the "
+            "bus yet; try again in a moment"
+        )
     engine = PatchEngine(cfg.daemon.state_dir)
     with engine.lock():
         for line in engine.recover([comp]):
@@ -945,11 +943,13 @@ def _load_config(config_path: Path) -> Config:
         raise ControlError(f"cannot read razard's config (--config FILE):\n{exc}") from None
 
 
-def _when(text: str | None, option: str) -> float | None:
+def _when(text: str | None, option: str, now: datetime | None = None) -> float | None:
+    """``text`` read by `parse_time` (the one grammar of every --since/--until); a usage
+    error naming ``option`` if it cannot be read."""
     if text is None:
         return None
     try:
-        return parse_time(text)
+        return parse_time(text, now)
     except TriageError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
 

@@ -11,7 +11,6 @@ is sent from the event loop itself, so a wedged loop is caught by systemd.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import signal
@@ -68,18 +67,14 @@ def hold_state_lock(state_dir: Path) -> int:
     """Hold ``razard.lock`` for razard's life: one razard per state directory, and razarctl's
     offline rollback can tell a razard that is alive but not (yet) on the bus."""
     try:
-        fd = storage.open_lock(state_dir / STATE_LOCK)
-    except OSError as e:
-        raise StateError(f"{state_dir / STATE_LOCK}: cannot open: {e.strerror or e}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return storage.take_lock(state_dir / STATE_LOCK, wait=0)
     except BlockingIOError:
-        os.close(fd)
         raise StateError(
             f"{state_dir}: another razard is running on this state directory "
             f"(it holds {STATE_LOCK})"
         ) from None
-    return fd
+    except OSError as e:
+        raise StateError(f"{state_dir / STATE_LOCK}: cannot open: {e.strerror or e}") from e
 
 
 class Notifier:

@@ -42,6 +42,7 @@ from typing import Final
 
 import psutil  # type: ignore[import-untyped]
 
+from razard import storage
 from razard.errors import RazarError
 
 SYSTEMD: Final = Path("/usr/lib/systemd/systemd")
@@ -340,9 +341,8 @@ def write_unit(um: UserManager, name: str, text: str, *, reload: bool = True) ->
     if not _UNIT_NAME_RE.match(name):
         raise SandboxError(f"{name!r} is not a unit file name like app.service")
     path = um.unit_dir / name
-    tmp = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    data = (text if text.endswith("\n") else text + "\n").encode("utf-8")
+    storage.write_atomic(path, data, mode=0o644)
     if reload:
         daemon_reload(um)
     return path

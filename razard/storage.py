@@ -29,10 +29,11 @@ import fcntl
 import grp
 import json
 import os
+import re
+import secrets
 import stat
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ LOCK_SUFFIX = ".lock"
 #: how long an append waits for its log's lock before writing without it: a whole
 #: record is one O_APPEND write, which the kernel never interleaves with another
 APPEND_LOCK_WAIT_S = 2.0
+#: the temp files `write_atomic` leaves when killed mid-write
+TEMP_RE = re.compile(r"^\..+\.razar-[0-9a-f]{8}\.tmp$")
 
 
 def state_gid() -> int:
@@ -169,15 +172,77 @@ def open_lock(path: Path) -> int:
     raise OSError(f"{path}: lock file keeps being replaced by someone else")
 
 
+def take_lock(path: Path, *, wait: float | None = None) -> int:
+    """The one lock helper: `open_lock` ``path`` (0600, ours alone) and ``flock`` it
+    exclusively; its descriptor, which releases the lock when closed.
+
+    ``wait``: None waits as long as it takes, 0 not at all, otherwise about that
+    many seconds (polling, so a signal handler can still run meanwhile).
+
+    Raises:
+        BlockingIOError: someone else still holds the lock after ``wait``.
+        OSError: the lock file cannot be opened, made or locked.
+    """
+    fd = open_lock(path)
+    try:
+        if wait is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd
+        deadline = time.monotonic() + wait
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, wait: float | None = None) -> Iterator[None]:
+    """Hold `take_lock` ``path`` for the ``with`` block; raises as `take_lock` does."""
+    fd = take_lock(path, wait=wait)
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def is_locked(path: Path) -> bool:
+    """Whether someone holds the ``flock`` on the existing lock file ``path`` (False if
+    there is none). Only looks: never makes, replaces or keeps the file.
+
+    Raises:
+        OSError: the file exists but cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def write_json_atomic(
     path: Path, obj: object, *, compact: bool = False, mode: int = FILE_MODE
 ) -> None:
     """Replace ``path`` with ``obj`` as JSON so that no reader or crash sees a partial file.
 
-    Parent directories are created. The document is written to a temporary file
-    beside ``path``, fsynced, renamed over ``path``, and the directory fsynced so
-    the rename itself survives a power cut. ``TypeError``/``ValueError`` from an
-    unserialisable ``obj`` propagate before anything on disk is touched.
+    Parent directories are created (0750, the parent's group), and the file takes
+    its directory's group; the write itself is `write_atomic`'s. ``TypeError``/
+    ``ValueError`` from an unserialisable ``obj`` propagate before anything on disk
+    is touched.
 
     Raises:
         StateError: the file or its directory could not be written.
@@ -192,28 +257,84 @@ def write_json_atomic(
         else json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
     )
     data = (text + "\n").encode("utf-8", "backslashreplace")
-    directory = path.parent
-    tmp_name: str | None = None
     try:
-        make_dirs(directory)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            _inherit_group(fd, directory)
-            # mkstemp creates 0600; state files are readable by group razar (razarctl users)
-            os.fchmod(fd, mode)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp_name, path)
-        tmp_name = None
-        _fsync_dir(directory)
+        make_dirs(path.parent)
+        write_atomic(path, data, mode=mode, inherit_group=True)
     except OSError as exc:
         raise StateError(f"{path}: cannot write: {exc.strerror or exc}") from exc
-    finally:
-        if tmp_name is not None:
+
+
+def temp_name(name: str) -> str:
+    """The name of `write_atomic`'s temp file for ``name`` (`TEMP_RE` matches it)."""
+    return f".{name}.razar-{secrets.token_hex(4)}.tmp"
+
+
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int = FILE_MODE,
+    dir_fd: int | None = None,
+    owner: tuple[int, int] | None = None,
+    inherit_group: bool = False,
+) -> None:
+    """Replace ``path`` with ``data`` so that no reader or crash sees a partial file.
+
+    The one atomic write: a temp file (`temp_name`) is made beside ``path`` with
+    ``O_EXCL | O_NOFOLLOW``, written, given its owner and ``mode``, fsynced, renamed
+    over ``path`` (a symlink there is replaced, never followed), and the directory
+    fsynced so the rename itself survives a power cut. Everything is done relative
+    to one descriptor of the directory, so the directory cannot be swapped midway.
+
+    ``dir_fd``: ``path`` is a bare name in that (pinned) directory, as the repair
+    engine's artifact writes need; otherwise ``path``'s directory is opened here.
+    The directory must exist. ``owner`` (uid, gid) is applied when it differs from
+    our own and we may (not root: the file stays ours); ``inherit_group`` gives the
+    file its directory's group instead. Nothing is left behind on failure.
+
+    Raises:
+        OSError: the file or its directory could not be written.
+    """
+    if dir_fd is None:
+        p = Path(path)
+        dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        name = p.name
+    else:
+        dfd, name = dir_fd, os.fspath(path)
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"{name!r}: write_atomic with dir_fd takes a bare file name")
+    try:
+        tmp = temp_name(name)
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            PRIVATE_MODE,
+            dir_fd=dfd,
+        )
+        try:
+            try:
+                _write_all(fd, data)
+                if owner is not None and owner != (os.geteuid(), os.getegid()):
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(fd, *owner)
+                elif inherit_group:
+                    gid = os.fstat(dfd).st_gid
+                    if os.fstat(fd).st_gid != gid:
+                        with contextlib.suppress(PermissionError):
+                            os.fchown(fd, -1, gid)
+                os.fchmod(fd, mode)  # after fchown, which clears setuid/setgid bits
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.fsync(dfd)
+    finally:
+        if dir_fd is None:
+            os.close(dfd)
 
 
 def read_json(path: Path) -> Any | None:
@@ -331,26 +452,10 @@ def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool, mode: int =
 def _take_append_lock(path: Path) -> int | None:
     """The descriptor of ``.<name>.lock`` beside ``path``, flocked; None if it stays busy
     (or cannot be made) for `APPEND_LOCK_WAIT_S`: the append goes ahead without it."""
-    lock_path = path.with_name(f".{path.name}{LOCK_SUFFIX}")
     try:
-        fd = open_lock(lock_path)
+        return take_lock(path.with_name(f".{path.name}{LOCK_SUFFIX}"), wait=APPEND_LOCK_WAIT_S)
     except OSError:
         return None
-    deadline = time.monotonic() + APPEND_LOCK_WAIT_S
-    delay = 0.001
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        except OSError:
-            os.close(fd)
-            return None
 
 
 def _terminate_torn_line(fd: int) -> bytes:
@@ -367,11 +472,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,9 +16,8 @@ nothing appears twice.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,13 @@ from typing import Any, Final
 
 from razard.errors import RazarError
 from razard.escalation import trust
+from razard.escalation.source import (
+    ExportParser,
+    SourceError,
+    journal_argv,
+    journal_time,
+    read_journal,
+)
 from razard.storage import read_jsonl
 
 OUTPUTS: Final = {"short": "short-iso", "json": "json", "cat": "cat"}
@@ -91,11 +97,12 @@ class LogQuery:
     layers: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
     priority: str | None = None
-    since: str | None = None
+    since: str | None = None  # any form `parse_time` reads
     until: str | None = None
     follow: bool = False
     output: str = "short"
     lines: int | None = None
+    now: datetime | None = None  # what relative times count from; None: when argv() runs
 
     def argv(self) -> list[str]:
         """journalctl's options first, then the matches.
@@ -118,10 +125,11 @@ class LogQuery:
                 f"unknown priority {self.priority!r}: expected one of {', '.join(PRIORITIES)}"
             )
         argv = ["journalctl", "--no-pager", "-o", OUTPUTS[self.output]]
+        # as @<unix time>: journalctl would read ISO text and "today" as local time
         if self.since:
-            argv += ["--since", self.since]
+            argv += ["--since", journal_time(parse_time(self.since, self.now))]
         if self.until:
-            argv += ["--until", self.until]
+            argv += ["--until", journal_time(parse_time(self.until, self.now))]
         if self.priority:
             argv += ["-p", self.priority]
         if self.lines is not None:
@@ -178,6 +186,11 @@ def parse_time(text: str, now: datetime | None = None) -> float:
     """A unix time from what an operator types: ``2h ago``, ``-30m``, ``today``,
     ``yesterday``, ``now``, ``@1700000000``, or an ISO date/time (UTC unless it says).
 
+    The one time grammar of every ``--since``/``--until`` (``razarctl logs``,
+    ``incident``, ``escalations``), and it is UTC throughout: an ISO time without
+    an offset is UTC, ``today``/``yesterday`` start at UTC midnight, whatever the
+    machine's time zone (the times razarctl prints are UTC too).
+
     Raises:
         TriageError: the text is none of these (the message quotes it).
     """
@@ -191,7 +204,7 @@ def parse_time(text: str, now: datetime | None = None) -> float:
     elif t == "now":
         return now.timestamp()
     elif t in ("today", "yesterday"):
-        day = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return (day - timedelta(days=1 if t == "yesterday" else 0)).timestamp()
     elif m := _AGO.match(t):
         return now.timestamp() - float(m.group(1)) * _UNITS[m.group(2)]
@@ -264,34 +277,26 @@ def journal_entries(
 ) -> list[dict[str, Any]] | None:
     """razard's records about ``component`` (and its layer's chakra events) as razar.log-
     shaped dicts; None when journalctl cannot be run or the journal holds none."""
-    argv = ["journalctl", "--no-pager", "-o", "json", *journal_args]
+    options = list(journal_args)
     if since is not None:
-        argv += ["--since", f"@{since:.6f}"]
+        options.append(f"--since={journal_time(since)}")
     if until is not None:
-        argv += ["--until", f"@{until:.6f}"]
-    argv.append(f"RAZAR_COMPONENT={component}")
+        options.append(f"--until={journal_time(until)}")
+    matches = [f"RAZAR_COMPONENT={component}"]
     if layer:
-        argv += ["+", f"RAZAR_LAYER={layer}"]
+        matches += ["+", f"RAZAR_LAYER={layer}"]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=JOURNAL_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        read = asyncio.run(_read_bounded(journal_argv(options, matches)))
+    except (SourceError, TimeoutError):
         return None
-    if proc.returncode != 0:
-        return None
-    out: list[dict[str, Any]] = []
-    for line in proc.stdout.splitlines():
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            continue
-        # razard's records only: RAZAR_* from anyone but root is a forgery
-        if (
-            isinstance(raw, dict)
-            and isinstance(raw.get("RAZAR_EVENT"), str)
-            and trust.from_razar(raw)
-        ):
-            out.append(_from_journal(raw))
+    # razard's records only: RAZAR_* from anyone but root is a forgery
+    out = [_from_journal(e) for e in read.entries if "RAZAR_EVENT" in e and trust.from_razar(e)]
     return out or None
+
+
+async def _read_bounded(argv: Sequence[str]) -> ExportParser:
+    async with asyncio.timeout(JOURNAL_TIMEOUT):
+        return await read_journal(argv)
 
 
 def _from_journal(raw: Mapping[str, Any]) -> dict[str, Any]:

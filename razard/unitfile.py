@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Final
 
+from razard import storage
 from razard.config import BusKind, ComponentConfig
 from razard.errors import StateError
 
@@ -149,12 +150,8 @@ def write_unit(unit_dir: Path, component: ComponentConfig, heartbeat_file: str =
         if path.exists() and path.read_text(encoding="utf-8") == text:
             return changed
         unit_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # 0644, as systemd unit files are (the environment, which may hold secrets, is apart)
+        storage.write_atomic(path, text.encode("utf-8"), mode=0o644)
     except OSError as e:
         raise StateError(f"{path}: cannot write unit file: {e.strerror or e}") from e
     return True
@@ -175,15 +172,7 @@ def _write_env(path: Path, component: ComponentConfig) -> bool:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    storage.write_atomic(path, data, mode=storage.PRIVATE_MODE)
     return True
 
 

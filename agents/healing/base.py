@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import inspect
 import json
 import os
@@ -21,6 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
+
+from razard import storage
 
 EXIT_HEALED: Final = 0
 EXIT_NOT_HEALED: Final = 1
@@ -222,15 +223,13 @@ class RateLimit:
         """Record one action if the limit allows it; False, recording nothing, when it does not."""
         now = time.time() if now is None else now
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with storage.locked(self.path.with_suffix(".lock")):
             times = self._read(now)
             if len(times) >= self.limit:
                 return False
             times.append(now)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"limit": self.limit, "period": self.period, "times": times}))
-            os.replace(tmp, self.path)
+            doc = {"limit": self.limit, "period": self.period, "times": times}
+            storage.write_atomic(self.path, json.dumps(doc).encode(), mode=0o644)
             return True
 
     def describe(self, now: float | None = None) -> str:

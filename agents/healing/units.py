@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -32,6 +31,7 @@ import psutil  # type: ignore[import-untyped]
 
 from agents.healing.base import HealContext, HealerError, HealResult, Step
 from agents.pressure import Pressure, PressureError, PSIUnavailable, read_psi
+from razard import storage
 from razard.config import UNIT_RE, ComponentConfig, Config, load_config
 from razard.errors import ConfigError, RazarError, SystemdError, UnitNotFound
 from razard.storage import write_json_atomic
@@ -399,8 +399,7 @@ class SavedValues:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with storage.locked(self._lock_path):
             yield
 
     def _read(self) -> dict[str, dict[str, dict[str, int]]]:

@@ -1,7 +1,8 @@
 """Operator escalation: when self-healing does not hold, tell a person once, with context.
 
 signature.py   a log line's normalised signature (volatile parts stripped)
-source.py      JournalSource: new journal entries by cursor, once each
+source.py      razard's one journal reader (read_journal, also for triage and the
+               handover); JournalSource: new journal entries by cursor, once each
 tail.py        JsonlTail: new records of a JSON-lines log by offset + inode
 classify.py    journal entry / log record -> observation (pure)
 grouping.py    Grouper: N recurrences of a signature within a window (pure)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import time
@@ -226,17 +225,14 @@ class EscalationNotifier:
             return
         try:
             storage.make_dirs(self.dir)
-            fd = storage.open_lock(self.dir / LOCK_FILE)  # 0600: nobody else can hold it
-        except OSError as e:
-            raise RazarError(f"{self.dir / LOCK_FILE}: cannot open: {e.strerror or e}") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = storage.take_lock(self.dir / LOCK_FILE, wait=0)  # 0600: nobody else can hold it
         except BlockingIOError:
-            os.close(fd)
             raise NotifierBusy(
                 f"{self.dir / LOCK_FILE}: another escalation notifier (razard's own, or "
                 "the razar-notifier service) is active on this state directory"
             ) from None
+        except OSError as e:
+            raise RazarError(f"{self.dir / LOCK_FILE}: cannot open: {e.strerror or e}") from e
         self._lock_fd = fd
         try:
             self._load()  # what the previous holder left, not what was there at our start

@@ -1,4 +1,10 @@
-"""New journal entries, read incrementally by cursor: each entry once, across restarts.
+"""razard's one journal reader, and new journal entries read by cursor, each once.
+
+`read_journal` runs a `journal_argv` command line (``journalctl -o export``)
+without blocking the event loop and stream-parses its stdout (`ExportParser`).
+Every reader of the journal uses it: the escalation notifier (`JournalSource`,
+below), the repair agents' view of a unit's output (`razard.repair.handover`)
+and ``razarctl incident`` (`razard.triage`).
 
 `JournalSource` runs ``journalctl -o export --after-cursor=C`` (with the caller's
 matches, fields and extra arguments such as ``--directory=``) as one subprocess
@@ -66,6 +72,69 @@ class SourceError(RazarError):
     """journalctl could not be run or failed; the message carries its stderr."""
 
 
+def journal_time(unix: float) -> str:
+    """``unix`` as journalctl's ``--since``/``--until`` take it, zone-free: ``@<unix time>``."""
+    return "@" + f"{unix:.6f}".rstrip("0").rstrip(".")
+
+
+def journal_argv(
+    options: Sequence[str] = (), matches: Sequence[str] = (), *, journalctl: str = JOURNALCTL
+) -> list[str]:
+    """The journalctl command line `read_journal` runs: export format, no pager, no
+    notes on stderr; ``options`` (``--since=@T``, ``-n N``, ``--output-fields=``,
+    ``--directory=``), then ``matches`` (``FIELD=value``, ``+`` for OR)."""
+    return [journalctl, "--no-pager", "-q", "-o", "export", *options, *matches]
+
+
+async def read_journal(
+    argv: Sequence[str],
+    max_entries: int | None = None,
+    keep: Callable[[Entry], bool] | None = None,
+) -> ExportParser:
+    """Run ``argv`` (a `journal_argv` command line) and parse its entries as they come.
+
+    The parser it returns holds the ``entries`` (those ``keep`` accepts, all without
+    it), how many were read (``count``) and the last one's ``cursor``. At most
+    ``max_entries`` are read: journalctl is stopped there. Cancelled (a timeout,
+    razard stopping), it leaves no journalctl behind.
+
+    Raises:
+        SourceError: journalctl is missing or exited with an error.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as e:
+        raise SourceError(f"cannot run {argv[0]}: {e.strerror or e}") from e
+    assert proc.stdout is not None and proc.stderr is not None
+    errors = asyncio.ensure_future(proc.stderr.read())
+    parser = ExportParser(max_entries, keep)
+    try:
+        while not parser.done:
+            chunk = await proc.stdout.read(CHUNK_BYTES)
+            if not chunk:
+                parser.close()
+                break
+            parser.feed(chunk)
+    except BaseException:  # cancelled: leave no journalctl behind
+        _kill(proc)
+        errors.cancel()
+        raise
+    stopped_early = parser.done
+    if stopped_early:
+        _kill(proc)
+    rc = await proc.wait()
+    err = await errors
+    if rc != 0 and not stopped_early:
+        text = err.decode(errors="replace").strip()[:_STDERR_SHOWN]
+        raise SourceError(f"{' '.join(argv)}: exited {rc}: {text}")
+    return parser
+
+
 class JournalSource:
     """Reads journal entries once each, in order, resuming from a cursor kept in a file."""
 
@@ -100,15 +169,14 @@ class JournalSource:
 
     def argv(self) -> list[str]:
         """The journalctl command line the next read runs."""
-        argv = [self.journalctl, "--no-pager", "-q", "-o", "export", *self.journal_args]
+        options = list(self.journal_args)
         if self.fields:
-            argv.append("--output-fields=" + ",".join(self.fields))
+            options.append("--output-fields=" + ",".join(self.fields))
         if self._saved is not None:
-            argv.append(f"--after-cursor={self._saved}")
+            options.append(f"--after-cursor={self._saved}")
         elif self.since is not None:
-            argv.append(f"--since=@{self.since:.6f}")
-        argv.extend(self.matches)
-        return argv
+            options.append(f"--since={journal_time(self.since)}")
+        return journal_argv(options, self.matches, journalctl=self.journalctl)
 
     async def read_new(
         self,
@@ -128,37 +196,7 @@ class JournalSource:
             SourceError: journalctl is missing or exited with an error.
             StateError: the cursor file cannot be written.
         """
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as e:
-            raise SourceError(f"cannot run {self.journalctl}: {e.strerror or e}") from e
-        assert proc.stdout is not None and proc.stderr is not None
-        errors = asyncio.ensure_future(proc.stderr.read())
-        parser = ExportParser(max_entries, keep)
-        try:
-            while not parser.done:
-                chunk = await proc.stdout.read(CHUNK_BYTES)
-                if not chunk:
-                    parser.close()
-                    break
-                parser.feed(chunk)
-        except BaseException:  # cancelled (razard stopping): leave no journalctl behind
-            _kill(proc)
-            errors.cancel()
-            raise
-        stopped_early = parser.done
-        if stopped_early:
-            _kill(proc)
-        rc = await proc.wait()
-        err = await errors
-        if rc != 0 and not stopped_early:
-            text = err.decode(errors="replace").strip()[:_STDERR_SHOWN]
-            raise SourceError(f"{' '.join(self.argv())}: exited {rc}: {text}")
+        parser = await read_journal(self.argv(), max_entries, keep)
         self.last_read = parser.count
         if parser.cursor is not None:
             self._pending = parser.cursor

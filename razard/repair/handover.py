@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Final
 from razard.config import ComponentConfig
 from razard.errors import StateError
 from razard.escalation import trust
+from razard.escalation.source import SourceError, journal_argv, journal_time, read_journal
 from razard.journal import EventLog, Priority
 from razard.metrics import Metrics
 from razard.repair.patch import AppliedPatch, PatchEngine
@@ -102,51 +102,34 @@ async def journal_tail(
     under the unit's SYSLOG_IDENTIFIER.
     """
     ident = unit.removesuffix(".service")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "journalctl",
-            "--no-pager",
-            "-o",
-            "json",
+    argv = journal_argv(
+        [
             "--output-fields=" + ",".join(("MESSAGE", *trust.FIELDS)),
             "-n",
             str(lines * 4),  # room for lines dropped below
-            *([f"--since=@{since:.0f}"] if since is not None else []),
+            *([f"--since={journal_time(since)}"] if since is not None else []),
+        ],
+        [
             f"_SYSTEMD_UNIT={unit}",
             "+",
             f"_SYSTEMD_USER_UNIT={unit}",
             "+",
             f"SYSLOG_IDENTIFIER={ident}",  # the cgroup decides, below
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    except OSError:
-        return ()
+        ],
+    )
     try:
         async with asyncio.timeout(5):
-            out, _ = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+            read = await read_journal(argv)
+    except (SourceError, TimeoutError):
         return ()
     kept: list[str] = []
-    for raw in out.splitlines():
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(entry, dict) or trust.unit_of(_texts(entry)) != unit:
+    for entry in read.entries:
+        if trust.unit_of(entry) != unit:
             continue
         message = entry.get("MESSAGE")
-        if isinstance(message, list):  # journalctl's form of bytes that are not text
-            message = bytes(b for b in message if isinstance(b, int)).decode(errors="replace")
-        if isinstance(message, str):
+        if message is not None:
             kept.extend(message.splitlines() or [""])
     return tuple(kept[-lines:])
-
-
-def _texts(entry: dict[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in entry.items() if isinstance(v, str)}
 
 
 class Handover:

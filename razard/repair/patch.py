@@ -31,7 +31,6 @@ calls them from a worker thread.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -163,13 +162,8 @@ class PatchEngine:
                 path = self.state_dir / LOCK_FILE
                 try:
                     storage.make_dirs(self.state_dir)
-                    fd = storage.open_lock(path)  # 0600: nobody else can hold it
+                    fd = storage.take_lock(path)  # 0600: nobody else can hold it
                 except OSError as exc:
-                    raise StateError(f"{path}: cannot open: {exc.strerror or exc}") from exc
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except OSError as exc:
-                    os.close(fd)
                     raise StateError(f"{path}: cannot lock: {exc.strerror or exc}") from exc
                 self._lock_fd = fd
             self._depth += 1
@@ -178,8 +172,7 @@ class PatchEngine:
             finally:
                 self._depth -= 1
                 if self._depth == 0 and self._lock_fd is not None:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                    os.close(self._lock_fd)
+                    os.close(self._lock_fd)  # releases the flock
                     self._lock_fd = None
 
     # ----------------------------------------------------------------------- reading
@@ -835,20 +828,13 @@ class PatchEngine:
     def _store_diff(self, component: str, patch_id: str, text: str) -> None:
         directory = self.state_dir / DIFF_DIR / component
         path = directory / f"{patch_id}.diff"
-        tmp = directory / f".{patch_id}.{secrets.token_hex(4)}.tmp"
         try:
             make_dirs(directory)
             # 0600: a diff holds artifact content, which may include secrets.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, text.encode("utf-8", "surrogatepass"))  # small: <= MAX_PATCH_BYTES
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            # small: <= MAX_PATCH_BYTES
+            data = text.encode("utf-8", "surrogatepass")
+            storage.write_atomic(path, data, mode=storage.PRIVATE_MODE)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise StateError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
     def _crash(self, step: str) -> None:

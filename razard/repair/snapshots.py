@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from razard import storage
 from razard.repair.types import RepairError
 from razard.storage import make_dirs, read_json, write_json_atomic
 
@@ -36,7 +37,7 @@ NEW_DIR_MODE: Final = 0o755
 # Blobs hold artifact bytes, which may include secrets (tokens in a config file).
 BLOB_MODE: Final = 0o600
 _CHUNK: Final = 1024 * 1024
-_TMP_RE: Final = re.compile(r"^\..+\.razar-[0-9a-f]{8}\.tmp$")
+_TMP_RE: Final = storage.TEMP_RE
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -269,31 +270,9 @@ def write_atomic(
     name = posixpath.basename(rel)
     with open_parent(root_fd, rel, create=True) as dfd:
         assert dfd is not None  # create=True never yields None
-        tmp = f".{name}.razar-{secrets.token_hex(4)}.tmp"
         try:
-            fd = os.open(
-                tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=dfd,
-            )
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if owner is not None and owner != (os.geteuid(), os.getegid()):
-                    # Not root: the file stays ours; the content matters more than its owner.
-                    with contextlib.suppress(PermissionError):
-                        os.fchown(fd, *owner)
-                os.fchmod(fd, mode)  # after fchown, which clears setuid/setgid bits
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
+            storage.write_atomic(name, data, mode=mode, dir_fd=dfd, owner=owner)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
             raise UnsafePath(f"{rel}: cannot write: {exc.strerror or exc}") from exc
 
 
@@ -541,21 +520,7 @@ class SnapshotStore:
             return digest
         try:
             make_dirs(self.blobs)
-            tmp = self.blobs / f".{digest}.{secrets.token_hex(4)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            dfd = os.open(self.blobs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            storage.write_atomic(path, data, mode=BLOB_MODE)
         except OSError as exc:
             raise RepairError(
                 f"{self.blobs}: cannot store snapshot: {exc.strerror or exc}"

@@ -17,6 +17,7 @@ from razard.config import parse_config
 from razard.escalation.notifier import OwnEntries
 from razard.escalation.source import JournalSource, SourceError
 from razard.journal import JOURNAL_SOCKET, encode_fields
+from razard.triage import journal_entries
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 
@@ -185,3 +186,36 @@ async def test_the_notifiers_filter_selects_what_its_journalctl_matches_select(
     theirs = [json.loads(line)["MESSAGE"] for line in out.splitlines()]
     assert [e["MESSAGE"] for e in ours] == theirs
     assert len(theirs) == 24  # 3 of every 9 sources
+
+
+def test_incident_reads_razards_records_through_the_same_reader(journald: object) -> None:
+    """`razarctl incident`'s journal read (triage.journal_entries, now the export reader
+    the notifier uses) returns a root-sent record with its multi-line message whole and
+    its RAZAR_* fields, inside the --since/--until window, and nothing outside it."""
+    component = f"inc-{uuid.uuid4().hex[:8]}"
+    tb = "Traceback (most recent call last):\n\nValueError: boom"
+    before = time.time() - 1
+    datagram = encode_fields(
+        [
+            ("SYSLOG_IDENTIFIER", "razard"),
+            ("MESSAGE", tb),
+            ("PRIORITY", "3"),
+            ("RAZAR_EVENT", "probe_failed"),
+            ("RAZAR_COMPONENT", component),
+            ("RAZAR_LAYER", "throat"),
+            ("RAZAR_ATTEMPT", "2"),
+        ]
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(datagram, JOURNAL_SOCKET)
+    got = None
+    for _ in range(100):  # journald files it asynchronously
+        got = journal_entries(component, None, before, None)
+        if got:
+            break
+        time.sleep(0.1)
+    assert got is not None and len(got) == 1
+    assert got[0]["message"] == tb and got[0]["event"] == "probe_failed"
+    assert got[0]["level"] == "err" and got[0]["attempt"] == "2"
+    assert before <= got[0]["unix"] <= time.time()
+    assert journal_entries(component, None, None, before) is None  # until: before it was sent

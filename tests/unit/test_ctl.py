@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -148,7 +153,7 @@ def test_logs_argv_options_come_before_matches() -> None:
     argv = LogQuery(
         component="api",
         unit="razar-api.service",
-        since="1h ago",
+        since="@1700000000",
         follow=True,
         output="json",
         lines=100,
@@ -159,7 +164,7 @@ def test_logs_argv_options_come_before_matches() -> None:
         "-o",
         "json",
         "--since",
-        "1h ago",
+        "@1700000000",
         "-n",
         "100",
         "-f",
@@ -459,3 +464,36 @@ def test_heal_ctrl_c_exits_130(fake_client: type[_FakeClient]) -> None:
     result = CliRunner().invoke(main, ["heal", "web", "--long-task"])
     assert result.exit_code == 130
     assert "interrupted; razard goes on healing web" in result.output
+
+
+def test_logs_print_command_gives_journalctl_the_utc_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`logs --since today --print-command` in a UTC+14 zone prints journalctl's @<unix>
+    of UTC midnight (the day `incident --since today` starts), not text it reads locally."""
+    monkeypatch.setenv("TZ", "RZR-14")  # POSIX form: needs no tzdata
+    time.tzset()
+    try:
+        result = CliRunner().invoke(
+            main, ["logs", "--layer", "root", "--since", "today", "--print-command"]
+        )
+        now = datetime.now(UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert result.exit_code == 0, result.output
+    argv = shlex.split(result.output)
+    since = argv[argv.index("--since") + 1]
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    # the run may straddle UTC midnight: then either day's start is right
+    assert since in {f"@{int(midnight.timestamp())}", f"@{int(midnight.timestamp()) - 86400}"}
+    if shutil.which("journalctl"):  # and journalctl takes it as it stands
+        ran = subprocess.run([argv[0], "-n", "0", *argv[1:]], capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+
+
+def test_logs_refuses_an_unreadable_time_naming_the_option() -> None:
+    """A --until razarctl cannot read is a usage error (exit 2) naming the option and text."""
+    result = CliRunner().invoke(main, ["logs", "--layer", "root", "--until", "last tuesday"])
+    assert result.exit_code == 2
+    assert "--until" in result.output and "last tuesday" in result.output

@@ -70,7 +70,7 @@ def test_failed_rename_raises_state_error_and_removes_temp_file(
     path = tmp_path / "state.json"
     storage.write_json_atomic(path, {"wave": 1})
 
-    def broken_replace(src: str, dst: Path) -> None:
+    def broken_replace(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -68,6 +70,7 @@ def test_time_priority_and_output_options_come_first() -> None:
         output="json",
         lines=20,
         follow=True,
+        now=NOW,
     ).argv()
     assert argv == [
         "journalctl",
@@ -75,9 +78,9 @@ def test_time_priority_and_output_options_come_first() -> None:
         "-o",
         "json",
         "--since",
-        "1h ago",
+        f"@{int(NOW.timestamp()) - 3600}",
         "--until",
-        "10 min ago",
+        f"@{int(NOW.timestamp()) - 600}",
         "-p",
         "warning",
         "-n",
@@ -111,6 +114,42 @@ def test_unknown_priority_or_output_is_refused() -> None:
 def test_times_as_operators_type_them(text: str, expected: float) -> None:
     """Relative, absolute (UTC unless it says) and @unix times are read."""
     assert parse_time(text, NOW) == pytest.approx(expected)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone is UTC+14 (fixed), where local and UTC days differ."""
+    monkeypatch.setenv("TZ", "RZR-14")  # POSIX form: needs no tzdata
+    time.tzset()
+    assert time.localtime(NOW.timestamp()).tm_gmtoff == 14 * 3600  # the zone really applies
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_today_and_iso_are_utc_whatever_the_local_zone(far_from_utc: None) -> None:
+    """ "today"/"yesterday" start at UTC midnight and ISO without an offset is UTC, even
+    where the local day is another (12:00 UTC is 02:00 the next day in UTC+14)."""
+    midnight = datetime(2026, 11, 29, tzinfo=UTC).timestamp()
+    assert parse_time("today", NOW) == midnight
+    assert parse_time("yesterday", NOW) == midnight - 86400
+    assert parse_time("2026-11-29 08:00", NOW) == midnight + 8 * 3600
+
+
+def test_logs_hands_journalctl_unix_times_never_local_text(far_from_utc: None) -> None:
+    """`razarctl logs --since/--until` mean what `incident`'s do: journalctl gets @<unix>,
+    so its own local-time reading of "today" or ISO text never applies."""
+    midnight = int(datetime(2026, 11, 29, tzinfo=UTC).timestamp())
+    argv = LogQuery(since="today", until="2026-11-29 08:00:30.5", now=NOW).argv()
+    assert argv[4:8] == ["--since", f"@{midnight}", "--until", f"@{midnight + 8 * 3600 + 30}.5"]
+    assert float(argv[5][1:]) == parse_time("today", NOW)  # incident's window, to the second
+    assert float(argv[7][1:]) == parse_time("2026-11-29 08:00:30.5", NOW)
+
+
+def test_logs_refuses_a_time_it_cannot_read() -> None:
+    """An unreadable --since is an error quoting it, not text for journalctl to guess at."""
+    with pytest.raises(TriageError, match="'last tuesday'"):
+        LogQuery(since="last tuesday").argv()
 
 
 def test_an_unreadable_time_names_the_text() -> None:
