@@ -51,7 +51,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
 from agents.layers import LAYERS, Layer
-from razard.config import shown_key
+from razard.configreader import shown_key
 from razard.errors import ConfigError, ConfigProblem, RazarError
 from razard.repair.types import AgentFailed, AgentSkipped, FileEdit, Proposal, RepairContext
 

@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from rich.console import Console
 
 from agents import monitoring as m
-from razard.config import Reader
+from razard import monitoring_config as mc
+from razard.configreader import Reader
 from razard.errors import ConfigError
 
 # --------------------------------------------------------------------------- helpers
@@ -106,11 +107,11 @@ def drop_family(text: str, name: str) -> str:
 
 def parse(section: Any, **kw: Any) -> tuple[m.MonitoringConfig, list[str]]:
     r = Reader("razard.toml")
-    cfg = m.parse_monitoring(r, section, **kw)
+    cfg = mc.parse_monitoring(r, section, **kw)
     return cfg, [f"{p.key}: {p.reason}" for p in r.problems]
 
 
-def ep(kind: m.Kind = "custom", expect: tuple[str, ...] = (), **kw: Any) -> m.Endpoint:
+def ep(kind: mc.Kind = "custom", expect: tuple[str, ...] = (), **kw: Any) -> m.Endpoint:
     return m.Endpoint(name=kw.pop("name", kind), url="http://127.0.0.1:1/metrics", kind=kind,
                       expect=expect, **kw)  # fmt: skip
 
@@ -169,7 +170,7 @@ def test_parse_monitoring_reads_endpoints_with_per_kind_defaults() -> None:
         "node_exporter",
         "http://127.0.0.1:9100/metrics",
         "node_exporter",
-        m.DEFAULT_EXPECT["node_exporter"],
+        mc.DEFAULT_EXPECT["node_exporter"],
         optional=False,
         max_age=30.0,
         timeout=2.0,
@@ -308,7 +309,7 @@ def test_endpoint_option_adds_and_overrides() -> None:
     gpu = m.endpoint_option("gpu_exporter=", base)  # same URL, now required
     assert (gpu.url, gpu.optional) == (base["gpu_exporter"].url, False)
     new = m.endpoint_option("cadvisor=http://h:8081/metrics", {})
-    assert (new.kind, new.expect) == ("cadvisor", m.DEFAULT_EXPECT["cadvisor"])
+    assert (new.kind, new.expect) == ("cadvisor", mc.DEFAULT_EXPECT["cadvisor"])
     app = m.endpoint_option(
         "app=http://h/m?a=1,2,kind=custom,optional=true,expect=app_up+app_requests_total", {}
     )

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agents.layers import LAYERS, Layer
-from razard.config import ENV_NAME_RE, Reader, has_control, join_key, typename
+from razard.configreader import ENV_NAME_RE, Reader, has_control, join_key, typename
 
 DEFAULT_RUNTIME_DIR: Final = "/run/razard"
 DEFAULT_HEARTBEAT_INTERVAL: Final = 5.0
