@@ -34,10 +34,10 @@ from typing import Any, Final, Literal
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from agents import sandbox
-from agents.layers import LAYERS
 from razard.chakra_config import HEALERS, ChakraConfig
 from razard.errors import StateError, SystemdError
 from razard.journal import EventLog, Priority
+from razard.layers import LAYERS
 from razard.storage import append_jsonl
 from razard.systemd import Systemd
 

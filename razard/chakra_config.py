@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from agents.layers import LAYERS, Layer
 from razard.configreader import ENV_NAME_RE, Reader, has_control, join_key, typename
+from razard.layers import LAYERS, Layer
 
 DEFAULT_RUNTIME_DIR: Final = "/run/razard"
 DEFAULT_HEARTBEAT_INTERVAL: Final = 5.0

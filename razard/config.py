@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from agents.layers import LAYERS, Layer
 from razard.chakra_config import ChakraConfig, parse_chakra
 from razard.configreader import (
     DEFAULT_METRICS_ADDRESS,
@@ -32,6 +31,7 @@ from razard.configreader import (
 from razard.errors import ConfigError, ConfigProblem
 from razard.escalation.config import EscalationConfig, parse_escalation
 from razard.fleet.config import FleetConfig, parse_fleet
+from razard.layers import LAYERS, Layer
 from razard.monitoring_config import MonitoringConfig, parse_monitoring
 
 BusKind = Literal["system", "user"]

@@ -26,7 +26,6 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from agents.layers import LAYERS
 from razard.cli import DEFAULT_CONFIG
 from razard.config import Config
 from razard.control import (
@@ -37,6 +36,7 @@ from razard.control import (
     RazardNotRunning,
 )
 from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
+from razard.layers import LAYERS
 from razard.triage import (
     OUTPUTS,
     PRIORITIES,

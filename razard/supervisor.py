@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agents.layers import LAYERS
 from razard import __version__
 from razard.config import ComponentConfig, Config
 from razard.errors import ControlError, RazarError, StateError, SystemdError, UnknownComponent
 from razard.journal import EventLog, Priority
+from razard.layers import LAYERS
 from razard.metrics import Metrics
 from razard.policy import History, Rung, next_rung, plan_waves, settle
 from razard.probes import Prober, ProbeResult
