@@ -72,6 +72,7 @@ from razard.configreader import (
     Reader,
 )
 from razard.errors import ConfigError, ConfigProblem
+from razard.layout import DEFAULT_CONFIG
 from razard.monitoring_config import (
     DEFAULT_MAX_AGE,
     DEFAULT_TIMEOUT,
@@ -87,7 +88,6 @@ MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 MAX_REDIRECTS: Final = 5
 #: at most this many stale readings are listed per endpoint (``stale_total`` counts all)
 MAX_STALE_LISTED: Final = 50
-DEFAULT_CONFIG: Final = Path("/etc/razard/razard.toml")
 CONFIG_ENV: Final = "RAZAR_CONFIG"
 
 EXIT_OK: Final = 0

@@ -32,12 +32,12 @@ from razard.errors import ConfigError, ConfigProblem
 from razard.escalation.config import EscalationConfig, parse_escalation
 from razard.fleet.config import FleetConfig, parse_fleet
 from razard.layers import LAYERS, Layer
+from razard.layout import DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
 from razard.monitoring_config import MonitoringConfig, parse_monitoring
 
 BusKind = Literal["system", "user"]
 ProbeKind = Literal["exec", "http", "tcp"]
 
-DEFAULT_STATE_DIR: Final = "/var/lib/razard"
 DEFAULT_START_TIMEOUT: Final = 30.0
 DEFAULT_PROBE_INTERVAL: Final = 5.0
 DEFAULT_PROBE_TIMEOUT: Final = 2.0
@@ -460,7 +460,7 @@ def parse_config(
     base = source.parent
     daemon = _parse_daemon(r, data.get("razard"), base, env)
     xdg = env.get("XDG_RUNTIME_DIR", "")
-    runtime = Path(xdg) / "razard" if daemon.bus == "user" and xdg else Path("/run/razard")
+    runtime = Path(xdg) / "razard" if daemon.bus == "user" and xdg else Path(DEFAULT_RUNTIME_DIR)
     chakra = parse_chakra(r, data.get("chakra"), base, runtime)
     monitoring = parse_monitoring(
         r,

@@ -26,7 +26,6 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from razard.cli import DEFAULT_CONFIG
 from razard.config import Config
 from razard.control import (
     BUSES,
@@ -37,6 +36,7 @@ from razard.control import (
 )
 from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
 from razard.layers import LAYERS
+from razard.layout import DEFAULT_CONFIG, LOG_FILE, STATE_LOCK
 from razard.triage import (
     OUTPUTS,
     PRIORITIES,
@@ -805,7 +805,6 @@ def _rollback_offline(
     # Imported here: every other command only talks to razard.
     from razard.config import load_config
     from razard.repair.patch import PatchEngine
-    from razard.state import STATE_LOCK
 
     try:
         cfg = load_config(config_path)
@@ -990,7 +989,6 @@ def incident(
     comp = cfg.component(component)
     if comp is None:
         raise UnknownComponent(component)
-    from razard.journal import LOG_FILE
 
     state_dir = cfg.daemon.state_dir
     entries = load_incident(

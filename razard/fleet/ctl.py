@@ -19,6 +19,7 @@ from razard.errors import ConfigError, ControlError
 from razard.fleet.config import FleetConfig
 from razard.fleet.core import Fix, FleetStore
 from razard.fleet.etcd import EtcdError
+from razard.layout import DEFAULT_CONFIG
 
 T = TypeVar("T")
 
@@ -172,8 +173,6 @@ def _console() -> Console:
 
 def register(main: click.Group) -> None:
     """Add ``razarctl fleet`` to ``main``."""
-    from razard.cli import DEFAULT_CONFIG
-
     config_option = click.option(
         "--config",
         "config_path",
