@@ -35,6 +35,7 @@ from razard.control import (
     RazardNotRunning,
 )
 from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
+from razard.fleet.ctl import register as register_fleet
 from razard.layers import LAYERS
 from razard.layout import DEFAULT_CONFIG, LOG_FILE, STATE_LOCK
 from razard.triage import (
@@ -1069,10 +1070,4 @@ def escalations(
         _stdout().print(escalations_table(records))
 
 
-def _register_fleet() -> None:
-    from razard.fleet.ctl import register
-
-    register(main)
-
-
-_register_fleet()
+register_fleet(main, _stdout)

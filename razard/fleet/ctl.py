@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from razard.config import load_config
 from razard.errors import ConfigError, ControlError
 from razard.fleet.config import FleetConfig
 from razard.fleet.core import Fix, FleetStore
@@ -46,8 +47,6 @@ def _when(ts: object) -> str:
 
 
 def fleet_config(config_path: Path) -> FleetConfig:
-    from razard.config import load_config
-
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -165,14 +164,9 @@ def fixes_table(fixes: Sequence[Fix]) -> Table:
     return table
 
 
-def _console() -> Console:
-    from razard.ctl import _stdout  # razarctl's console: wide enough when piped
-
-    return _stdout()
-
-
-def register(main: click.Group) -> None:
-    """Add ``razarctl fleet`` to ``main``."""
+def register(main: click.Group, _console: Callable[[], Console]) -> None:
+    """Add ``razarctl fleet`` to ``main``; tables print on ``_console()`` (razarctl's
+    console: wide enough when piped)."""
     config_option = click.option(
         "--config",
         "config_path",
