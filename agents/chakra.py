@@ -40,14 +40,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agents.config import RESTORE_LAYERS, SENSOR_LAYERS, ChakraConfig, LayerSettings
 from agents.healer import HealerRunner, HealRun
 from agents.healing.units import host_support
 from agents.heartbeat import HeartbeatWatch, prepare
-from agents.layers import LAYERS
 from agents.sensors import GpuSensor, Reading, Sensor, sensor_for
+from razard.chakra_config import RESTORE_LAYERS, SENSOR_LAYERS, ChakraConfig, LayerSettings
 from razard.config import ComponentConfig, Config
 from razard.journal import EventLog, Priority
+from razard.layers import LAYERS
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,14 @@ from typing import Any, Final, Literal
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from agents import sandbox
-from agents.config import HEALERS, ChakraConfig
-from agents.layers import LAYERS
+from razard.chakra_config import HEALERS, ChakraConfig
 from razard.errors import StateError, SystemdError
 from razard.journal import EventLog, Priority
+from razard.layers import LAYERS
+from razard.layout import HEALING_LOG
 from razard.storage import append_jsonl
 from razard.systemd import Systemd
 
-HEALING_LOG: Final = "chakra_healing.log"
 OUTPUT_LIMIT: Final = 1 << 20  # a healer's stdout beyond this is cut (and is not valid JSON)
 #: What the healer inherits from razard's environment; nothing else (no tokens).
 PASSED_ENV: Final = (

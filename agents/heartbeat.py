@@ -27,7 +27,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from agents.layers import LAYERS
+from razard.layers import LAYERS
 
 log = logging.getLogger(__name__)
 

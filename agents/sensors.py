@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agents.config import (
+from agents.gpu import GpuBackend, GpuError, GpuUnavailable, open_backend
+from agents.pressure import PressureError, memory_available, read_psi
+from razard.chakra_config import (
     CPU_PRESSURE_THRESHOLD,
     MEMORY_MIN_AVAILABLE_RATIO,
     MEMORY_PRESSURE_THRESHOLD,
     ChakraConfig,
     LayerSettings,
 )
-from agents.gpu import GpuBackend, GpuError, GpuUnavailable, open_backend
-from agents.pressure import PressureError, memory_available, read_psi
 
 PING_TIMEOUT_S = 1
 

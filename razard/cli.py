@@ -22,12 +22,10 @@ import click
 
 from razard import __version__
 from razard.errors import ConfigError, RazarError
+from razard.layout import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
     from razard.config import Config
-
-DEFAULT_CONFIG = Path("/etc/razard/razard.toml")
-
 
 #: razard's own loggers: INFO by default. Every other logger (httpx logs each probe's
 #: request at INFO, dbus-fast, asyncio, watchdog...) stays at WARNING, or it floods the journal.

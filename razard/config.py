@@ -8,32 +8,36 @@ Unknown keys are problems too, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from agents.layers import LAYERS, Layer
+from razard.chakra_config import ChakraConfig, parse_chakra
+from razard.configreader import (
+    DEFAULT_METRICS_ADDRESS,
+    DEFAULT_METRICS_PORT,
+    ENV_NAME_RE,
+    METRICS_PORT_ENV,
+    Reader,
+    has_control,
+    join_key,
+    resolve_key,
+    typename,
+)
 from razard.errors import ConfigError, ConfigProblem
-
-if TYPE_CHECKING:
-    from agents.config import ChakraConfig
-    from agents.monitoring import MonitoringConfig
-    from razard.escalation.config import EscalationConfig
-    from razard.fleet.config import FleetConfig
+from razard.escalation.config import EscalationConfig, parse_escalation
+from razard.fleet.config import FleetConfig, parse_fleet
+from razard.layers import LAYERS, Layer
+from razard.layout import DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
+from razard.monitoring_config import MonitoringConfig, parse_monitoring
 
 BusKind = Literal["system", "user"]
 ProbeKind = Literal["exec", "http", "tcp"]
 
-DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1"
-DEFAULT_METRICS_PORT: Final = 9360
-DEFAULT_STATE_DIR: Final = "/var/lib/razard"
 DEFAULT_START_TIMEOUT: Final = 30.0
 DEFAULT_PROBE_INTERVAL: Final = 5.0
 DEFAULT_PROBE_TIMEOUT: Final = 2.0
@@ -43,12 +47,9 @@ DEFAULT_BACKOFF_BASE: Final = 1.0
 DEFAULT_BACKOFF_CAP: Final = 60.0
 DEFAULT_HEALTHY_WINDOW: Final = 300.0
 DEFAULT_JITTER: Final = 0.2
-METRICS_PORT_ENV: Final = "RAZAR_METRICS_PORT"
 
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 UNIT_RE: Final = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|mount|timer|scope)$")
-_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
-ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 USER_RE: Final = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 
 
@@ -124,8 +125,8 @@ class Config:
     components: tuple[ComponentConfig, ...]
     chakra: ChakraConfig = field(default_factory=lambda: _default_chakra())
     monitoring: MonitoringConfig = field(default_factory=lambda: _default_monitoring())
-    escalation: EscalationConfig = field(default_factory=lambda: _default_escalation())
-    fleet: FleetConfig = field(default_factory=lambda: _default_fleet())
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def component(self, name: str) -> ComponentConfig | None:
         for c in self.components:
@@ -135,8 +136,6 @@ class Config:
 
     def with_retries(self, attempts: int) -> Config:
         """The same config with every component's restart budget set to ``attempts``."""
-        from dataclasses import replace
-
         comps = tuple(
             replace(c, restart=replace(c.restart, attempts=attempts)) for c in self.components
         )
@@ -144,27 +143,11 @@ class Config:
 
 
 def _default_chakra() -> ChakraConfig:
-    from agents.config import parse_chakra
-
     return parse_chakra(Reader(""), None, Path("."))
 
 
 def _default_monitoring() -> MonitoringConfig:
-    from agents.monitoring import parse_monitoring
-
     return parse_monitoring(Reader(""), None)
-
-
-def _default_escalation() -> EscalationConfig:
-    from razard.escalation.config import EscalationConfig
-
-    return EscalationConfig()
-
-
-def _default_fleet() -> FleetConfig:
-    from razard.fleet.config import FleetConfig
-
-    return FleetConfig()
 
 
 def unit_name_for(name: str) -> str:
@@ -173,143 +156,6 @@ def unit_name_for(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-class Reader:
-    """Collects problems while reading typed values out of parsed TOML or JSON objects."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[ConfigProblem] = []
-
-    def problem(self, key: str, reason: str) -> None:
-        self.problems.append(ConfigProblem(self.file, key, reason))
-
-    def table(self, value: Any, key: str) -> Mapping[str, Any] | None:
-        if not isinstance(value, dict):
-            self.problem(key, f"expected a table, got {typename(value)}")
-            return None
-        return value
-
-    def unknown(self, table: Mapping[str, Any], prefix: str, allowed: AbstractSet[str]) -> None:
-        for k in table:
-            if k not in allowed:
-                hint = f"; expected one of: {', '.join(sorted(allowed))}"
-                self.problem(join_key(prefix, shown_key(str(k))), f"unknown key{hint}")
-
-    def string(
-        self, table: Mapping[str, Any], prefix: str, key: str, default: str | None = None
-    ) -> str | None:
-        if key not in table:
-            if default is None:
-                self.problem(join_key(prefix, key), "required key is missing")
-            return default
-        value = table[key]
-        if not isinstance(value, str):
-            self.problem(join_key(prefix, key), f"expected a string, got {typename(value)}")
-            return default
-        return value
-
-    def integer(
-        self,
-        table: Mapping[str, Any],
-        prefix: str,
-        key: str,
-        default: int | None,
-        lo: int | None = None,
-        hi: int | None = None,
-    ) -> int | None:
-        if key not in table:
-            if default is None:
-                self.problem(join_key(prefix, key), "required key is missing")
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(join_key(prefix, key), f"expected an integer, got {typename(value)}")
-            return default
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            self.problem(join_key(prefix, key), f"must be between {lo} and {hi}, got {value}")
-            return default
-        return value
-
-    def number(
-        self,
-        table: Mapping[str, Any],
-        prefix: str,
-        key: str,
-        default: float,
-        lo: float,
-        hi: float,
-        *,
-        lo_open: bool = False,
-    ) -> float:
-        if key not in table:
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(
-                join_key(prefix, key), f"expected a number of seconds, got {typename(value)}"
-            )
-            return default
-        try:
-            f = float(value)
-        except OverflowError:  # an integer too large for a float is out of range either way
-            f = math.inf if value > 0 else -math.inf
-        if f != f or f > hi or f < lo or (lo_open and f == lo):
-            op = ">" if lo_open else ">="
-            self.problem(join_key(prefix, key), f"must be {op} {lo:g} and <= {hi:g}, got {value}")
-            return default
-        return f
-
-    def argv(self, table: Mapping[str, Any], prefix: str, key: str) -> tuple[str, ...] | None:
-        value = table[key]
-        if isinstance(value, str):
-            self.problem(
-                join_key(prefix, key),
-                'expected a list of strings (argv), e.g. ["/usr/bin/app", "--port", "80"]',
-            )
-            return None
-        if not isinstance(value, list) or not value:
-            self.problem(join_key(prefix, key), "expected a non-empty list of strings (argv)")
-            return None
-        if not all(isinstance(v, str) for v in value):
-            self.problem(join_key(prefix, key), "every element must be a string")
-            return None
-        if any(has_control(v) for v in value):
-            self.problem(join_key(prefix, key), "arguments cannot contain control characters")
-            return None
-        if not value[0]:
-            self.problem(join_key(prefix, key), "the program (first element) is empty")
-            return None
-        return tuple(value)
-
-
-def has_control(text: str) -> bool:
-    """True when ``text`` holds a control character (\\r and \\n end a line in a unit file)."""
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
-
-
-def shown_key(key: str) -> str:
-    """A key as an error names it: bare when plain, quoted (JSON) when empty or odd, so a
-    hostile key (escapes that repaint the terminal) never reaches it raw."""
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
-
-
-def join_key(prefix: str, key: str) -> str:
-    """``prefix.key`` (or ``key`` at the top level): how a problem names its key."""
-    return f"{prefix}.{key}" if prefix else key
-
-
-def typename(value: Any) -> str:
-    """How a problem names the type it got: "a table", "an array", ..."""
-    return {
-        dict: "a table",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-    }.get(type(value), type(value).__name__)
 
 
 _DAEMON_KEYS = {"state_dir", "bus", "metrics_address", "metrics_port", "unit_dir"}
@@ -345,20 +191,6 @@ _PROBE_ONLY = {"exec": {"command"}, "http": {"url", "expect_status"}, "tcp": {"h
 _RESTART_KEYS = {"attempts", "backoff_base", "backoff_cap", "healthy_window", "jitter"}
 
 
-def _resolve(base: Path, raw: str) -> Path:
-    p = Path(raw).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
-def _resolve_key(r: Reader, base: Path, raw: str, key: str) -> Path | None:
-    """`_resolve`, recording a problem (not raising) when ``~`` or ``~user`` cannot expand."""
-    try:
-        return _resolve(base, raw)
-    except (RuntimeError, ValueError, KeyError) as e:
-        r.problem(key, f"cannot expand {raw!r}: {e}")
-        return None
-
-
 def _parse_daemon(r: Reader, raw: Any, base: Path, env: Mapping[str, str]) -> DaemonConfig:
     t = r.table(raw, "razard") if raw is not None else {}
     if t is None:
@@ -385,8 +217,8 @@ def _parse_daemon(r: Reader, raw: Any, base: Path, env: Mapping[str, str]) -> Da
         else:
             r.problem(f"${METRICS_PORT_ENV}", f"must be a port number 0-65535, got {env_port!r}")
     unit_dir_raw = r.string(t, "razard", "unit_dir", "")
-    state_path = _resolve_key(r, base, state_dir, "razard.state_dir") or Path(DEFAULT_STATE_DIR)
-    unit_path = _resolve_key(r, base, unit_dir_raw, "razard.unit_dir") if unit_dir_raw else None
+    state_path = resolve_key(r, base, state_dir, "razard.state_dir") or Path(DEFAULT_STATE_DIR)
+    unit_path = resolve_key(r, base, unit_dir_raw, "razard.unit_dir") if unit_dir_raw else None
     return DaemonConfig(
         state_dir=state_path,
         bus=bus,  # type: ignore[arg-type]
@@ -627,24 +459,16 @@ def parse_config(
     r.unknown(data, "", {"razard", "component", "chakra", "monitoring", "escalation", "fleet"})
     base = source.parent
     daemon = _parse_daemon(r, data.get("razard"), base, env)
-    from agents.config import parse_chakra
-
     xdg = env.get("XDG_RUNTIME_DIR", "")
-    runtime = Path(xdg) / "razard" if daemon.bus == "user" and xdg else Path("/run/razard")
+    runtime = Path(xdg) / "razard" if daemon.bus == "user" and xdg else Path(DEFAULT_RUNTIME_DIR)
     chakra = parse_chakra(r, data.get("chakra"), base, runtime)
-    from agents.monitoring import parse_monitoring
-
     monitoring = parse_monitoring(
         r,
         data.get("monitoring"),
         metrics_address=daemon.metrics_address,
         metrics_port=daemon.metrics_port,
     )
-    from razard.escalation.config import parse_escalation
-
     escalation = parse_escalation(r, data.get("escalation"), base)
-    from razard.fleet.config import parse_fleet
-
     fleet = parse_fleet(r, data.get("fleet"), base)
     components: list[ComponentConfig] = []
     raw_components = data.get("component", [])

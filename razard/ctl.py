@@ -24,9 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agents.layers import LAYERS
 from razard import storage
-from razard.cli import DEFAULT_CONFIG
 from razard.control import (
     BUSES,
     DEFAULT_CALL_TIMEOUT,
@@ -35,6 +33,9 @@ from razard.control import (
     RazardNotRunning,
 )
 from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
+from razard.fleet.ctl import register as register_fleet
+from razard.layers import LAYERS
+from razard.layout import DEFAULT_CONFIG, LOG_FILE, STATE_LOCK
 from razard.triage import (
     OUTPUTS,
     PRIORITIES,
@@ -814,7 +815,6 @@ def _rollback_offline(
     # Imported here: every other command only talks to razard.
     from razard.config import load_config
     from razard.repair.patch import PatchEngine
-    from razard.state import STATE_LOCK
 
     try:
         cfg = load_config(config_path)
@@ -993,7 +993,6 @@ def incident(
     comp = cfg.component(component)
     if comp is None:
         raise UnknownComponent(component)
-    from razard.journal import LOG_FILE
 
     state_dir = cfg.daemon.state_dir
     entries = load_incident(
@@ -1074,10 +1073,4 @@ def escalations(
         _stdout().print(escalations_table(records))
 
 
-def _register_fleet() -> None:
-    from razard.fleet.ctl import register
-
-    register(main)
-
-
-_register_fleet()
+register_fleet(main, _stdout)

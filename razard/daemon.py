@@ -32,13 +32,13 @@ from razard import __version__, storage
 from razard.config import Config, load_config
 from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
-from razard.journal import LOG_FILE, EventLog, Priority
+from razard.journal import EventLog, Priority
+from razard.layout import LOG_FILE, PENDING_DIR, PENDING_SUFFIX, STATE_LOCK
 from razard.metrics import Metrics
 from razard.repair.handover import Handover
 from razard.repair.patch import PatchEngine
 from razard.repair.rung import RepairRung
 from razard.repair.setup import build_roster, load_repair
-from razard.state import STATE_LOCK
 from razard.supervisor import Supervisor
 from razard.systemd import Systemd
 
@@ -53,7 +53,7 @@ def _recover(engine: PatchEngine, config: Config) -> tuple[list[str], set[str]]:
     pending = {
         c.name
         for c in config.components
-        if (config.daemon.state_dir / "repair" / f"{c.name}.pending.json").exists()
+        if (config.daemon.state_dir / PENDING_DIR / (c.name + PENDING_SUFFIX)).exists()
     }
     with engine.lock():
         # owed before any file is restored: a razard killed in between still restarts them

@@ -40,6 +40,7 @@ from string import Template
 from typing import Any, TypeVar
 
 from razard.errors import RazarError
+from razard.layout import QUARANTINE_DIR
 from razard.repair.registry import DEFAULT_REGISTRY
 from razard.sandbox import UserManager, ensure_journald, start_user_manager, stop_journald
 
@@ -444,7 +445,7 @@ class Demo:
 
     def crash_loop(self) -> None:
         self.heading("(d) a crash loop, quarantined")
-        qfile = self.layout.state / "quarantine" / "broken-indexer.json"
+        qfile = self.layout.state / QUARANTINE_DIR / "broken-indexer.json"
         state, pid = self.unit("broken-indexer")
         self.check(
             f"systemd: razar-broken-indexer.service {state}, not running",
@@ -455,7 +456,7 @@ class Demo:
         gateway = wait_until(
             lambda: (
                 (u := self.unit("gateway"))[0] != "active"
-                and (self.layout.state / "quarantine" / "gateway.json").exists()
+                and (self.layout.state / QUARANTINE_DIR / "gateway.json").exists()
                 and u
             ),
             30,

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from razard.config import METRICS_PORT_ENV, ComponentConfig, Config, join_key
+from razard.config import ComponentConfig, Config
+from razard.configreader import METRICS_PORT_ENV, join_key
 from razard.errors import SystemdError, UnitNotFound
 from razard.unitfile import default_unit_dir, read_fingerprint
 

@@ -30,7 +30,6 @@ from razard import storage
 from razard.errors import StateError
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-LOG_FILE = "razar.log"  # razard's JSON-lines event log, in its state directory
 # Used only after journald refused a datagram as too large: the kernel's default
 # send buffer for AF_UNIX datagrams is about 208 KiB, so this leaves room for the
 # other fields while keeping a stack trace readable.

@@ -20,10 +20,9 @@ from typing import Any, Final
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from razard.layout import QUARANTINE_DIR, QUARANTINE_LOG
 from razard.storage import append_text, make_dirs, write_json_atomic
 
-QUARANTINE_DIR: Final = "quarantine"
-QUARANTINE_LOG: Final = "quarantine_log.md"
 _LOG_HEADER: Final = (
     "# razar quarantine log\n\n"
     "| time (UTC) | component | action | attempts | reason |\n"

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from razard.errors import StateError
+from razard.layout import STATE_FILE
 from razard.storage import read_json, write_json_atomic
 
-STATE_FILE: Final = "razar_state.json"
 #: flock'd by a running razard for its whole life (one razard per state directory)
-STATE_LOCK: Final = "razard.lock"
 STATE_VERSION: Final = 1
 
 

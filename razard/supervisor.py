@@ -24,14 +24,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from agents.layers import LAYERS
 from razard import __version__
 from razard.aio import LazyEvent
 from razard.config import ComponentConfig, Config
 from razard.errors import ControlError, RazarError, StateError, SystemdError, UnknownComponent
 from razard.journal import EventLog, Priority
+from razard.layers import LAYERS
 from razard.metrics import Metrics
 from razard.policy import History, Rung, next_rung, plan_waves, settle
 from razard.probes import Prober, ProbeResult
@@ -41,12 +41,28 @@ from razard.repair.patch import PatchEngine
 from razard.repair.rung import RepairRung
 from razard.state import ComponentRecord, StateStore
 from razard.systemd import Systemd, UnitStatus
-
-if TYPE_CHECKING:
-    from agents.chakra import Chakra
 from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, remove_unit, write_unit
 
 log = logging.getLogger(__name__)
+
+
+class LayerHealRun(Protocol):
+    """One layer heal as the control surface reports it (`agents.healer.HealRun`)."""
+
+    @property
+    def report(self) -> Mapping[str, Any]: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class LayerAgents(Protocol):
+    """What the control surface asks of the layer agents (`agents.chakra.Chakra`, which
+    the daemon wires in): named here so the core imports nothing of agents/."""
+
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+    async def heal(self, layer: str, *, dry_run: bool = False, why: str = "") -> LayerHealRun: ...
+
 
 #: A component without a probe counts as healthy once its unit stayed active this long.
 NO_PROBE_UPTIME = 1.0
@@ -751,7 +767,7 @@ class Supervisor:
         #: one set of units per healer running: the units it stops or restarts, whose deaths
         #: and probe misses wait until it finishes; every other unit is watched as usual
         self._holds: list[set[str]] = []
-        self.layer_agents: Chakra | None = None  # set by the daemon once they run
+        self.layer_agents: LayerAgents | None = None  # set by the daemon once they run
         self.on_config: list[Callable[[Config], Awaitable[None]]] = []  # after a reload
         self.ready = False
         self._on_change = on_change

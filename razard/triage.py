@@ -33,6 +33,7 @@ from razard.escalation.source import (
     journal_time,
     read_journal,
 )
+from razard.layout import HISTORY_FILE, LOG_FILE
 from razard.storage import read_jsonl
 
 OUTPUTS: Final = {"short": "short-iso", "json": "json", "cat": "cat"}
@@ -500,8 +501,8 @@ def load_incident(
     events = journal_entries(component, layer, since, until, journal_args) if use_journal else None
     source = "journal"
     if events is None:
-        events, source = read_jsonl(log_file), "razar.log"
-    patches = read_jsonl(state_dir / "patch_history.jsonl")
+        events, source = read_jsonl(log_file), LOG_FILE
+    patches = read_jsonl(state_dir / HISTORY_FILE)
     escalations = read_escalations(state_dir, since=since)
     return timeline(
         component,

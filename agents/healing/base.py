@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from razard import storage
+from razard.layout import DEFAULT_STATE_DIR, HEALERS_DIR
 
 EXIT_HEALED: Final = 0
 EXIT_NOT_HEALED: Final = 1
@@ -33,7 +34,6 @@ EXIT_CODES: Final[dict[Outcome, int]] = {
     "not_healed": EXIT_NOT_HEALED,
     "not_applicable": EXIT_NOT_APPLICABLE,
 }
-DEFAULT_STATE_DIR: Final = "/var/lib/razard"
 
 
 class HealerError(Exception):
@@ -111,7 +111,7 @@ class HealContext:
 
     def healer_state(self, healer: str) -> Path:
         """A directory for this healer's own state (rate-limit records, values to restore)."""
-        return self.state_dir / "healers" / healer
+        return self.state_dir / HEALERS_DIR / healer
 
 
 @dataclass

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import psutil  # type: ignore[import-untyped]
-
 from agents.healing.base import HealContext, HealerError, HealResult, Step
 from agents.pressure import Pressure, PressureError, PSIUnavailable, read_psi
 from razard import storage
@@ -135,6 +133,8 @@ def process_usage(pids: Iterable[int]) -> tuple[float, int]:
 
     A process that is gone by the time it is read counts as nothing.
     """
+    import psutil  # type: ignore[import-untyped]  # only the healers read processes
+
     cpu = 0.0
     rss = 0
     for pid in pids:

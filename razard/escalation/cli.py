@@ -24,8 +24,8 @@ from razard.errors import ConfigError, RazarError
 from razard.escalation.classify import RAZARD_IDENTIFIER
 from razard.escalation.notifier import EscalationNotifier, NotifierBusy, PassResult
 from razard.journal import EventLog
+from razard.layout import DEFAULT_CONFIG
 
-DEFAULT_CONFIG = "/etc/razard/razard.toml"
 IDENTIFIER = "razar-notifier"
 
 

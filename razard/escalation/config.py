@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from razard.config import ENV_NAME_RE, Reader, _resolve_key, has_control, join_key, typename
+from razard.configreader import ENV_NAME_RE, Reader, has_control, join_key, resolve_key, typename
 
 TargetKind = Literal["alertmanager", "operator", "webhook"]
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = ("alertmanager", "operator", "webhook")
@@ -201,7 +201,7 @@ def _parse_target(r: Reader, raw: Any, kind: TargetKind, base: Path) -> TargetCo
         if has_control(token_file_raw):
             r.problem(join_key(p, "token_file"), "cannot contain control characters")
         else:
-            token_file = _resolve_key(r, base, token_file_raw, join_key(p, "token_file"))
+            token_file = resolve_key(r, base, token_file_raw, join_key(p, "token_file"))
     operator = _name(r, t, p, "operator", DEFAULT_OPERATOR)
     agent = _name(r, t, p, "agent", DEFAULT_AGENT)
     if len(r.problems) > n_before:

@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from razard.layout import ESCALATIONS_FILE
 from razard.storage import append_jsonl, read_jsonl
 
-ESCALATIONS_FILE: Final = "operator_escalations.jsonl"
 DELIVERED: Final = "delivered"
 
 

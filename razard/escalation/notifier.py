@@ -55,8 +55,16 @@ from razard.escalation.source import JournalSource
 from razard.escalation.tail import JsonlTail
 from razard.escalation.targets import DeliveryError, Status, Target
 from razard.journal import EventLog, Priority, redact
-from razard.repair.handover import INVOCATIONS_FILE
-from razard.repair.patch import PATCHES_FILE
+from razard.layout import (
+    ESCALATION_DIR,
+    FIRING_FILE,
+    INVOCATIONS_FILE,
+    JOURNAL_CURSOR,
+    JOURNAL_SINCE,
+    NOTIFIER_LOCK,
+    OUTBOX_DIR,
+    PATCHES_FILE,
+)
 from razard.storage import read_json, write_json_atomic
 
 if TYPE_CHECKING:  # loaded when the loop makes its client, not by whoever imports this
@@ -64,8 +72,6 @@ if TYPE_CHECKING:  # loaded when the loop makes its client, not by whoever impor
 
 log = logging.getLogger(__name__)
 
-STATE_SUBDIR: Final = "escalation"
-LOCK_FILE: Final = "notifier.lock"
 BATCH: Final = 10_000  # journal entries per read; a full batch is followed by another at once
 SAMPLE_CHARS: Final = 500
 LOGS: Final = ((INVOCATIONS_FILE, "repair_attempt"), (PATCHES_FILE, "patch"))
@@ -161,7 +167,7 @@ class EscalationNotifier:
         (default: one window back from now); ``identifier``: razard's SYSLOG_IDENTIFIER."""
         self.cfg = cfg
         self.state_dir = state_dir
-        self.dir = state_dir / STATE_SUBDIR
+        self.dir = state_dir / ESCALATION_DIR
         self.components = components
         self.events = events
         self.metrics = metrics
@@ -182,7 +188,7 @@ class EscalationNotifier:
         """(Re)read the saved positions, alert book and outbox: at start, and each time the
         lock is taken anew, since another notifier may have moved them on meanwhile."""
         self.journal = JournalSource(
-            self.dir / "journal.cursor",
+            self.dir / JOURNAL_CURSOR,
             journal_args=self.cfg.journal_args,
             journalctl=self._journalctl,
             fields=classify.JOURNAL_FIELDS,
@@ -192,8 +198,8 @@ class EscalationNotifier:
             (JsonlTail(self.state_dir / name, self.dir / f"{name}.pos"), source)
             for name, source in LOGS
         ]
-        self.book = AlertBook(self.dir / "firing.json")
-        self.outbox = Outbox(self.dir / "outbox", self.cfg.outbox_max)
+        self.book = AlertBook(self.dir / FIRING_FILE)
+        self.outbox = Outbox(self.dir / OUTBOX_DIR, self.cfg.outbox_max)
 
     def _first_read_from(self, cursor: str | None, start: float) -> float:
         """Until a cursor is saved, the journal is read from the first start's ``since``,
@@ -201,7 +207,7 @@ class EscalationNotifier:
         before its next start (a quarantine, say)."""
         if cursor is not None:
             return start
-        path = self.dir / "journal.since"
+        path = self.dir / JOURNAL_SINCE
         try:
             saved = read_json(path)
         except StateError:
@@ -225,14 +231,14 @@ class EscalationNotifier:
             return
         try:
             storage.make_dirs(self.dir)
-            fd = storage.take_lock(self.dir / LOCK_FILE, wait=0)  # 0600: nobody else can hold it
+            fd = storage.take_lock(self.dir / NOTIFIER_LOCK, wait=0)  # 0600: ours alone
         except BlockingIOError:
             raise NotifierBusy(
-                f"{self.dir / LOCK_FILE}: another escalation notifier (razard's own, or "
+                f"{self.dir / NOTIFIER_LOCK}: another escalation notifier (razard's own, or "
                 "the razar-notifier service) is active on this state directory"
             ) from None
         except OSError as e:
-            raise RazarError(f"{self.dir / LOCK_FILE}: cannot open: {e.strerror or e}") from e
+            raise RazarError(f"{self.dir / NOTIFIER_LOCK}: cannot open: {e.strerror or e}") from e
         self._lock_fd = fd
         try:
             self._load()  # what the previous holder left, not what was there at our start

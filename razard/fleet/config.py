@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from razard.config import Reader, _resolve_key, has_control, join_key, typename
+from razard.configreader import Reader, has_control, join_key, resolve_key, typename
 
 #: What a fleet gates by default: the actions that disrupt a node, never a plain restart.
 DEFAULT_GATED: Final = (
@@ -152,7 +152,7 @@ def _file(r: Reader, t: Mapping[str, Any], key: str, base: Path) -> Path | None:
     if has_control(raw):
         r.problem(join_key("fleet", key), "cannot contain control characters")
         return None
-    return _resolve_key(r, base, raw, join_key("fleet", key))
+    return resolve_key(r, base, raw, join_key("fleet", key))
 
 
 def _budget(r: Reader, t: Mapping[str, Any]) -> Budget:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -17,8 +17,10 @@ from rich.text import Text
 
 from razard.errors import ConfigError, ControlError
 from razard.fleet.config import FleetConfig
-from razard.fleet.core import Fix, FleetStore
-from razard.fleet.etcd import EtcdError
+from razard.layout import DEFAULT_CONFIG
+
+if TYPE_CHECKING:  # the etcd client (and httpx) load only when a fleet command runs
+    from razard.fleet.core import Fix, FleetStore
 
 T = TypeVar("T")
 
@@ -57,6 +59,9 @@ def fleet_config(config_path: Path) -> FleetConfig:
 
 
 def run_store(config_path: Path, action: Callable[[FleetStore], Awaitable[T]]) -> T:
+    from razard.fleet.core import FleetStore
+    from razard.fleet.etcd import EtcdError
+
     store = FleetStore(fleet_config(config_path))
 
     async def run() -> T:
@@ -164,16 +169,9 @@ def fixes_table(fixes: Sequence[Fix]) -> Table:
     return table
 
 
-def _console() -> Console:
-    from razard.ctl import _stdout  # razarctl's console: wide enough when piped
-
-    return _stdout()
-
-
-def register(main: click.Group) -> None:
-    """Add ``razarctl fleet`` to ``main``."""
-    from razard.cli import DEFAULT_CONFIG
-
+def register(main: click.Group, _console: Callable[[], Console]) -> None:
+    """Add ``razarctl fleet`` to ``main``; tables print on ``_console()`` (razarctl's
+    console: wide enough when piped)."""
     config_option = click.option(
         "--config",
         "config_path",

@@ -27,6 +27,7 @@ from razard.errors import StateError
 from razard.escalation import trust
 from razard.escalation.source import SourceError, journal_argv, journal_time, read_journal
 from razard.journal import EventLog, Priority
+from razard.layout import INVOCATIONS_FILE, LONG_TASK_FILE
 from razard.metrics import Metrics
 from razard.repair.patch import AppliedPatch, PatchEngine
 from razard.repair.scrub import scrub
@@ -43,8 +44,6 @@ from razard.storage import PRIVATE_MODE, append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
-INVOCATIONS_FILE: Final = "razar_ai_invocations.json"
-LONG_TASK_FILE: Final = "razar_long_task.json"
 HISTORY_SHOWN: Final = 20  # earlier invocations told to the agents
 JOURNAL_LINES: Final = 30
 LONG_TASK_PAUSE: Final = 1.0  # between rounds of a long task, doubling up to the cap

@@ -50,6 +50,15 @@ from typing import Any, Final
 from razard import storage
 from razard.config import ComponentConfig, Config
 from razard.errors import ConfigError, ConfigProblem, StateError
+from razard.layout import (
+    DIFF_DIR,
+    HISTORY_FILE,
+    PATCHES_FILE,
+    PENDING_DIR,
+    PENDING_SUFFIX,
+    REPAIR_LOCK,
+    RESTART_SUFFIX,
+)
 from razard.repair.difftools import (
     _CONTROL_RE,
     DiffError,
@@ -79,11 +88,6 @@ from razard.storage import append_jsonl, make_dirs, read_json, read_jsonl, write
 
 log = logging.getLogger(__name__)
 
-PATCHES_FILE: Final = "razar_ai_patches.json"  # JSON lines: every attempt, refused ones too
-HISTORY_FILE: Final = "patch_history.jsonl"  # JSON lines: applied, kept, reverted, aborted
-LOCK_FILE: Final = "repair.lock"
-PENDING_DIR: Final = "repair"
-DIFF_DIR: Final = "patches"
 MAX_PATCH_BYTES: Final = 256 * 1024
 MAX_FILE_BYTES: Final = 1024 * 1024
 MAX_EDITS: Final = 200  # search/replace edits in one proposal (each scans its whole file)
@@ -159,7 +163,7 @@ class PatchEngine:
         """
         with self._mutex:
             if self._depth == 0:
-                path = self.state_dir / LOCK_FILE
+                path = self.state_dir / REPAIR_LOCK
                 try:
                     storage.make_dirs(self.state_dir)
                     fd = storage.take_lock(path)  # 0600: nobody else can hold it
@@ -612,8 +616,8 @@ class PatchEngine:
                     lines.append(f"{comp.name}: could not recover patch {pid}: {exc}")
             pending_dir = self.state_dir / PENDING_DIR
             if pending_dir.is_dir():
-                for p in sorted(pending_dir.glob("*.pending.json")):
-                    name = p.name.removesuffix(".pending.json")
+                for p in sorted(pending_dir.glob("*" + PENDING_SUFFIX)):
+                    name = p.name.removesuffix(PENDING_SUFFIX)
                     if name not in known:
                         lines.append(
                             f"{name}: a patch is pending but the component is not configured; "
@@ -742,12 +746,12 @@ class PatchEngine:
         return pending
 
     def _pending_path(self, component: str) -> Path:
-        return self.state_dir / PENDING_DIR / f"{component}.pending.json"
+        return self.state_dir / PENDING_DIR / (component + PENDING_SUFFIX)
 
     # ---------------------------------------------------------- restart owed
 
     def _restart_path(self, component: str) -> Path:
-        return self.state_dir / PENDING_DIR / f"{component}.restart"
+        return self.state_dir / PENDING_DIR / (component + RESTART_SUFFIX)
 
     def owe_restart(self, component: str, why: str) -> None:
         """Write down that ``component``'s process may still run code its files no longer
@@ -759,7 +763,7 @@ class PatchEngine:
         d = self.state_dir / PENDING_DIR
         if not d.is_dir():
             return set()
-        return {p.name.removesuffix(".restart") for p in d.glob("*.restart")}
+        return {p.name.removesuffix(RESTART_SUFFIX) for p in d.glob("*" + RESTART_SUFFIX)}
 
     def restart_done(self, component: str) -> None:
         """The component's process was started again from its current files."""

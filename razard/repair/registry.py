@@ -50,9 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
-from agents.layers import LAYERS, Layer
-from razard.config import shown_key
+from razard.configreader import shown_key
 from razard.errors import ConfigError, ConfigProblem, RazarError
+from razard.layers import LAYERS, Layer
 from razard.repair.types import AgentFailed, AgentSkipped, FileEdit, Proposal, RepairContext
 
 #: Where the shipped registry lives in a checkout.

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from razard.config import ENV_NAME_RE, NAME_RE, Reader, join_key, typename
+from razard.config import NAME_RE
+from razard.configreader import ENV_NAME_RE, Reader, join_key, typename
 from razard.errors import ConfigError, ConfigProblem
 from razard.repair.types import AgentSkipped
 

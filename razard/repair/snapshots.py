@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from razard import storage
+from razard.layout import SNAPSHOT_BLOBS_DIR, SNAPSHOTS_DIR
 from razard.repair.types import RepairError
 from razard.storage import make_dirs, read_json, write_json_atomic
 
@@ -380,8 +381,8 @@ class SnapshotStore:
     """
 
     def __init__(self, state_dir: Path) -> None:
-        self.base = state_dir / "snapshots"
-        self.blobs = self.base / "blobs"
+        self.base = state_dir / SNAPSHOTS_DIR
+        self.blobs = self.base / SNAPSHOT_BLOBS_DIR
         self._key: bytes | None = None
 
     def digest(self, data: bytes) -> str:

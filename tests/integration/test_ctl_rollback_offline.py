@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from razard.config import load_config
-from razard.repair.patch import HISTORY_FILE, PatchEngine
+from razard.layout import HISTORY_FILE
+from razard.repair.patch import PatchEngine
 from razard.repair.types import FileEdit, Proposal
 from tests.integration.test_control import start_dbus_daemon, stop_dbus_daemon
 

@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 
 from razard.config import Config, load_config
-from razard.escalation.history import ESCALATIONS_FILE, read_escalations
+from razard.escalation.history import read_escalations
 from razard.escalation.metrics import NotifierMetrics
 from razard.escalation.notifier import EscalationNotifier, PassResult
 from razard.journal import EventLog, Priority
+from razard.layout import ESCALATIONS_FILE
 from razard.sandbox import UserManager
 from tests import canary
 from tests.integration.harness import free_port

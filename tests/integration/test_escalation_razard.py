@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from razard.escalation.history import ESCALATIONS_FILE, read_escalations
+from razard.escalation.history import read_escalations
+from razard.layout import ESCALATIONS_FILE
 from razard.sandbox import UserManager
 from tests import canary
 from tests.integration.harness import Razard, crash_loop, free_port, wait_for

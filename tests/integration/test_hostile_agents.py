@@ -17,8 +17,9 @@ import pytest
 
 from razard.config import ComponentConfig
 from razard.journal import EventLog
+from razard.layout import INVOCATIONS_FILE
 from razard.metrics import Metrics
-from razard.repair.handover import INVOCATIONS_FILE, FailureInfo, Handover, RosterEntry
+from razard.repair.handover import FailureInfo, Handover, RosterEntry
 from razard.repair.openai_agent import MAX_REPLY_BYTES, OpenAIAgent
 from razard.repair.patch import PatchEngine
 from razard.repair.roster import AgentSpec

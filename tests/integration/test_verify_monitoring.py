@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from agents import monitoring as m
+from razard import monitoring_config as mc
 from razard.sandbox import UserManager
 from tests.integration.harness import Razard, free_port, wait_for
 from tests.unit.test_monitoring import Exporter, drop_family
@@ -183,7 +184,7 @@ def test_complete_monitoring_exits_0_through_the_script(
     assert eps["razard"]["url"] == f"http://127.0.0.1:{razard.metrics_port}/metrics"
     assert eps["razard"]["present"] == list(RAZARD_EXPECT)
     node = eps["node_exporter"]
-    assert node["present"] == list(m.DEFAULT_EXPECT["node_exporter"])
+    assert node["present"] == list(mc.DEFAULT_EXPECT["node_exporter"])
     assert node["missing"] == [] and node["empty"] == [] and node["stale"] == []
     assert node["reachable"] is True and node["http_status"] == 200
     assert node["families"] > 50 and isinstance(node["scrape_ms"], float)

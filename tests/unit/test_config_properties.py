@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agents.layers import LAYERS
 from razard.config import Config, load_config, parse_config
 from razard.errors import ConfigError
+from razard.layers import LAYERS
 
 SRC = Path("/etc/razard/razard.toml")
 EXAMPLE = Path(__file__).parents[2] / "config" / "razard.toml"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from razard.escalation.history import ESCALATIONS_FILE, append_escalation, read_escalations
+from razard.escalation.history import append_escalation, read_escalations
+from razard.layout import ESCALATIONS_FILE
 
 
 def raised(rid: str, ts: float, **targets: str) -> dict[str, object]:

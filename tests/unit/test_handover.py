@@ -16,16 +16,15 @@ import pytest
 
 from razard.config import ComponentConfig
 from razard.journal import EventLog
+from razard.layout import HISTORY_FILE, INVOCATIONS_FILE, LONG_TASK_FILE, PATCHES_FILE
 from razard.metrics import Metrics
 from razard.repair.handover import (
-    INVOCATIONS_FILE,
-    LONG_TASK_FILE,
     FailureInfo,
     Handover,
     Outcome,
     RosterEntry,
 )
-from razard.repair.patch import HISTORY_FILE, PATCHES_FILE, AppliedPatch, PatchEngine, PreparedPatch
+from razard.repair.patch import AppliedPatch, PatchEngine, PreparedPatch
 from razard.repair.types import (
     AgentFailed,
     AgentSkipped,

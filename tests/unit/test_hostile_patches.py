@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from razard.config import ComponentConfig
+from razard.layout import PATCHES_FILE
 from razard.repair import difftools
 from razard.repair.difftools import MAX_FILE_SECTIONS, MAX_HUNKS
-from razard.repair.patch import MAX_EDITS, MAX_PATCH_BYTES, PATCHES_FILE, PatchEngine
+from razard.repair.patch import MAX_EDITS, MAX_PATCH_BYTES, PatchEngine
 from razard.repair.snapshots import UnsafePath, open_root, unsafe_root
 from razard.repair.types import FileEdit, PatchRefused, Proposal, RepairError
 from razard.storage import read_jsonl

@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from rich.console import Console
 
 from agents import monitoring as m
-from razard.config import Reader
+from razard import monitoring_config as mc
+from razard.configreader import Reader
 from razard.errors import ConfigError
 
 # --------------------------------------------------------------------------- helpers
@@ -104,18 +105,18 @@ def drop_family(text: str, name: str) -> str:
     return "".join(out)
 
 
-def parse(section: Any, **kw: Any) -> tuple[m.MonitoringConfig, list[str]]:
+def parse(section: Any, **kw: Any) -> tuple[mc.MonitoringConfig, list[str]]:
     r = Reader("razard.toml")
-    cfg = m.parse_monitoring(r, section, **kw)
+    cfg = mc.parse_monitoring(r, section, **kw)
     return cfg, [f"{p.key}: {p.reason}" for p in r.problems]
 
 
-def ep(kind: m.Kind = "custom", expect: tuple[str, ...] = (), **kw: Any) -> m.Endpoint:
-    return m.Endpoint(name=kw.pop("name", kind), url="http://127.0.0.1:1/metrics", kind=kind,
+def ep(kind: mc.Kind = "custom", expect: tuple[str, ...] = (), **kw: Any) -> mc.Endpoint:
+    return mc.Endpoint(name=kw.pop("name", kind), url="http://127.0.0.1:1/metrics", kind=kind,
                       expect=expect, **kw)  # fmt: skip
 
 
-def findings(endpoint: m.Endpoint, text: str, now: float | None = None) -> m.Findings:
+def findings(endpoint: mc.Endpoint, text: str, now: float | None = None) -> m.Findings:
     return m.analyse(endpoint, m.parse_exposition(text), time.time() if now is None else now)
 
 
@@ -165,11 +166,11 @@ def test_parse_monitoring_reads_endpoints_with_per_kind_defaults() -> None:
     assert problems == []
     assert cfg.configured
     node, gpu, app, razard = cfg.endpoints
-    assert node == m.Endpoint(
+    assert node == mc.Endpoint(
         "node_exporter",
         "http://127.0.0.1:9100/metrics",
         "node_exporter",
-        m.DEFAULT_EXPECT["node_exporter"],
+        mc.DEFAULT_EXPECT["node_exporter"],
         optional=False,
         max_age=30.0,
         timeout=2.0,
@@ -298,7 +299,7 @@ def test_endpoints_from_config_errors_name_file_and_key(tmp_path: Path) -> None:
 
 
 def test_endpoint_option_adds_and_overrides() -> None:
-    base = {e.name: e for e in m.default_endpoints()}
+    base = {e.name: e for e in mc.default_endpoints()}
     node = m.endpoint_option("node_exporter=http://10.1.2.3:9100/metrics", base)
     assert (node.kind, node.expect, node.url) == (
         "node_exporter",
@@ -308,7 +309,7 @@ def test_endpoint_option_adds_and_overrides() -> None:
     gpu = m.endpoint_option("gpu_exporter=", base)  # same URL, now required
     assert (gpu.url, gpu.optional) == (base["gpu_exporter"].url, False)
     new = m.endpoint_option("cadvisor=http://h:8081/metrics", {})
-    assert (new.kind, new.expect) == ("cadvisor", m.DEFAULT_EXPECT["cadvisor"])
+    assert (new.kind, new.expect) == ("cadvisor", mc.DEFAULT_EXPECT["cadvisor"])
     app = m.endpoint_option(
         "app=http://h/m?a=1,2,kind=custom,optional=true,expect=app_up+app_requests_total", {}
     )
@@ -333,8 +334,8 @@ def test_endpoint_option_adds_and_overrides() -> None:
 
 
 def test_display_url_hides_a_password() -> None:
-    assert m.display_url("http://u:secret@h:1/m") == "http://u:***@h:1/m"
-    assert m.display_url("http://h:1/m") == "http://h:1/m"
+    assert mc.display_url("http://u:secret@h:1/m") == "http://u:***@h:1/m"
+    assert mc.display_url("http://h:1/m") == "http://h:1/m"
 
 
 # --------------------------------------------------------------------------- families
@@ -454,8 +455,8 @@ def test_cadvisor_newest_container_seen_is_a_freshness_clock() -> None:
 # --------------------------------------------------------------------------- scraping
 
 
-def _endpoint(name: str, url: str, **kw: Any) -> m.Endpoint:
-    return m.Endpoint(name=name, url=url, **kw)
+def _endpoint(name: str, url: str, **kw: Any) -> mc.Endpoint:
+    return mc.Endpoint(name=name, url=url, **kw)
 
 
 async def test_verify_reports_each_endpoint(exporter: Exporter) -> None:

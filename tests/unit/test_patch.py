@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from razard.config import ComponentConfig
+from razard.layout import HISTORY_FILE, PATCHES_FILE
 from razard.repair import patch as patch_mod
 from razard.repair import snapshots as snapshots_mod
 from razard.repair.difftools import (
@@ -24,10 +25,8 @@ from razard.repair.difftools import (
     unified_diff,
 )
 from razard.repair.patch import (
-    HISTORY_FILE,
     MAX_FILE_BYTES,
     MAX_PATCH_BYTES,
-    PATCHES_FILE,
     PatchEngine,
 )
 from razard.repair.snapshots import UnsafePath

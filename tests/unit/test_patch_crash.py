@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from razard.config import ComponentConfig
-from razard.repair.patch import CRASH_STEPS, HISTORY_FILE, RESTART_REASON, PatchEngine
+from razard.layout import HISTORY_FILE
+from razard.repair.patch import CRASH_STEPS, RESTART_REASON, PatchEngine
 from razard.storage import read_jsonl
 
 APP = b"#!/bin/sh\nport=80\nexec serve --port $port\n"

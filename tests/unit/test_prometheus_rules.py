@@ -23,7 +23,7 @@ from agents.chakra import ChakraCollector
 from agents.gpu import GpuUnavailable
 from agents.gpu_metrics import GpuCollector
 from agents.healer import HealerMetrics
-from agents.layers import LAYERS
+from razard.layers import LAYERS
 from razard.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from agents.layers import LAYERS, Layer
-from razard.config import ENV_NAME_RE, Reader, has_control, join_key, typename
+from razard.configreader import ENV_NAME_RE, Reader, has_control, join_key, typename
+from razard.layers import LAYERS, Layer
+from razard.layout import DEFAULT_RUNTIME_DIR
 
-DEFAULT_RUNTIME_DIR: Final = "/run/razard"
 DEFAULT_HEARTBEAT_INTERVAL: Final = 5.0
 DEFAULT_WINDOW_FACTOR: Final = 3.0
 DEFAULT_HEALER_TIMEOUT: Final = 300.0
