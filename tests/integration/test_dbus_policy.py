@@ -10,7 +10,6 @@ creates call it through ``dbus-send`` and ``razarctl``.
 from __future__ import annotations
 
 import asyncio
-import grp
 import os
 import pwd
 import shutil
@@ -26,6 +25,7 @@ from dbus_fast.aio import MessageBus
 
 from razard.control import export_control, unexport_control
 from tests.integration.test_control import FakeSupervisor, start_dbus_daemon, stop_dbus_daemon
+from tests.users import Users, throwaway_users
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "units" / "org.razar.Supervisor1.conf"
@@ -66,33 +66,11 @@ SYSTEM_BUS = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 """
 
 
-@dataclass
-class Users:
-    outsider: str  # an ordinary user
-    operator: str  # a member of group razar
-
-
 @pytest.fixture(scope="module")
 def users() -> Iterator[Users]:
-    """Two throwaway system users; group razar is made if the machine has none."""
-    tag = uuid.uuid4().hex[:6]
-    made_group = False
-    try:
-        grp.getgrnam("razar")
-    except KeyError:
-        subprocess.run(["groupadd", "--system", "razar"], check=True)
-        made_group = True
-    outsider, operator = f"rzt-out-{tag}", f"rzt-op-{tag}"
-    base = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
-    subprocess.run([*base, "--no-user-group", outsider], check=True)
-    subprocess.run([*base, "--no-user-group", "--groups", "razar", operator], check=True)
-    try:
-        yield Users(outsider, operator)
-    finally:
-        for name in (outsider, operator):
-            subprocess.run(["userdel", name], check=False)
-        if made_group:
-            subprocess.run(["groupdel", "razar"], check=False)
+    """Two throwaway system users, one of them in group razar."""
+    with throwaway_users("rzt-") as made:
+        yield made
 
 
 @dataclass

@@ -24,7 +24,6 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from razard.repair.handover import journal_tail
 from razard.sandbox import UserManager
 from tests import canary
 from tests.integration.harness import Razard, sleepers, wait_for
+from tests.users import Users, throwaway_users
 
 PYTHON = "/usr/bin/python3"  # the system's, runnable by anyone; the code run needs stdlib only
 
@@ -51,33 +51,11 @@ pytestmark = [
 ]
 
 
-@dataclass
-class Users:
-    outsider: str  # an ordinary user
-    operator: str  # a member of group razar
-
-
 @pytest.fixture(scope="module")
 def users() -> Iterator[Users]:
-    """Two throwaway system users; group razar is made if the machine has none."""
-    tag = uuid.uuid4().hex[:6]
-    made_group = False
-    try:
-        grp.getgrnam("razar")
-    except KeyError:
-        subprocess.run(["groupadd", "--system", "razar"], check=True)
-        made_group = True
-    outsider, operator = f"rzt-hout-{tag}", f"rzt-hop-{tag}"
-    base = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
-    subprocess.run([*base, "--no-user-group", outsider], check=True)
-    subprocess.run([*base, "--no-user-group", "--groups", "razar", operator], check=True)
-    try:
-        yield Users(outsider, operator)
-    finally:
-        for name in (outsider, operator):
-            subprocess.run(["userdel", name], check=False)
-        if made_group:
-            subprocess.run(["groupdel", "razar"], check=False)
+    """Two throwaway system users, one of them in group razar."""
+    with throwaway_users("rzt-h") as made:
+        yield made
 
 
 def as_user_argv(user: str, *argv: str) -> list[str]:
