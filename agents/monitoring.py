@@ -18,24 +18,8 @@ Anything missing, empty or stale, or an endpoint that cannot be scraped, is a
 ``optional`` (the GPU exporter on a node without GPUs) is *skipped*, not a gap;
 a reachable optional endpoint is checked like any other.
 
-The endpoints come from the ``[monitoring]`` table of razard.toml::
-
-    [monitoring]
-    max_age = 60            # default for every endpoint (seconds)
-    timeout = 5             # default for every endpoint (seconds)
-
-    [[monitoring.endpoint]]
-    name = "gpu"            # default: the kind (required for kind "custom")
-    kind = "gpu_exporter"   # razard | node_exporter | gpu_exporter | cadvisor | custom
-    url = "http://127.0.0.1:9400/metrics"   # default per kind; required for custom
-    expect = ["DCGM_FI_DEV_GPU_UTIL"]       # default per kind (custom: none)
-    optional = true         # default false
-    max_age = 30
-    timeout = 2
-
-Without a ``[monitoring]`` table (or without ``endpoint`` entries in it) the
-defaults are razard on its metrics address and port, node_exporter on :9100,
-and the optional GPU exporter (:9400) and cAdvisor (:8080).
+The endpoints come from the ``[monitoring]`` table of razard.toml, parsed (and
+documented, with its defaults) in `razard.monitoring_config`.
 """
 
 from __future__ import annotations
