@@ -9,7 +9,8 @@
     budget = 1                  # disruptive actions at once, fleet-wide; or "10%" of live nodes
     breaker_threshold = 3       # more than this many nodes acting within ...
     breaker_window = 600.0      # ... this many seconds trips the breaker
-    lease_ttl = 30.0            # a dead node's record and slots vanish after this long
+    lease_ttl = 60.0            # a dead node's record and slots vanish after this long
+                                # (renewed every lease_ttl/3: 3 requests a minute)
     slot_wait = 60.0            # how long a gated action waits for a free slot
     timeout = 5.0               # each etcd call's deadline
     gated = ["sacral_gpu_reset", "sacral_gpu_flush", "root_network_restart",
@@ -51,7 +52,7 @@ DEFAULT_PREFIX: Final = "/razar/"
 DEFAULT_BUDGET: Final = 1
 DEFAULT_BREAKER_THRESHOLD: Final = 3
 DEFAULT_BREAKER_WINDOW: Final = 600.0
-DEFAULT_LEASE_TTL: Final = 30.0
+DEFAULT_LEASE_TTL: Final = 60.0
 DEFAULT_SLOT_WAIT: Final = 60.0
 DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_FIX_FAILURES: Final = 3

@@ -189,6 +189,9 @@ class FleetStore:
 
     async def live_nodes(self) -> list[dict[str, Any]]:
         kvs, _ = await self.etcd.range(self.nodes, prefix=True)
+        return self._nodes_of(kvs)
+
+    def _nodes_of(self, kvs: list[KeyValue]) -> list[dict[str, Any]]:
         out = []
         for kv in kvs:
             rec = _record(kv)
@@ -201,6 +204,9 @@ class FleetStore:
     async def held_slots(self) -> tuple[list[dict[str, Any]], int]:
         """Every valid slot record and the revision they were read at."""
         kvs, rev = await self.etcd.range(self.slots, prefix=True)
+        return self._slots_of(kvs), rev
+
+    def _slots_of(self, kvs: list[KeyValue]) -> list[dict[str, Any]]:
         out = []
         for kv in kvs:
             rec = _record(kv)
@@ -215,7 +221,7 @@ class FleetStore:
                     "revision": kv.create_revision,
                 }
             )
-        return out, rev
+        return out
 
     async def breaker(self) -> dict[str, Any]:
         """The breaker: tripped or not, why and since when; and the signatures stopped."""
@@ -678,15 +684,20 @@ class Fleet(FleetStore):
                 if not self.lease:
                     await self._register()
         sig_key = self.breaker_sigs + signature_hash(signature) if signature else ""
-        nodes = await self.live_nodes() if self.cfg.budget.percent else []
+        # one request reads what the decision needs, all at one revision: the slots, the
+        # breaker, the signature's stop and (for a percentage budget) the live nodes
+        ranges = [(self.slots, True), (self.breaker_key, False)]
+        ranges += [(sig_key, False)] if sig_key else []
+        ranges += [(self.nodes, True)] if self.cfg.budget.percent else []
+        found, rev = await self.etcd.read(ranges)
+        slots = self._slots_of(found[0])
+        nodes = self._nodes_of(found[-1]) if self.cfg.budget.percent else []
         limit = self.cfg.budget.slots(max(1, len(nodes)))
-        slots, rev = await self.held_slots()
         self._seen_rev = rev
-        breaker = await self.etcd.get(self.breaker_key)
-        self.breaker_tripped = breaker is not None
-        if breaker is not None:
+        self.breaker_tripped = bool(found[1])
+        if found[1]:
             return Grant(False, action, "breaker tripped")
-        if sig_key and await self.etcd.get(sig_key) is not None:
+        if sig_key and found[2]:
             return Grant(False, action, "breaker tripped for this signature")
         if len(slots) >= limit:
             return None

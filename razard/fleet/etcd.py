@@ -21,11 +21,13 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 from razard.errors import RazarError
+
+_KEEP_CONNECTION: Final = 300.0  # seconds an idle connection to etcd is kept for reuse
 
 
 class EtcdError(RazarError):
@@ -130,6 +132,13 @@ def op_put(key: str, value: bytes | str, lease: int = 0) -> dict[str, Any]:
     return {"request_put": body}
 
 
+def op_range(key: str, prefix: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"key": b64(key)}
+    if prefix:
+        body["range_end"] = b64(prefix_end(key))
+    return {"request_range": body}
+
+
 def op_delete(key: str, prefix: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {"key": b64(key)}
     if prefix:
@@ -162,6 +171,7 @@ class Etcd:
         self._current = 0
         self._last_failure = ""  # why the last endpoint tried did not answer
         self._client: httpx.AsyncClient | None = None
+        self.requests = 0  # HTTP requests sent to etcd (calls, retries, watches): what idle costs
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -176,7 +186,11 @@ class Etcd:
                 except (OSError, ssl.SSLError) as e:
                     raise EtcdError(f"cannot load the fleet's TLS files: {e}") from None
                 verify = ctx
-            self._client = httpx.AsyncClient(verify=verify, trust_env=False)
+            # keep the connection between keepalives (one every lease_ttl/3): no TCP or TLS
+            # handshake per renewal; a connection etcd closed meanwhile is noticed before
+            # reuse, and a call that still meets one retries on a fresh connection
+            limits = httpx.Limits(keepalive_expiry=_KEEP_CONNECTION)
+            self._client = httpx.AsyncClient(verify=verify, trust_env=False, limits=limits)
         return self._client
 
     async def close(self) -> None:
@@ -219,6 +233,7 @@ class Etcd:
                 headers = {"Authorization": self._token} if self._token else {}
                 # one slow member (no quorum) must not eat the whole deadline
                 each = max(0.5, self.timeout / n)
+                self.requests += 1
                 try:
                     resp = await self._http().post(url, json=body, headers=headers, timeout=each)
                 except httpx.HTTPError as e:  # refused, reset, timed out, TLS, bad encoding
@@ -282,6 +297,20 @@ class Etcd:
         kvs = [KeyValue.of(kv) for kv in data.get("kvs") or [] if isinstance(kv, dict)]
         return kvs, _int((data.get("header") or {}).get("revision"))
 
+    async def read(self, ranges: Sequence[tuple[str, bool]]) -> tuple[list[list[KeyValue]], int]:
+        """Several ranges, each ``(key, prefix)``, read in one request at one revision (a
+        transaction of reads only); the keys of each and that revision."""
+        body = {"compare": [], "success": [op_range(k, p) for k, p in ranges], "failure": []}
+        data = await self.call("kv/txn", body)
+        out: list[list[KeyValue]] = []
+        for resp in data.get("responses") or []:
+            rng = (resp.get("response_range") or {}) if isinstance(resp, dict) else {}
+            kvs = rng.get("kvs") if isinstance(rng, dict) else None
+            out.append([KeyValue.of(kv) for kv in kvs or [] if isinstance(kv, dict)])
+        if len(out) != len(ranges):
+            raise EtcdError(f"etcd answered {len(out)} of {len(ranges)} reads in a transaction")
+        return out, _int((data.get("header") or {}).get("revision"))
+
     async def get(self, key: str) -> KeyValue | None:
         kvs, _ = await self.range(key)
         return kvs[0] if kvs else None
@@ -344,6 +373,7 @@ class Etcd:
         }
         url = f"{self.endpoints[self._current]}/v3/watch"
         headers = {"Authorization": self._token} if self._token else {}
+        self.requests += 1
         try:
             async with asyncio.timeout(wait):
                 async with self._http().stream(
