@@ -571,8 +571,8 @@ class Fleet(FleetStore):
     def _lease_lost(self, error: EtcdError) -> bool:
         """True (and the lease forgotten, so the keepalive joins again) when etcd says the
         lease is gone: it expired while etcd was away, or someone revoked it."""
-        if "lease not found" not in str(error):
-            return False
+        if not self.lease or "lease not found" not in str(error):
+            return False  # none to lose (an error about one already forgotten ends here)
         log.warning("fleet: lease %x is gone; joining again", self.lease)
         self.lease = 0
         self._held.clear()
@@ -630,11 +630,13 @@ class Fleet(FleetStore):
                 try:
                     grant = await self._try_take(action, signature)
                 except EtcdError as e:
-                    if self._lease_lost(e) and loop.time() < deadline:
+                    lost = self._lease_lost(e)  # etcd answered: it is no outage
+                    if lost and loop.time() < deadline:
                         continue  # the next attempt joins again with a new lease
                     # a known outage answers at once; a new one (a leader election, a member
                     # restarting) is retried until the wait ends
-                    self._mark(False, str(e))
+                    if not lost:
+                        self._mark(False, str(e))
                     if isinstance(e, EtcdAuthError) or outage or loop.time() >= deadline:
                         if self.cfg.fail_closed(action):
                             waited = loop.time() - start
@@ -683,6 +685,7 @@ class Fleet(FleetStore):
             async with self._lock:
                 if not self.lease:
                     await self._register()
+        lease = self.lease  # the slot goes under this one, even if the keepalive drops it meanwhile
         sig_key = self.breaker_sigs + signature_hash(signature) if signature else ""
         # one request reads what the decision needs, all at one revision: the slots, the
         # breaker, the signature's stop and (for a percentage budget) the live nodes
@@ -706,7 +709,9 @@ class Fleet(FleetStore):
         compare = [cmp_mod_below(self.slots, rev + 1), cmp_version(self.breaker_key, "EQUAL", 0)]
         if sig_key:
             compare.append(cmp_version(sig_key, "EQUAL", 0))
-        ok, _ = await self.etcd.txn(compare, [op_put(key, _dump(record), self.lease)])
+        if not lease:  # never a slot without a lease: it would outlive its holder
+            return None
+        ok, _ = await self.etcd.txn(compare, [op_put(key, _dump(record), lease)])
         if not ok:
             return None  # someone took or changed a slot (or tripped the breaker): read again
         self._held[key] = action

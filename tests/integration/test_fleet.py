@@ -179,6 +179,29 @@ async def test_a_dead_holders_slot_frees_when_its_lease_ends(
     await a.close()
 
 
+async def test_a_lease_lost_at_the_deadline_is_no_outage_and_the_next_slot_rejoins(
+    etcd1: EtcdCluster, prefix: str
+) -> None:
+    """A lease revoked under a node that asks with no time to wait: that ask is denied,
+    but etcd answered, so the node is not marked unreachable and its next ask joins again
+    with a new lease (it neither spins nor answers "etcd unreachable")."""
+    a = Fleet(make_cfg(etcd1.endpoints, "a", prefix=prefix, lease_ttl=60.0))
+    assert await a.start()
+    try:
+        await a.etcd.revoke(a.lease)  # an operator, or an expiry while etcd was away
+        first = await a.acquire("patch_apply", 0.0)
+        assert not first and a.lease == 0
+        assert a.reachable, a.last_error
+        second = await a.acquire("patch_apply", 5.0)
+        assert second, second.reason
+        assert second.reason == "slot" and a.lease
+        kv = await a.etcd.get(second.key)
+        assert kv is not None and kv.lease == a.lease  # held under the new lease
+        await a.release(second)
+    finally:
+        await a.stop()
+
+
 async def test_percent_budget_counts_live_nodes(fleets: list[Fleet], prefix: str) -> None:
     cfg = replace(fleets[0].cfg, budget=Budget(count=0, percent=67), node="d")
     async with Fleet(cfg) as d:  # 4 live nodes: ceil(2.68) = 3 slots
