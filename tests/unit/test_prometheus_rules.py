@@ -23,6 +23,9 @@ from agents.chakra import ChakraCollector
 from agents.gpu import GpuUnavailable
 from agents.gpu_metrics import GpuCollector
 from agents.healer import HealerMetrics
+from razard.fleet.config import FleetConfig
+from razard.fleet.core import Fleet
+from razard.fleet.metrics import FleetCollector
 from razard.layers import LAYERS
 from razard.metrics import Metrics
 
@@ -112,6 +115,9 @@ def exported_names() -> frozenset[str]:
     chakra = CollectorRegistry()
     chakra.register(ChakraCollector(lambda: _OneLayerChakra()))  # type: ignore[arg-type,return-value]
     families += chakra.collect()
+    fleet = CollectorRegistry()  # never started: the collector reads it without I/O
+    fleet.register(FleetCollector(Fleet(FleetConfig(enabled=True, endpoints=("http://x:1",)))))
+    families += fleet.collect()
     return frozenset(n for f in families for n in _sample_names(f))
 
 
@@ -274,6 +280,23 @@ def test_the_issue_s_alerts_are_shipped() -> None:
     assert 'absent(up{job="razard"})' in exprs["RazardDown"]
 
 
+def test_the_fleet_s_alerts_are_shipped() -> None:
+    """The fleet has alerts on its breaker (one for the fleet, not per node), an unreachable
+    etcd, a slot held long, actions waiting for a slot and actions denied."""
+    exprs = rule_exprs(RULES.read_text())
+    uses = {name: metric_names(e) for name, e in exprs.items()}
+    for metric in (
+        "razar_fleet_breaker_tripped",
+        "razar_fleet_etcd_reachable",
+        "razar_fleet_slots_held",
+        "razar_fleet_slots_waiting",
+        "razar_fleet_slot_requests_total",
+    ):
+        assert any(metric in m for m in uses.values()), f"no alert on {metric}"
+    assert "instance" not in exprs["RazarFleetBreakerTripped"]
+    assert exprs["RazarFleetBreakerTripped"].startswith("max by (job)")
+
+
 def test_every_alert_has_severity_annotations_and_a_runbook() -> None:
     """Each alert has a severity label and summary, description and runbook annotations."""
     text = RULES.read_text()
@@ -388,6 +411,12 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "razar_gpu_temperature_celsius",
         "razar_gpu_xid_errors_total",
         "razar_alert_outbox_size",
+        "razar_fleet_breaker_tripped",
+        "razar_fleet_etcd_reachable",
+        "razar_fleet_slots_held",
+        "razar_fleet_slots_waiting",
+        "razar_fleet_slot_requests_total",
+        "razar_fleet_shared_fixes_total",
     ):
         assert n in used, f"no panel reads {n}"
 
