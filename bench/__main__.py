@@ -174,8 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--ctl-runs", type=int, default=20, help="razarctl runs timed (0: none)")
     f.add_argument("--json", action="store_true", help="print every figure as JSON")
     f.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    fl = sub.add_parser("fleet", help="simulated razard nodes on one real etcd (bench/fleet.py)")
+    fl.add_argument("--smoke", action="store_true", help="8 nodes, seconds (no figures to keep)")
+    fl.add_argument("--nodes", type=int, default=0, help="simulated nodes (default 200)")
+    fl.add_argument("--seconds", type=float, default=0.0, help="contention phase (default 90)")
+    fl.add_argument("--idle-seconds", type=float, default=0.0, help="idle phase (default 60)")
+    fl.add_argument("--seed", type=int, default=1, help="seed of the kills and the load")
+    fl.add_argument("--out", default="bench/results", help="where fleet.md and fleet.json go")
+    fl.add_argument("--keep", action="store_true", help="keep the work directory (etcd's log)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
+    if args.cmd == "fleet":
+        from bench import fleet
+
+        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        return fleet.main(args, command)
     return footprint(args) if args.cmd == "footprint" else run(args)
 
 
