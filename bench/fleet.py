@@ -217,13 +217,13 @@ async def _worker(n: Node, sz: Sizes, run: Run, rng: random.Random) -> None:
 
 async def _kill(n: Node) -> None:
     """Stop a node as SIGKILL would: no release, no revoke; its lease must expire."""
-    tasks = [t for t in (n.task, n.fleet._task) if t is not None]
+    tasks = [t for t in (n.task, n.fleet._task, n.fleet._breaker_task) if t is not None]
     for t in tasks:
         t.cancel()
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await t
-    n.fleet._task = None
+    n.fleet._task = n.fleet._breaker_task = None
     await n.fleet.etcd.close()  # its connections go down with it
 
 

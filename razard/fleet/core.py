@@ -45,6 +45,7 @@ from razard.fleet.etcd import (
     EtcdAuthError,
     EtcdError,
     EtcdUnavailable,
+    Event,
     KeyValue,
     cmp_mod,
     cmp_mod_below,
@@ -54,6 +55,7 @@ from razard.fleet.etcd import (
 
 log = logging.getLogger("razard.fleet")
 
+_REWATCH: Final = 600.0  # seconds one breaker watch stream is kept before it is opened again
 _HEX_RE: Final = re.compile(r"^[0-9a-f]{8,128}$")
 _COMPONENT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -436,6 +438,7 @@ class Fleet(FleetStore):
         self._unreleased: set[str] = set()
         self._seen_rev = 0  # the revision the last attempt read the slots at
         self._task: asyncio.Task[None] | None = None
+        self._breaker_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._up = asyncio.Event()
@@ -447,6 +450,10 @@ class Fleet(FleetStore):
         call deadline). Never raises for an unreachable etcd: it keeps trying."""
         if self._task is None:
             self._task = asyncio.create_task(self._keepalive(), name="razard-fleet-lease")
+        if self._breaker_task is None:
+            self._breaker_task = asyncio.create_task(
+                self._follow_breaker(), name="razard-fleet-breaker"
+            )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cfg.timeout if wait is None else wait):
                 await self._ready.wait()
@@ -468,11 +475,12 @@ class Fleet(FleetStore):
 
     async def stop(self) -> None:
         """Stop: give back every slot and the lease (so the record goes at once)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._breaker_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._breaker_task = None
         if self.lease:
             # best effort, briefly: with etcd away the lease ends by itself within its TTL
             with contextlib.suppress(EtcdError, TimeoutError):
@@ -541,6 +549,32 @@ class Fleet(FleetStore):
                 self._ready.set()
                 await asyncio.sleep(min(backoff, period))
                 backoff = min(backoff * 2, period)
+
+    async def _follow_breaker(self) -> None:
+        """Keep `breaker_tripped` current for STATUS= and the metric without polling: one
+        read, then one long watch on the breaker's key, opened again after an error or
+        every ``_REWATCH`` seconds (so a stream a network dropped silently is replaced):
+        2 requests per ``_REWATCH`` while nothing changes."""
+        backoff = 0.5
+        while True:
+            t0 = time.monotonic()
+            try:
+                kvs, rev = await self.etcd.range(self.breaker_key)
+                self.breaker_tripped = bool(kvs)
+
+                def seen(ev: Event) -> None:
+                    self.breaker_tripped = ev.kind != "DELETE"
+
+                await self.etcd.watch(self.breaker_key, rev + 1, seen, wait=_REWATCH)
+            except EtcdError as e:
+                log.debug("fleet: breaker watch: %s", e)  # the keepalive reports outages
+            except Exception:  # noqa: BLE001  the watch must outlive any one failure
+                log.exception("fleet: unexpected error watching the breaker")
+            if time.monotonic() - t0 >= 5.0:
+                backoff = 0.5
+            else:  # ended (or failed) at once: etcd away, or refusing: do not spin
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max(1.0, self.cfg.lease_ttl / 3))
 
     async def update(
         self,
@@ -663,8 +697,8 @@ class Fleet(FleetStore):
                 watch_for = min(left, 5.0)
                 t0 = loop.time()
                 changed = self._seen_rev > 0 and await self.etcd.watch_once(
-                    self.slots, self._seen_rev + 1, watch_for
-                )
+                    self.slots, self._seen_rev + 1, watch_for, deletes_only=True
+                )  # only a slot given back (or expired) makes room: a slot taken wakes no one
                 if not changed and loop.time() - t0 < watch_for - 0.05:
                     left = max(0.0, deadline - loop.time())
                     await asyncio.sleep(min(left, delay * (0.5 + random.random())))

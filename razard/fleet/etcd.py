@@ -18,7 +18,7 @@ import asyncio
 import base64
 import json
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -362,17 +362,21 @@ class Etcd:
         """The answering member's status (version, leader, raft term)."""
         return await self.call("maintenance/status", {})
 
-    async def watch_once(self, prefix: str, start_revision: int, wait: float) -> bool:
+    async def watch_once(
+        self, prefix: str, start_revision: int, wait: float, *, deletes_only: bool = False
+    ) -> bool:
         """Wait up to ``wait`` seconds for a change under ``prefix`` at or after
-        ``start_revision``; True when one came (False on timeout or any error: the caller
-        reads again either way)."""
-        body = {
-            "create_request": {
-                "key": b64(prefix),
-                "range_end": b64(prefix_end(prefix)),
-                "start_revision": str(start_revision),
-            }
+        ``start_revision`` (only a delete, with ``deletes_only``: etcd filters the puts);
+        True when one came (False on timeout or any error: the caller reads again either
+        way)."""
+        create: dict[str, Any] = {
+            "key": b64(prefix),
+            "range_end": b64(prefix_end(prefix)),
+            "start_revision": str(start_revision),
         }
+        if deletes_only:
+            create["filters"] = ["NOPUT"]
+        body = {"create_request": create}
         url = f"{self.endpoints[self._current]}/v3/watch"
         headers = {"Authorization": self._token} if self._token else {}
         self.requests += 1
@@ -390,6 +394,56 @@ class Etcd:
         except (TimeoutError, httpx.HTTPError):
             return False
         return False
+
+    async def watch(
+        self,
+        key: str,
+        start_revision: int,
+        on_event: Callable[[Event], None],
+        *,
+        wait: float,
+        prefix: bool = False,
+    ) -> int:
+        """Call ``on_event`` for every change at ``key`` (or under it, with ``prefix``) from
+        ``start_revision`` on, for up to ``wait`` seconds, on one long-lived stream; the
+        last revision seen (``start_revision - 1`` when none). Returns early when etcd
+        ends the watch (history compacted, member stopping); raises `EtcdUnavailable` when
+        the stream cannot be opened or breaks, `EtcdError` when etcd refuses it."""
+        create: dict[str, Any] = {"key": b64(key), "start_revision": str(start_revision)}
+        if prefix:
+            create["range_end"] = b64(prefix_end(key))
+        if self._username and self._token is None:
+            await self._authenticate()
+        url = f"{self.endpoints[self._current]}/v3/watch"
+        headers = {"Authorization": self._token} if self._token else {}
+        last = start_revision - 1
+        self.requests += 1
+        timeout = httpx.Timeout(self.timeout, read=None)  # quiet for hours is fine
+        try:
+            async with asyncio.timeout(wait):
+                async with self._http().stream(
+                    "POST", url, json={"create_request": create}, headers=headers, timeout=timeout
+                ) as resp:
+                    if resp.status_code != 200:
+                        text = (await resp.aread())[:200].decode("utf-8", "replace")
+                        raise EtcdError(f"etcd refused a watch: HTTP {resp.status_code} {text}")
+                    async for line in resp.aiter_lines():
+                        data = _json_text(line)
+                        if "error" in data:
+                            raise EtcdError(f"etcd ended a watch: {data.get('error')}")
+                        result = data.get("result") or {}
+                        for ev in result.get("events") or []:
+                            kv = KeyValue.of(ev.get("kv") or {})
+                            last = max(last, kv.mod_revision)
+                            kind = "DELETE" if ev.get("type") == "DELETE" else "PUT"
+                            on_event(Event(kind, kv.key, kv.mod_revision, kv.value))
+                        if result.get("canceled"):
+                            return last
+        except TimeoutError:
+            return last
+        except httpx.HTTPError as e:
+            raise EtcdUnavailable(f"etcd watch failed: {type(e).__name__}: {e}") from None
+        return last
 
     async def history(self, prefix: str, start_revision: int = 1, idle: float = 0.5) -> list[Event]:
         """Every put and delete under ``prefix`` since ``start_revision``, in revision order,

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -223,6 +223,11 @@ async def test_the_breaker_trips_on_more_than_k_nodes_and_only_a_reset_clears_it
     tripped = await asyncio.gather(c.record_action("crown_full_restart", "x"))
     assert list(tripped) == [True]  # gather's result is a list (typeshed says tuple)
     assert not await b.record_action("sacral_gpu_flush", "y"), "tripped twice: two alerts"
+    # every node's view (STATUS=, razar_fleet_breaker_tripped) follows etcd with no slot
+    # asked for: the breaker's watch
+    assert await _until(lambda: all(f.breaker_tripped for f in fleets)), [
+        f.breaker_tripped for f in fleets
+    ]
     for f in fleets:
         denied = await f.acquire("sacral_gpu_reset", 0.5)
         assert not denied and denied.reason == "breaker tripped"
@@ -232,7 +237,19 @@ async def test_the_breaker_trips_on_more_than_k_nodes_and_only_a_reset_clears_it
     assert (await a.breaker())["tripped"], "the breaker cleared itself"
     assert (await a.reset_breaker())["breaker_keys"] == 1
     assert not (await a.breaker())["tripped"]
+    assert await _until(lambda: not any(f.breaker_tripped for f in fleets)), "reset not seen"
     assert await b.acquire("sacral_gpu_reset", 5.0)
+
+
+async def _until(cond: Callable[[], bool], wait: float = 10.0) -> bool:
+    """Whether ``cond`` came true within ``wait`` seconds (checked every 50 ms)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while not cond():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 async def test_the_same_signature_on_k_nodes_stops_patching_of_that_signature(
