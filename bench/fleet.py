@@ -48,7 +48,7 @@ from typing import Any
 
 from bench.stats import percentile, summary
 from razard.fleet.config import DEFAULT_LEASE_TTL, Budget, FleetConfig
-from razard.fleet.core import Fleet
+from razard.fleet.core import _REWATCH, Fleet
 from razard.fleet.etcd import Etcd, Event, KeyValue, b64, prefix_end
 from tests.etcd import EtcdCluster
 
@@ -384,7 +384,9 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     c, i = res["contention"], res["idle"]
     free, never = c["dead_slot_free_s"], len(c["dead_slots_never_freed"])
     worst = free.get("max", math.nan) if free.get("n") else math.nan
-    per10 = i["server_per_node_min"] / 6.0
+    measured = i["server_per_node_min"] / 6.0
+    rewatch = 2 * 10.0 / _REWATCH  # the breaker watch's read and watch, every _REWATCH s
+    per10 = measured + rewatch
     return [
         {
             "target": f"Never over budget ({c['budget']}) in etcd's history",
@@ -401,7 +403,10 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         },
         {
             "target": "Idle cost under 1 request per node per 10 s",
-            "figure": f"{per10:.2f} per 10 s (lease_ttl {i['lease_ttl']:g} s)",
+            "figure": (
+                f"{per10:.2f} per 10 s ({measured:.2f} measured + {rewatch:.2f} breaker "
+                f"watch; lease_ttl {i['lease_ttl']:g} s)"
+            ),
             "met": per10 < 1.0,
         },
     ]
@@ -447,6 +452,12 @@ def markdown(res: dict[str, Any], command: str) -> str:
         f"| idle: requests per node per minute, etcd's count (client's) | "
         f"**{i['server_per_node_min']:.2f}** ({i['client_per_node_min']:.2f}) over "
         f"{i['seconds']:.0f} s, {i['joined']} nodes, lease_ttl {i['lease_ttl']:g} s |",
+        "",
+        f"Idle, each node also keeps one watch on the breaker open, opened again every "
+        f"{_REWATCH:g} s (a read and a watch: {2 * 60 / _REWATCH:.1f} requests a minute, "
+        "outside a window shorter than that). Slots are taken from a shared key range "
+        "checked in one transaction, so a slot given back wakes every waiter: the requests "
+        "per slot taken grow with the waiters.",
         "",
         "## Targets",
         "",
