@@ -14,6 +14,9 @@ state changes into events and metrics. Each component's own state machine is
 Operator commands, reloads and quarantine releases replace a runner: the old
 task is cancelled and a new one started with the new intent, so a runner never
 has to poll for outside changes.
+
+A little over 600 lines: `Components` and `Supervisor` share the module because the
+supervisor is the only one that adds, replaces and removes the table's runners.
 """
 
 from __future__ import annotations

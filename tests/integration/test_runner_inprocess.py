@@ -380,3 +380,40 @@ async def test_a_second_supervisor_adopts_the_running_unit(
             30,
             "the adopted unit healed after a kill",
         )
+
+
+async def test_a_unit_held_by_a_healer_is_not_a_failure_until_the_hold_ends(
+    user_manager: UserManager, journald: object, tmp_path: Path, names: Callable[[str], str]
+) -> None:
+    """While a healer holds a unit its death is not a failure (the healer is acting on it);
+    once the hold ends, a unit still down is one, and it is restarted."""
+    name = names("ip-hold")
+    unit = f"razar-{name}.service"
+    marker = tmp_path / "marker"
+    marker.write_text("ok")
+    s = failing_until(tmp_path, marker, 8)
+    comps = component(name, str(s), f"attempts = 3, {FAST}", layer="crown")
+    async with supervising(user_manager, tmp_path, comps) as run:
+        await until(lambda: run.record(name).get("status") == "healthy", 30, "healthy")
+        pid = int(run.unit(name)["MainPID"])
+        async with run.sup.components.hold([unit]) as held:
+            user_manager.systemctl("kill", "--signal=SIGKILL", unit)
+            # the runner saw the death: the cache and the runner are told by the same signal
+            await until(
+                lambda: (st := run.sup.systemd.cached(unit)) is not None and st.dead,
+                10,
+                "the death seen over D-Bus",
+            )
+            assert run.events(name, "component_failed") == []
+            assert run.record(name)["status"] == "healthy"
+            assert run.unit(name)["MainPID"] == "0"
+            assert unit in held
+        await until(
+            lambda: (
+                int(run.unit(name)["MainPID"]) not in (0, pid)
+                and run.record(name).get("status") == "healthy"
+            ),
+            30,
+            "the unit restarted once the hold ended",
+        )
+        assert [e["rung"] for e in run.events(name, "component_failed")] == ["restart"]
