@@ -56,7 +56,7 @@ class Failure:
     """One failure of one component, as the ladder sees it."""
 
     component: str
-    kind: str  # "exit" (unit died), "probe", "start", "heartbeat", "layer"
+    kind: str  # "exit" (unit died), "probe", "start", "heartbeat", "layer", "operator" (heal)
     error: str
     probe_output: str = ""
     unit_result: str = ""
