@@ -196,6 +196,8 @@ async def run(
     def status_line() -> str:
         """STATUS=: the summary, led by DEGRADED while state cannot be saved."""
         line = sup.summary()
+        if fleet is not None and fleet.status_note():
+            line = f"{line}; {fleet.status_note()}"
         if sup.save_failing:
             return f"DEGRADED: state not being saved (disk full or read-only); {line}"
         return line
@@ -232,6 +234,15 @@ async def run(
         return True, f"orchestrating: {sup.summary()}", values
 
     layer_agents = Chakra(config, events, healers, sup, env=os.environ, health=health)
+    # [fleet]: membership, the budget around disruptive healers and patches, the breaker,
+    # shared fixes (None without the table: no etcd needed, nothing changes)
+    fleet = None
+    if config.fleet.enabled:  # loaded only then: httpx is for the fleet and the notifier
+        from razard.fleet.node import FleetNode
+
+        fleet = await FleetNode.open(config.fleet, events, metrics.registry)
+    if fleet is not None:
+        fleet.wire(events=events, healers=healers, handover=handover)
     gpu_metrics = GpuCollector(lambda: open_backend(os.environ))
     metrics.registry.register(gpu_metrics)
     layer_agents.nvml_users.append(gpu_metrics)
@@ -331,6 +342,9 @@ async def run(
             tg.create_task(extend_start(), name="extend-start")
             if escalations is not None:
                 tg.create_task(escalations.run(), name="escalation-notifier")
+            if fleet is not None:
+                states = lambda: [r.rec.status for r in sup.runners.values()]  # noqa: E731
+                tg.create_task(fleet.run(states, layer_agents.aligned), name="fleet")
             boot = tg.create_task(sup.boot(on_first_wave=ready), name="boot")
             await stop.wait()
             notifier.send("STOPPING=1")
@@ -350,6 +364,8 @@ async def run(
         await layer_agents.stop()
         await asyncio.to_thread(gpu_metrics.stop)
         await sup.shutdown()
+        if fleet is not None:
+            await fleet.stop()  # gives back its slots and lease: its record goes at once
         await systemd.close()
         os.close(lock_fd)
     return 0

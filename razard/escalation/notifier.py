@@ -80,6 +80,7 @@ REASON_TEXT: Final = {
     "quarantine": "quarantined (razard gave up healing it)",
     "warning_threshold": "escalation warning threshold reached",
     "layer_down": "layer down beyond its healer",
+    "fleet_breaker": "fleet breaker tripped (no disruptive action on any node until reset)",
 }
 
 
