@@ -111,6 +111,7 @@ def node(nodes: list[Razard], um: UserManager, base: Path, components: str, flee
 def crown(base: Path, *, sleep: float = 1.0, attempts: int = 0) -> str:
     """A crown component (restarted ``attempts`` times, then the crown healer) and the crown
     layer's healer: it sleeps, writes when it ran, and says not healed."""
+    base.mkdir(parents=True, exist_ok=True)
     healer = script(base / "crown_healer.py", CROWN_HEALER.format(py=py()))
     return f"""
         [chakra]
