@@ -189,12 +189,9 @@ class FleetNode:
     ) -> AsyncIterator[HealerPass]:
         """Hold a budget slot around a disruptive layer healer (see `HEALER_ACTIONS`)."""
         action = HEALER_ACTIONS.get(layer)
-        if action == "sacral_gpu_flush" and settings.get("RAZAR_GPU_ALLOW_RESET", "") in (
-            "1",
-            "true",
-            "yes",
-        ):
-            action = "sacral_gpu_reset"
+        allow_reset = settings.get("RAZAR_GPU_ALLOW_RESET", "").strip().lower()
+        if action == "sacral_gpu_flush" and allow_reset in ("1", "true", "yes", "on"):
+            action = "sacral_gpu_reset"  # as agents.healing.sacral reads the flag
         if action is None or not self.fleet.gated(action):
             yield HealerPass(True)
             return
