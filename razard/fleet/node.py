@@ -136,50 +136,64 @@ class FleetNode:
         was = self.fleet.reachable
         said: tuple[Any, ...] = ()
         while True:
-            now = self.fleet.reachable
-            if now != was:
-                was = now
-                if now:
-                    said = ()  # joined again (maybe with a new lease): write the record
-                    self.events.emit(
-                        "fleet_reachable",
-                        f"fleet: etcd answers again; node {self.fleet.node} is back in the fleet",
-                        priority=Priority.NOTICE,
-                        node=self.fleet.node,
-                    )
-                else:
-                    self.events.emit(
-                        "fleet_unreachable",
-                        f"fleet: etcd unreachable ({self.fleet.last_error}); restarts go on, "
-                        "disruptive actions are denied until it answers",
-                        priority=Priority.WARNING,
-                        node=self.fleet.node,
-                    )
-            counts: dict[str, int] = {}
-            for s in states():
-                key = "restarting" if s in ("restarting", "starting") else s
-                counts[key] = counts.get(key, 0) + 1
-            a = aligned()
-            chakra = "" if a is None else ("aligned" if a else "misaligned")
-            record = (
-                counts.get("healthy", 0),
-                counts.get("restarting", 0),
-                counts.get("quarantined", 0),
-                chakra,
-                self.last_alert,
-                self.fleet.lease,
-            )
-            if now and record != said:
-                ok = await self.fleet.update(
-                    healthy=record[0],
-                    restarting=record[1],
-                    quarantined=record[2],
-                    chakra=chakra,
-                    last_alert=self.last_alert,
-                )
-                if ok:
-                    said = record
+            try:
+                was, said = await self._look(was, said, states, aligned)
+            except Exception:  # noqa: BLE001  razard must outlive any fault of the fleet's
+                log.exception("fleet: keeping the node record")
             await asyncio.sleep(MEMBERSHIP_PERIOD)
+
+    async def _look(
+        self,
+        was: bool,
+        said: tuple[Any, ...],
+        states: Callable[[], Iterable[str]],
+        aligned: Callable[[], bool | None],
+    ) -> tuple[bool, tuple[Any, ...]]:
+        """One look: say a change of reachability, write the record when it changed."""
+        now = self.fleet.reachable
+        if now != was:
+            was = now
+            if now:
+                said = ()  # joined again (maybe with a new lease): write the record
+                self.events.emit(
+                    "fleet_reachable",
+                    f"fleet: etcd answers again; node {self.fleet.node} is back in the fleet",
+                    priority=Priority.NOTICE,
+                    node=self.fleet.node,
+                )
+            else:
+                self.events.emit(
+                    "fleet_unreachable",
+                    f"fleet: etcd unreachable ({self.fleet.last_error}); restarts go on, "
+                    "disruptive actions are denied until it answers",
+                    priority=Priority.WARNING,
+                    node=self.fleet.node,
+                )
+        counts: dict[str, int] = {}
+        for s in states():
+            key = "restarting" if s in ("restarting", "starting") else s
+            counts[key] = counts.get(key, 0) + 1
+        a = aligned()
+        chakra = "" if a is None else ("aligned" if a else "misaligned")
+        record = (
+            counts.get("healthy", 0),
+            counts.get("restarting", 0),
+            counts.get("quarantined", 0),
+            chakra,
+            self.last_alert,
+            self.fleet.lease,
+        )
+        if now and record != said:
+            ok = await self.fleet.update(
+                healthy=record[0],
+                restarting=record[1],
+                quarantined=record[2],
+                chakra=chakra,
+                last_alert=self.last_alert,
+            )
+            if ok:
+                said = record
+        return was, said
 
     # ---- the healers' gate
 

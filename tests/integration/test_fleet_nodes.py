@@ -275,6 +275,22 @@ def test_same_signature_on_three_nodes_trips_the_breaker_and_one_alert_goes_out(
     assert [sorted(s["nodes"]) for s in state["signatures"]] == [["n0", "n1", "n2"]]
     assert state["signatures"][0]["signature"].startswith("crash: ")
 
+    async def members() -> list[dict[str, Any]]:
+        s = store(etcd, prefix)
+        try:
+            return await s.live_nodes()
+        finally:
+            await s.close()
+
+    def all_quarantined() -> list[dict[str, Any]]:
+        got = asyncio.run(members())
+        ok = len(got) == 3 and all(n["quarantined"] == 1 and n["healthy"] == 0 for n in got)
+        return got if ok else []
+
+    # each node's record in etcd follows its components and names its last alert
+    for n in wait_for(all_quarantined, 10, "every node's record to count its quarantine"):
+        assert "crash quarantined" in n["last_alert"]
+
 
 def test_a_fix_kept_on_one_node_heals_another_without_asking_a_remote_agent(
     etcd: EtcdCluster,
@@ -398,3 +414,65 @@ def test_etcd_lost_denies_gated_actions_restarts_go_on_and_it_recovers(
         wait_for(lambda: runs(a), 30, "the crown healer to run once etcd is back")
     finally:
         cluster.stop()
+
+
+async def test_a_shared_fix_that_fails_here_is_marked_and_withdrawn_after_m(
+    etcd: EtcdCluster, tmp_path: Path, prefix: str
+) -> None:
+    """The fleet rung's proposal is the published diff; a failed try marks it on this node,
+    and after ``fix_failures`` nodes it is withdrawn and offered to nobody."""
+    from dataclasses import replace
+
+    from razard.fleet.core import Fleet
+    from razard.fleet.node import (
+        FleetNode,
+        RepairHooks,
+        SharedFixAgent,
+        artifact_hash,
+        failure_signature,
+    )
+    from razard.journal import EventLog
+    from razard.repair.types import AgentSkipped, RepairContext
+
+    cfg = FleetConfig(
+        enabled=True, endpoints=tuple(etcd.endpoints), prefix=prefix, timeout=2.0, fix_failures=2
+    )
+    artifacts = {"app.conf": "mode = brokn\n"}
+    diff = "--- a/app.conf\n+++ b/app.conf\n@@ -1 +1 @@\n-mode = brokn\n+mode = ok\n"
+    events = EventLog(tmp_path / "razar.log", socket_path=str(tmp_path / "no-journal"))
+    origin = Fleet(replace(cfg, node="origin"))
+    nodes = [FleetNode(Fleet(replace(cfg, node=f"n{i}")), events) for i in range(3)]
+    try:
+        await origin.start()
+        await origin.publish_fix(
+            "app", failure_signature("app", "exit 4"), artifact_hash(artifacts), diff
+        )
+        ctx = RepairContext(
+            component="app",
+            unit="razar-app.service",
+            layer="throat",
+            error="exit 4",
+            artifacts=artifacts,
+        )
+        for node in nodes:
+            await node.fleet.start()
+        for node in nodes[:2]:
+            proposal = await SharedFixAgent(node).propose(ctx)
+            assert proposal.diff == diff and proposal.agent == "fleet"
+            await RepairHooks(node).after(
+                "app",
+                "exit 4",
+                artifacts,
+                "fleet",
+                {"status": "reverted", "patched": True},
+                lambda: "",
+            )
+        (fix,) = await origin.list_fixes()
+        assert fix.failures == ("n0", "n1") and fix.withdrawn
+        with pytest.raises(AgentSkipped):  # withdrawn: offered to nobody
+            await SharedFixAgent(nodes[2]).propose(ctx)
+        assert "withdrawn" in (tmp_path / "razar.log").read_text()
+    finally:
+        for node in nodes:
+            await node.stop()
+        await origin.stop()
