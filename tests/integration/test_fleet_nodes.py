@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from razard.demo import razard_unit
 from razard.fleet.config import FleetConfig
 from razard.fleet.core import FleetStore
 from razard.sandbox import UserManager, start_user_manager
@@ -377,10 +378,21 @@ def test_etcd_lost_denies_gated_actions_restarts_go_on_and_it_recovers(
             crown(base, sleep=0.1, attempts=1),
             fleet_toml(cluster.endpoints, prefix, "a", slot_wait=1.0),
         )
-        a.start()
+        # as a Type=notify unit, so its STATUS= can be read back from systemd
+        unit = a.um.unit_dir / "razard-fleet-a.service"
+        unit.write_text(razard_unit(a.config))
+        a.um.systemctl("daemon-reload")
+        a.um.systemctl("start", "razard-fleet-a.service", timeout=90)  # returns on READY=1
+
+        def status_text() -> str:
+            p = a.um.systemctl("show", "-p", "StatusText", "--value", "razard-fleet-a.service")
+            return p.stdout.strip()
+
         a.wait_state("crown-app", "healthy", 60)
+        assert "fleet" not in status_text()
         cluster.kill(0)
         wait_for(lambda: events(a, "fleet_unreachable"), 20, "razard to say etcd is gone")
+        wait_for(lambda: "fleet: etcd unreachable" in status_text(), 10, "STATUS= to say it")
         assert "razar_fleet_etcd_reachable 0.0" in a.metrics_text()
         pid = a.main_pid("razar-crown-app.service")
         kill_unit(a, "razar-crown-app.service")  # a restart: never gated
@@ -405,6 +417,7 @@ def test_etcd_lost_denies_gated_actions_restarts_go_on_and_it_recovers(
         cluster.wait_healthy()
         wait_for(lambda: events(a, "fleet_reachable"), 30, "razard to say etcd is back")
         wait_for(lambda: "razar_fleet_etcd_reachable 1.0" in a.metrics_text(), 10, "the metric")
+        wait_for(lambda: "fleet" not in status_text(), 10, "STATUS= to drop the note")
         a.ctl("quarantine", "release", "crown-app")
         a.wait_state("crown-app", "healthy", 30)
         kill_unit(a, "razar-crown-app.service")
@@ -413,6 +426,9 @@ def test_etcd_lost_denies_gated_actions_restarts_go_on_and_it_recovers(
         kill_unit(a, "razar-crown-app.service")
         wait_for(lambda: runs(a), 30, "the crown healer to run once etcd is back")
     finally:
+        a.um.systemctl("stop", "razard-fleet-a.service", check=False)
+        (a.um.unit_dir / "razard-fleet-a.service").unlink(missing_ok=True)
+        a.um.systemctl("daemon-reload", check=False)
         cluster.stop()
 
 
