@@ -492,3 +492,43 @@ async def test_a_shared_fix_that_fails_here_is_marked_and_withdrawn_after_m(
         for node in nodes:
             await node.stop()
         await origin.stop()
+
+
+async def test_a_signature_tripped_on_k_nodes_stops_ai_patching_of_it_everywhere(
+    etcd: EtcdCluster, tmp_path: Path, prefix: str
+) -> None:
+    """Once the breaker holds a signature, the handover skips remote agents for it and the
+    gate refuses to apply a patch for it; another signature is still patched."""
+    from dataclasses import replace
+
+    from razard.fleet.core import Fleet
+    from razard.fleet.node import FleetNode, RepairHooks, failure_signature
+    from razard.journal import EventLog
+
+    cfg = FleetConfig(
+        enabled=True,
+        endpoints=tuple(etcd.endpoints),
+        prefix=prefix,
+        timeout=2.0,
+        breaker_threshold=3,
+        slot_wait=1.0,
+    )
+    events = EventLog(tmp_path / "razar.log", socket_path=str(tmp_path / "no-journal"))
+    nodes = [FleetNode(Fleet(replace(cfg, node=f"n{i}")), events) for i in range(3)]
+    try:
+        for node in nodes:
+            await node.fleet.start()
+        tripped = [
+            await n.fleet.record_signature(failure_signature("app", "exit 4"), "app") for n in nodes
+        ]
+        assert tripped == [False, False, True]
+        hooks = RepairHooks(nodes[0])
+        assert "stopped AI patching" in await hooks.patching_stopped("app", "exit 4")
+        assert await hooks.patching_stopped("app", "another failure") == ""
+        async with hooks.apply_gate("app", "throat", "exit 4") as denied:
+            assert "breaker tripped for this signature" in denied
+        async with hooks.apply_gate("app", "throat", "another failure") as denied:
+            assert denied == ""
+    finally:
+        for node in nodes:
+            await node.stop()
