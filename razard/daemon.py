@@ -142,10 +142,19 @@ async def run(
     systemd = Systemd(bus=config.daemon.bus)
     engine = PatchEngine(state_dir)
     components = Components(state_dir, systemd, events)
+    # [fleet]: membership, the budget around disruptive healers and patches, the breaker,
+    # shared fixes (None without the table: no etcd needed, nothing changes)
+    fleet = None
+    if config.fleet.enabled:  # loaded only then: httpx is for the fleet and the notifier
+        from razard.fleet.node import FleetNode
+
+        fleet = await FleetNode.open(config.fleet, events, metrics.registry)
 
     def status_line() -> str:
         """STATUS=: the summary, led by DEGRADED while state cannot be saved."""
         line = components.summary()
+        if fleet is not None and fleet.status_note():
+            line = f"{line}; {fleet.status_note()}"
         if components.save_failing:
             return f"DEGRADED: state not being saved (disk full or read-only); {line}"
         return line
@@ -201,6 +210,8 @@ async def run(
         remote_attempts=remote_attempts,
         escalation_warning=repair_setup.thresholds.escalation_warning,
     )
+    if fleet is not None:  # the gates around disruptive healers and patch applies
+        fleet.wire(events=events, healers=healers, handover=handover)
     repair = RepairRung(handover, long_task=long_task) if handover.usable else None
     rungs: list[EscalationRung] = [HealerRung(layer_agents), *([repair] if repair else [])]
     # a patch razard did not get to verify before it stopped is undone, never left half-done
@@ -338,6 +349,9 @@ async def run(
             tg.create_task(extend_start(), name="extend-start")
             if escalations is not None:
                 tg.create_task(escalations.run(), name="escalation-notifier")
+            if fleet is not None:
+                states = lambda: [r.rec.status for r in components.runners.values()]  # noqa: E731
+                tg.create_task(fleet.run(states, layer_agents.aligned), name="fleet")
             boot = tg.create_task(sup.boot(on_first_wave=ready), name="boot")
             await stop.wait()
             notifier.send("STOPPING=1")
@@ -357,6 +371,8 @@ async def run(
         await layer_agents.stop()
         await asyncio.to_thread(gpu_metrics.stop)
         await sup.shutdown()
+        if fleet is not None:
+            await fleet.stop()  # gives back its slots and lease: its record goes at once
         await systemd.close()
         os.close(lock_fd)
     return 0
