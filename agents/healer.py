@@ -26,10 +26,11 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -104,6 +105,21 @@ class HealRun:
         }
 
 
+class HealerPass(Protocol):
+    """A fleet's answer before a disruptive healer runs (see `razard.fleet.node`)."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+
+#: ``gate(layer, component, healer environment)``: held around the healer's run
+HealerGate = Callable[[str, str, Mapping[str, str]], AbstractAsyncContextManager[HealerPass]]
+
+
 class HealerMetrics:
     """The healer metrics, on razard's registry."""
 
@@ -156,6 +172,8 @@ class HealerRunner:
         self.last: dict[str, HealRun] = {}
         self.counts: dict[str, dict[str, int]] = {layer: {} for layer in LAYERS}
         self._cleanups: set[asyncio.Task[None]] = set()  # cancelled healers' units to discard
+        #: with a fleet: its budget gate around each healer run (razard.fleet.node)
+        self.gate: HealerGate | None = None
 
     def reconfigure(self, chakra: ChakraConfig) -> None:
         """A reloaded ``[chakra]``: the next healer run of each layer uses its new settings
@@ -224,9 +242,28 @@ class HealerRunner:
                 mode=mode,
             )
             started = time.monotonic()
-            run = await self._execute(
-                layer, healer, settings.healer_timeout, component, unit, mode, dry_run, skip
-            )
+            async with contextlib.AsyncExitStack() as stack:
+                allowed, extra, reason = True, {}, ""
+                if self.gate is not None and not dry_run and mode == "heal":
+                    got = await stack.enter_async_context(
+                        self.gate(layer, component, settings.env())
+                    )
+                    allowed, extra, reason = got.allowed, dict(got.env), got.reason
+                run = (
+                    await self._execute(
+                        layer,
+                        healer,
+                        settings.healer_timeout,
+                        component,
+                        unit,
+                        mode,
+                        dry_run,
+                        skip,
+                        extra,
+                    )
+                    if allowed
+                    else HealRun(layer, healer, "not_healed", reason, None, 0.0)
+                )
             run = HealRun(
                 layer,
                 healer,
@@ -253,6 +290,7 @@ class HealerRunner:
         mode: str,
         dry_run: bool,
         skip: Sequence[str] = (),
+        extra: Mapping[str, str] | None = None,
     ) -> HealRun:
         def fail(reason: str, code: int | None = None) -> HealRun:
             return HealRun(layer, healer, "error", reason, code, 0.0)
@@ -261,6 +299,7 @@ class HealerRunner:
         env = self.environment(
             layer, component=component, unit=unit, mode=mode, dry_run=dry_run, skip=skip
         )
+        env.update(extra or {})  # the fleet's limits on a healer that got no budget slot
         if self.systemd is not None:
             return await self._execute_in_unit(layer, healer, limit, argv, env)
         try:

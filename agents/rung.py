@@ -8,6 +8,7 @@ from typing import Any
 from agents.chakra import Chakra
 from agents.healer import HealRun
 from razard.config import ComponentConfig
+from razard.runner import Failure, RungOutcome
 
 
 class HealerRung:
@@ -24,22 +25,20 @@ class HealerRung:
     name = "layer healer"
     restarts_unit = False
 
-    def __init__(self, chakra: Callable[[], Chakra | None]) -> None:
+    def __init__(self, chakra: Chakra) -> None:
         self._chakra = chakra
         self.last: dict[str, HealRun] = {}
-        self._outcome: dict[str, tuple[str, str]] = {}
+        self._outcome: dict[str, tuple[RungOutcome, str]] = {}
 
     async def attempt(
-        self, component: ComponentConfig, failure: Any, verify: Callable[[], Awaitable[bool]]
+        self, component: ComponentConfig, failure: Failure, verify: Callable[[], Awaitable[bool]]
     ) -> bool:
-        chakra = self._chakra()
         name = component.name
-        if chakra is None or getattr(failure, "healer_tried", False):
+        if failure.healer_tried:
             self.last.pop(name, None)
-            why = "the layer agents are not running" if chakra is None else "it ran just now"
-            self._outcome[name] = ("skipped", f"{component.layer} healer: {why}")
+            self._outcome[name] = ("skipped", f"{component.layer} healer: it ran just now")
             return False
-        run = await chakra.heal(
+        run = await self._chakra.heal(
             component.layer, component=component.name, unit=component.unit, why=failure.error
         )
         self.last[name] = run
@@ -58,7 +57,7 @@ class HealerRung:
         self._outcome[name] = ("fixed" if fixed else "failed", run.reason)
         return fixed
 
-    def outcome(self, component: str) -> tuple[str, str]:
+    def outcome(self, component: str) -> tuple[RungOutcome, str]:
         """How the last attempt ended: fixed, failed, not_applicable or skipped; and why."""
         return self._outcome.get(component, ("failed", ""))
 

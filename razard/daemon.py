@@ -35,11 +35,13 @@ from razard.errors import ConfigError, RazarError, StateError
 from razard.journal import EventLog, Priority
 from razard.layout import LOG_FILE, PENDING_DIR, PENDING_SUFFIX, STATE_LOCK
 from razard.metrics import Metrics
+from razard.operations import Operations
 from razard.repair.handover import Handover
 from razard.repair.patch import PatchEngine
 from razard.repair.rung import RepairRung
 from razard.repair.setup import build_roster, load_repair
-from razard.supervisor import Supervisor
+from razard.runner import EscalationRung
+from razard.supervisor import Components, Supervisor
 from razard.systemd import Systemd
 
 log = logging.getLogger(__name__)
@@ -134,14 +136,55 @@ async def run(
             "RAZAR_METRICS_PORT)"
         ) from e
 
+    # built in dependency order, each part handed what it needs: the table of components
+    # first (the layer agents watch it), then the layer agents, the rungs they and the
+    # repair agents make, the supervisor that climbs those rungs, and what razarctl calls
     systemd = Systemd(bus=config.daemon.bus)
     engine = PatchEngine(state_dir)
-    layer_agents: Chakra | None = None
+    components = Components(state_dir, systemd, events)
+    # [fleet]: membership, the budget around disruptive healers and patches, the breaker,
+    # shared fixes (None without the table: no etcd needed, nothing changes)
+    fleet = None
+    if config.fleet.enabled:  # loaded only then: httpx is for the fleet and the notifier
+        from razard.fleet.node import FleetNode
+
+        fleet = await FleetNode.open(config.fleet, events, metrics.registry)
+
+    def status_line() -> str:
+        """STATUS=: the summary, led by DEGRADED while state cannot be saved."""
+        line = components.summary()
+        if fleet is not None and fleet.status_note():
+            line = f"{line}; {fleet.status_note()}"
+        if components.save_failing:
+            return f"DEGRADED: state not being saved (disk full or read-only); {line}"
+        return line
+
+    def health() -> tuple[bool, str, dict[str, Any]]:
+        bus_up, saving = systemd.connected, not components.save_failing
+        values = {"bus_connected": bus_up, "state_saved": saving}
+        if not bus_up:
+            return False, "not connected to systemd's bus", values
+        if not saving:
+            return False, "state cannot be saved", values
+        return True, f"orchestrating: {components.summary()}", values
+
+    healers = HealerRunner(
+        config.chakra,
+        state_dir=state_dir,
+        bus=config.daemon.bus,
+        config_path=config.source,
+        events=events,
+        metrics=HealerMetrics(metrics.registry),
+        systemd=systemd,  # each healer in its own sandboxed transient unit
+    )
+    layer_agents = Chakra(config, events, healers, components, env=os.environ, health=health)
+    gpu_metrics = GpuCollector(lambda: open_backend(os.environ))
+    metrics.registry.register(gpu_metrics)
+    layer_agents.nvml_users.append(gpu_metrics)
+    register_chakra(metrics.registry, lambda: layer_agents)
 
     async def run_healer(layer: str, component: str, unit: str) -> tuple[bool, str]:
         # the registry's `healer` fixes go through the layer agent (its hold and records)
-        if layer_agents is None:
-            return False, "the layer agents are not running"
         run = await layer_agents.heal(layer, component=component, unit=unit, why="registry fix")
         return run.healed, f"{run.result.replace('_', ' ')}: {run.reason}"
 
@@ -167,8 +210,10 @@ async def run(
         remote_attempts=remote_attempts,
         escalation_warning=repair_setup.thresholds.escalation_warning,
     )
+    if fleet is not None:  # the gates around disruptive healers and patch applies
+        fleet.wire(events=events, healers=healers, handover=handover)
     repair = RepairRung(handover, long_task=long_task) if handover.usable else None
-    healer_rung = HealerRung(lambda: layer_agents)
+    rungs: list[EscalationRung] = [HealerRung(layer_agents), *([repair] if repair else [])]
     # a patch razard did not get to verify before it stopped is undone, never left half-done
     lines, touched = await asyncio.to_thread(_recover, engine, config)
     for line in lines:
@@ -178,13 +223,19 @@ async def run(
         systemd,
         events,
         metrics,
-        on_change=lambda: notifier.status(status_line()),
-        reload_config=lambda: load(config_path, retries),
-        rungs=[healer_rung],
-        repair=repair,
+        components=components,
+        rungs=rungs,
         engine=engine,
         # their files were restored but the process may still run the patched code
         restart_on_boot=touched,
+        on_change=lambda: notifier.status(status_line()),
+        on_config=[layer_agents.reload],
+    )
+    operations = Operations(
+        sup,
+        repair=repair,
+        layer_agents=layer_agents,
+        reload_config=lambda: load(config_path, retries),
         ladder_info={
             "thresholds": {
                 "rstar": repair_setup.thresholds.rstar,
@@ -193,18 +244,11 @@ async def run(
         },
     )
 
-    def status_line() -> str:
-        """STATUS=: the summary, led by DEGRADED while state cannot be saved."""
-        line = sup.summary()
-        if sup.save_failing:
-            return f"DEGRADED: state not being saved (disk full or read-only); {line}"
-        return line
-
     Gauge(
         "razar_degraded",
         "1 while razard cannot save its state (a full or read-only state directory)",
         registry=metrics.registry,
-    ).set_function(lambda: 1.0 if sup.save_failing else 0.0)
+    ).set_function(lambda: 1.0 if components.save_failing else 0.0)
 
     async def refresh_status() -> None:
         # a save failing or recovering changes no component, so nothing else says it
@@ -212,31 +256,6 @@ async def run(
             notifier.status(status_line())
             await asyncio.sleep(STATUS_REFRESH)
 
-    healers = HealerRunner(
-        config.chakra,
-        state_dir=state_dir,
-        bus=config.daemon.bus,
-        config_path=config.source,
-        events=events,
-        metrics=HealerMetrics(metrics.registry),
-        systemd=systemd,  # each healer in its own sandboxed transient unit
-    )
-
-    def health() -> tuple[bool, str, dict[str, Any]]:
-        bus_up, saving = systemd.connected, not sup.save_failing
-        values = {"bus_connected": bus_up, "state_saved": saving}
-        if not bus_up:
-            return False, "not connected to systemd's bus", values
-        if not saving:
-            return False, "state cannot be saved", values
-        return True, f"orchestrating: {sup.summary()}", values
-
-    layer_agents = Chakra(config, events, healers, sup, env=os.environ, health=health)
-    gpu_metrics = GpuCollector(lambda: open_backend(os.environ))
-    metrics.registry.register(gpu_metrics)
-    layer_agents.nvml_users.append(gpu_metrics)
-    sup.layer_agents = layer_agents
-    register_chakra(metrics.registry, lambda: layer_agents)
     escalations = None  # [escalation] is read at start; the components follow reloads
     if config.escalation.enabled:
         from razard.escalation.metrics import NotifierMetrics
@@ -250,10 +269,9 @@ async def run(
             NotifierMetrics(metrics.registry, (t.kind for t in config.escalation.targets)),
             since=time.time(),  # first run ever: from now on (the cursor continues after)
         )
-    sup.on_config.append(layer_agents.reload)
 
     async def export(bus: MessageBus) -> None:
-        await export_control(bus, sup)
+        await export_control(bus, operations)
 
     await systemd.connect()
     systemd.on_connect(export)
@@ -275,7 +293,7 @@ async def run(
     async def reload() -> None:
         notifier.send("RELOADING=1")
         try:
-            await sup.reload()
+            await operations.reload()
         except ConfigError as e:
             events.emit(
                 "config_rejected",
@@ -331,6 +349,9 @@ async def run(
             tg.create_task(extend_start(), name="extend-start")
             if escalations is not None:
                 tg.create_task(escalations.run(), name="escalation-notifier")
+            if fleet is not None:
+                states = lambda: [r.rec.status for r in components.runners.values()]  # noqa: E731
+                tg.create_task(fleet.run(states, layer_agents.aligned), name="fleet")
             boot = tg.create_task(sup.boot(on_first_wave=ready), name="boot")
             await stop.wait()
             notifier.send("STOPPING=1")
@@ -350,6 +371,8 @@ async def run(
         await layer_agents.stop()
         await asyncio.to_thread(gpu_metrics.stop)
         await sup.shutdown()
+        if fleet is not None:
+            await fleet.stop()  # gives back its slots and lease: its record goes at once
         await systemd.close()
         os.close(lock_fd)
     return 0

@@ -35,20 +35,13 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString as _float_to_go_string
 
+from razard.states import ComponentState
+
 #: The content type of the Prometheus text format `Metrics.render` writes.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-STATES: Final = (
-    "pending",
-    "starting",
-    "healthy",
-    "unhealthy",
-    "restarting",
-    "escalating",
-    "quarantined",
-    "stopped",
-    "failed",
-)
+#: Every component state, in `ComponentState`'s order (one series each per component).
+STATES: Final = tuple(s.value for s in ComponentState)
 
 
 #: connections the metrics server serves at once; a scraper needs one
@@ -191,10 +184,13 @@ class Metrics:
         )
 
     def set_state(self, component: str, layer: str, state: str) -> None:
+        """``component`` is now in ``state`` (a `ComponentState`)."""
         self.restarts.labels(component, layer)  # 0 from the start, not absent until the first
-        self.state.set(component, state)
-        self.quarantined.labels(component, layer).set(1 if state == "quarantined" else 0)
-        if state != "healthy":
+        self.state.set(component, str(state))
+        self.quarantined.labels(component, layer).set(
+            1 if state == ComponentState.QUARANTINED else 0
+        )
+        if state != ComponentState.HEALTHY:
             self.healthy.labels(component, layer).set(0)
 
     def forget(self, component: str, layer: str) -> None:

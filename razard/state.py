@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from razard.errors import StateError
 from razard.layout import STATE_FILE
+from razard.states import ComponentState
 from razard.storage import read_json, write_json_atomic
 
 #: flock'd by a running razard for its whole life (one razard per state directory)
@@ -24,7 +25,7 @@ STATE_VERSION: Final = 1
 class ComponentRecord:
     """razard's memory of one component."""
 
-    status: str = "pending"
+    status: ComponentState = ComponentState.PENDING
     restarts: int = 0  # restarts in the current failure cycle (the ladder's budget)
     restarts_total: int = 0
     escalations: int = 0
@@ -41,7 +42,9 @@ class ComponentRecord:
         if not isinstance(raw, dict):
             return cls()
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        rec = cls(**{k: v for k, v in raw.items() if k in known})
+        rec.status = ComponentState.parse(rec.status)
+        return rec
 
 
 @dataclass

@@ -19,6 +19,8 @@ observation            from                                              about
 ``recovered``          ``state_healthy`` / ``chakra_up``                  component/layer
 ``root_down``          ``chakra_down`` of the root layer (inhibits the    root
                        other layers' alerts until its ``chakra_up``)
+``fleet_breaker``      ``fleet_breaker_tripped`` (this node's action      ``fleet:breaker``
+                       tripped the fleet's breaker: one alert per fleet)
 ``failure``            razard events at WARNING or worse about a          the component
                        component; component output at ERR or worse or
                        that reads like an error; failed repair records
@@ -36,7 +38,15 @@ from typing import Any, Final, Literal
 from razard.escalation import trust
 from razard.escalation.signature import signature
 
-Kind = Literal["failure", "quarantine", "warning_threshold", "layer_down", "recovered", "root_down"]
+Kind = Literal[
+    "failure",
+    "quarantine",
+    "warning_threshold",
+    "layer_down",
+    "recovered",
+    "root_down",
+    "fleet_breaker",
+]
 
 ROOT_LAYER: Final = "root"
 RAZARD_IDENTIFIER: Final = "razard"
@@ -83,6 +93,9 @@ JOURNAL_FIELDS: Final = (
 SIG_QUARANTINE: Final = "quarantined"
 SIG_WARNING: Final = "escalation_warning"
 SIG_LAYER_DOWN: Final = "layer_down"
+SIG_FLEET_BREAKER: Final = "fleet_breaker"
+#: the component a fleet breaker alert is filed under (one per fleet, not per node)
+FLEET_COMPONENT: Final = "fleet:breaker"
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,8 @@ class Observation:
             return SIG_WARNING
         if self.kind == "layer_down":
             return SIG_LAYER_DOWN
+        if self.kind == "fleet_breaker":
+            return SIG_FLEET_BREAKER
         sig = signature(self.message)
         return f"{self.event}: {sig}" if self.event else sig
 
@@ -165,6 +180,8 @@ def from_journal(
 def _from_event(
     event: str, priority: int, component: str, layer: str, obs: Callable[..., Observation]
 ) -> Observation | None:
+    if event == "fleet_breaker_tripped":  # only the node whose action tripped it says so
+        return obs("fleet_breaker", FLEET_COMPONENT)
     if event == "operator_alert":
         if component:
             return obs("quarantine")

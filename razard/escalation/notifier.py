@@ -80,6 +80,7 @@ REASON_TEXT: Final = {
     "quarantine": "quarantined (razard gave up healing it)",
     "warning_threshold": "escalation warning threshold reached",
     "layer_down": "layer down beyond its healer",
+    "fleet_breaker": "fleet breaker tripped (no disruptive action on any node until reset)",
 }
 
 
@@ -326,7 +327,7 @@ class EscalationNotifier:
 
         sends: list[_Send] = []
         for o in observations:
-            if o.component in layers or o.component.startswith("layer:"):
+            if o.component in layers or o.component.startswith(("layer:", "fleet:")):
                 sends.extend(self._observe(o, now))
         sends.extend(self._repeats(now, layers))
         dropped = await asyncio.to_thread(self._queue_and_commit, sends, now)
@@ -416,7 +417,9 @@ class EscalationNotifier:
     def _repeats(self, now: float, configured: Mapping[str, str]) -> list[_Send]:
         sends = []
         for f in list(self.book.alerts.values()):
-            removed = f.component not in configured and not f.component.startswith("layer:")
+            removed = f.component not in configured and not f.component.startswith(
+                ("layer:", "fleet:")
+            )
             if removed or stale(f, now, self.cfg.repeat_interval, self.cfg.window):
                 self.book.pop(f.key)  # forgotten without a resolve: nothing will recover it
         for f in due_repeats(

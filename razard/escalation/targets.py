@@ -43,8 +43,9 @@ ALERTNAMES: Final = {
     "quarantine": "RazarComponentQuarantined",
     "warning_threshold": "RazarEscalationWarning",
     "layer_down": "RazarLayerDown",
+    "fleet_breaker": "RazarFleetBreakerTripped",
 }
-SEVERITY: Final = {"quarantine": "critical", "layer_down": "critical"}
+SEVERITY: Final = {"quarantine": "critical", "layer_down": "critical", "fleet_breaker": "critical"}
 #: a firing alert with no update for this long is ended by Alertmanager itself
 MIN_ENDS_AFTER: Final = 600.0
 _BODY_SHOWN: Final = 200

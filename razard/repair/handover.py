@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from razard.config import ComponentConfig
 from razard.errors import StateError
@@ -62,6 +62,24 @@ class FailureInfo:
     unit_result: str = ""
     since: float | None = None  # unix time this failure cycle began: older journal lines are
     # another incident's and would mislead the agents
+
+
+class FleetHooks(Protocol):
+    """What the handover asks a fleet (`razard.fleet.node.RepairHooks`); None: no fleet."""
+
+    async def patching_stopped(self, component: str, error: str) -> str: ...
+    def apply_gate(
+        self, component: str, layer: str, error: str
+    ) -> contextlib.AbstractAsyncContextManager[str]: ...
+    async def after(
+        self,
+        component: str,
+        error: str,
+        artifacts: Mapping[str, str],
+        agent_kind: str,
+        record: Mapping[str, Any],
+        diff: Callable[[], str],
+    ) -> None: ...
 
 
 @dataclass
@@ -156,6 +174,7 @@ class Handover:
         self._journal = journal
         self.invocations = state_dir / INVOCATIONS_FILE
         self.long_task_file = state_dir / LONG_TASK_FILE
+        self.fleet: FleetHooks | None = None  # the fleet's budget, breaker and shared fixes
 
     # ------------------------------------------------------------ records
 
@@ -334,6 +353,10 @@ class Handover:
             "agent_attempt": attempt,
             "error": failure.error,
         }
+        if self.fleet is not None and entry.remote:
+            stopped = await self.fleet.patching_stopped(comp.name, failure.error)
+            if stopped:
+                return self._finish(comp, base, "skipped", stopped, long_task)
         self._record(self.invocations, {**base, "status": "started", "patched": False})
         ctx = RepairContext(
             component=comp.name,
@@ -373,7 +396,30 @@ class Handover:
             )
         finally:
             self.metrics.agent_duration.labels(entry.name).observe(time.monotonic() - t0)
-        return await self._patch(comp, base, proposal, verify, long_task)
+        if self.fleet is None:
+            return await self._patch(comp, base, proposal, verify, long_task)
+        fleet = self.fleet
+        gate: contextlib.AbstractAsyncContextManager[str] = (
+            fleet.apply_gate(comp.name, comp.layer, failure.error)
+            if proposal.edits or proposal.diff  # a registry command is not gated
+            else contextlib.nullcontext("")
+        )
+        async with gate as denied:  # a budget slot held while the patch is applied and verified
+            rec = (
+                self._finish(comp, base, "failed", denied, long_task)
+                if denied
+                else await self._patch(comp, base, proposal, verify, long_task)
+            )
+        patch_id = rec.get("patch_id")
+        await fleet.after(
+            comp.name,
+            failure.error,
+            ctx.artifacts,
+            entry.kind,
+            rec,
+            lambda: self.engine.diff(comp.name, patch_id) if patch_id else "",
+        )
+        return rec
 
     async def _patch(
         self,

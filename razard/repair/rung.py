@@ -1,4 +1,5 @@
-"""The repair rung as the supervisor sees it: an `EscalationRung` backed by the handover."""
+"""The repair rung as the runner sees it: an `razard.runner.EscalationRung` backed by the
+handover."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import asyncio
 from typing import Any
 
 from razard.config import ComponentConfig
-from razard.repair.handover import FailureInfo, Handover, Outcome, Verify
+from razard.repair.handover import Handover, Outcome, Verify
+from razard.runner import Failure, RungOutcome
 
 
 class RepairRung:
     """Hands a component the restarts could not fix to the repair agents."""
 
     name = "repair agents"
+    restarts_unit = True  # a patch takes effect once the unit restarts: `verify` restarts it
 
     def __init__(self, handover: Handover, *, long_task: bool = False) -> None:
         self.handover = handover
@@ -20,7 +23,7 @@ class RepairRung:
         self.last: dict[str, Outcome] = {}
         self._skipped: dict[str, str] = {}
 
-    async def attempt(self, component: ComponentConfig, failure: Any, verify: Verify) -> bool:
+    async def attempt(self, component: ComponentConfig, failure: Failure, verify: Verify) -> bool:
         """Run the roster once (or until healed, in long-task mode); True when a patch verified.
 
         A component with no ``artifacts`` gets only the local agents (the registry: it may
@@ -43,14 +46,9 @@ class RepairRung:
                 "repair it again on its own (razarctl heal does)"
             )
             return False
-        info = FailureInfo(
-            error=failure.error,
-            probe_output=failure.probe_output,
-            exit_status=failure.exit_status,
-            unit_result=failure.unit_result,
-            since=getattr(failure, "cycle_started", None),
+        outcome = await self.handover.run(
+            component, failure.info(), verify, long_task=self.long_task
         )
-        outcome = await self.handover.run(component, info, verify, long_task=self.long_task)
         self.last[component.name] = outcome
         return outcome.healed
 
@@ -64,7 +62,7 @@ class RepairRung:
                 return str(r.get("patch_id", ""))
         return ""
 
-    def outcome(self, component: str) -> tuple[str, str]:
+    def outcome(self, component: str) -> tuple[RungOutcome, str]:
         """How the last attempt ended: fixed, failed or skipped; and why."""
         if component in self._skipped:
             return "skipped", self._skipped[component]

@@ -51,6 +51,20 @@ def test_ladder_warning_threshold_is_its_own_reason() -> None:
     assert o is not None and o.kind == "warning_threshold"
 
 
+def test_a_tripped_fleet_breaker_is_one_alert_for_the_fleet() -> None:
+    """fleet_breaker_tripped (from the node whose action tripped it, with or without the
+    component it acted on) is filed under fleet:breaker, never under that component."""
+    for comp in ({}, {"RAZAR_COMPONENT": "vllm"}):
+        o = obs(entry(RAZAR_EVENT="fleet_breaker_tripped", PRIORITY="1", **comp))
+        assert o is not None and (o.kind, o.component, o.signature) == (
+            "fleet_breaker",
+            "fleet:breaker",
+            "fleet_breaker",
+        )
+    forged = entry(RAZAR_EVENT="fleet_breaker_tripped", PRIORITY="1", _UID="1000")
+    assert obs(forged) is None  # another user's entry is not razard's
+
+
 def test_layer_down_beyond_its_healer_is_filed_under_the_layer() -> None:
     """chakra_escalated and a layer-only operator_alert are a layer_down of that layer."""
     for event in ("chakra_escalated", "operator_alert"):

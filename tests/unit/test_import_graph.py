@@ -8,7 +8,9 @@ cycle is still the cycle). The rules (docs/ARCHITECTURE.md, "Layout"):
 - nothing in razard/ imports agents/, except the composition roots that wire the
   layer agents into the daemon and the CLIs that reach them (`COMPOSITION_ROOTS`);
 - the escalation subsystem does not import the repair subsystem;
-- the bottom layer (`BOTTOM`) imports nothing of razard/ or agents/ but what it lists.
+- the bottom layer (`BOTTOM`) imports nothing of razard/ or agents/ but what it lists;
+- the supervisor's seams point one way (`SUPERVISOR_SEAMS`): the operations razarctl
+  calls import the supervisor, which imports the runner, never back.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ BOTTOM: Mapping[str, frozenset[str]] = {
     "razard.layers": frozenset(),
     "razard.layout": frozenset(),
     "razard.configreader": frozenset({"razard.errors"}),
+    "razard.states": frozenset(),
 }
+
+#: The supervisor's seams point one way: operations -> supervisor -> runner (each may
+#: import those after it, never those before it).
+SUPERVISOR_SEAMS = ("razard.operations", "razard.supervisor", "razard.runner")
 
 Graph = dict[str, set[str]]
 
@@ -158,6 +165,15 @@ def test_core_does_not_import_the_layer_agents(graph: Graph) -> None:
 
 def test_escalation_does_not_import_repair(graph: Graph) -> None:
     assert _offending(graph, "razard.escalation", "razard.repair") == []
+
+
+def test_the_supervisor_seams_point_one_way(graph: Graph) -> None:
+    for i, module in enumerate(SUPERVISOR_SEAMS):
+        assert module in graph, f"{module} is gone: update SUPERVISOR_SEAMS"
+        upward = sorted(graph[module] & set(SUPERVISOR_SEAMS[:i]))
+        assert upward == [], f"{module} imports {upward}"
+    assert "razard.runner" in graph["razard.supervisor"]  # the arrows are read
+    assert "razard.supervisor" in graph["razard.operations"]
 
 
 @pytest.mark.parametrize("module", sorted(BOTTOM))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from razard.supervisor import Ticker
+from razard.ticker import Ticker
 
 
 async def test_waiters_due_within_one_tick_share_one_timer_and_never_wake_early() -> None:
