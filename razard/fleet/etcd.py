@@ -28,6 +28,7 @@ import httpx
 from razard.errors import RazarError
 
 _KEEP_CONNECTION: Final = 300.0  # seconds an idle connection to etcd is kept for reuse
+_REQUIRE_LEADER: Final = "Grpc-Metadata-hasleader"  # etcd's require-leader, through the gateway
 
 
 class EtcdError(RazarError):
@@ -416,6 +417,9 @@ class Etcd:
             await self._authenticate()
         url = f"{self.endpoints[self._current]}/v3/watch"
         headers = {"Authorization": self._token} if self._token else {}
+        # a member that loses its leader ends the watch ("no leader") instead of leaving it
+        # open and silent while the rest of the cluster moves on
+        headers[_REQUIRE_LEADER] = "true"
         last = start_revision - 1
         self.requests += 1
         timeout = httpx.Timeout(self.timeout, read=None)  # quiet for hours is fine
@@ -430,7 +434,11 @@ class Etcd:
                     async for line in resp.aiter_lines():
                         data = _json_text(line)
                         if "error" in data:
-                            raise EtcdError(f"etcd ended a watch: {data.get('error')}")
+                            err = data["error"]
+                            why = str(err.get("message") if isinstance(err, dict) else err)
+                            if _transient(why):  # no leader, unavailable: ask elsewhere
+                                raise EtcdUnavailable(f"etcd ended a watch: {why}")
+                            raise EtcdError(f"etcd ended a watch: {why}")
                         result = data.get("result") or {}
                         for ev in result.get("events") or []:
                             kv = KeyValue.of(ev.get("kv") or {})

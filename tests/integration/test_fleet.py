@@ -485,6 +485,28 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+async def test_a_watch_on_a_member_that_loses_its_leader_ends_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    """The breaker's long watch asks etcd to require a leader: a member cut off from the
+    others ends it ("no leader"), so the node reads again elsewhere instead of waiting
+    on a silent stream until it is re-opened."""
+    cluster = EtcdCluster(tmp_path / "c3", 3)
+    cluster.start()
+    try:
+        etcd = Etcd(cluster.endpoints[:1], timeout=2.0)
+        watching = asyncio.create_task(etcd.watch("/razar/breaker/fleet", 1, print, wait=60.0))
+        await asyncio.sleep(0.5)
+        assert not watching.done()
+        cluster.kill(1)
+        cluster.kill(2)
+        with pytest.raises(EtcdUnavailable, match="no leader"):  # not the 60 s running out
+            await watching
+        await etcd.close()
+    finally:
+        cluster.stop()
+
+
 async def test_operators_read_the_fleet_and_reset_the_breaker_with_razarctl(
     fleets: list[Fleet], etcd1: EtcdCluster, prefix: str, tmp_path: Path, free_port: int
 ) -> None:
