@@ -10,6 +10,7 @@ files directly, through the same patch engine and under the same lock.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shlex
@@ -388,14 +389,33 @@ def _say(message: str) -> None:
     click.echo(message)
 
 
+_LAZY_COMMANDS = {
+    # scrapes the exporters: agents.monitoring and what it loads only for this command
+    "verify-monitoring": ("agents.monitoring", "command"),
+}
+"""Commands defined elsewhere, loaded when named (or listed in ``--help``)."""
+
+
 class _Group(click.Group):
-    """A click group that reports razard's errors as one red line, no traceback."""
+    """A click group that reports razard's errors as one red line, no traceback,
+    and loads :data:`_LAZY_COMMANDS` only when they are used."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RazarError as error:
             _fail(error)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in _LAZY_COMMANDS and name not in self.commands:
+            module, attribute = _LAZY_COMMANDS[name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
 
 
 def _call(ctx: click.Context, action: Callable[[ControlClient], Awaitable[T]]) -> T:
@@ -723,24 +743,6 @@ def chakra_heal(ctx: click.Context, layer: str, dry_run: bool, as_json: bool) ->
         for line in (record.get("report") or {}).get("plan") or []:
             click.echo(f"  would: {line}")
     ctx.exit({"healed": 0, "not_applicable": 2}.get(str(record.get("result")), 1))
-
-
-@main.command(
-    "verify-monitoring",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def verify_monitoring(args: tuple[str, ...]) -> None:
-    """Scrape razard, node_exporter, the GPU exporter and cAdvisor; report every gap.
-
-    Same as scripts/verify_chakra_monitoring.py: --config, --endpoint NAME=URL,
-    --only NAME, --json, --timeout, --max-age (see --help). Exit 0 all good,
-    1 a gap, 2 bad arguments or config.
-    """
-    from agents.monitoring import main as verify
-
-    sys.exit(verify(list(args), prog="razarctl verify-monitoring"))
 
 
 @main.command()

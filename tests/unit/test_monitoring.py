@@ -683,4 +683,4 @@ def test_main_bad_arguments_and_config_exit_2(
     assert "--timeout" in capsys.readouterr().err
     assert m.main(["--bogus"], env={}) == 2
     assert m.main(["--help"], env={}, prog="razarctl verify-monitoring") == 0
-    assert "usage: razarctl verify-monitoring" in capsys.readouterr().out
+    assert "Usage: razarctl verify-monitoring" in capsys.readouterr().out
