@@ -16,7 +16,7 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from razard.sandbox import (
+from razard.usermanager import (
     SandboxError,
     UserManager,
     reap_stale_sandboxes,
@@ -179,7 +179,7 @@ def test_too_long_base_is_refused_clearly(tmp_path: Path) -> None:
 _ABANDON = """
 import os, sys
 from pathlib import Path
-from razard.sandbox import start_user_manager, write_unit
+from razard.usermanager import start_user_manager, write_unit
 um = start_user_manager(Path(sys.argv[1]))
 write_unit(um, "orphan.service", "[Service]\\nExecStart=/bin/sleep 1000\\n")
 um.systemctl("start", "orphan.service")
@@ -210,7 +210,7 @@ def test_sandboxes_of_dead_creators_are_reaped(tmp_path_factory: pytest.TempPath
 _KEEP = """
 import sys
 from pathlib import Path
-from razard.sandbox import start_user_manager, write_unit
+from razard.usermanager import start_user_manager, write_unit
 um = start_user_manager(Path(sys.argv[1]), keep=True)
 write_unit(um, "kept.service", "[Service]\\nExecStart=/bin/sleep 1000\\n")
 um.systemctl("start", "kept.service")

@@ -1,4 +1,9 @@
-"""A private systemd user manager (and journald) for tests and the demo.
+"""A private, throwaway systemd user manager (and journald) for the tests, the bench and the demo.
+
+razard itself never uses this module: it supervises units of the node's own
+manager (``bus = "system"``, or an operator's ``--user`` manager). The tests,
+``bench/`` and ``razard demo`` start one of these so they can run real units
+without touching the host's services.
 
 ``start_user_manager()`` runs ``/usr/lib/systemd/systemd --user`` with its own
 ``XDG_RUNTIME_DIR`` and ``XDG_CONFIG_HOME`` in a new session, waits until it
