@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import click
-
-from razard import clirun, storage
+from razard import storage
 from razard.layout import DEFAULT_STATE_DIR, HEALERS_DIR
 
 EXIT_HEALED: Final = 0
@@ -178,6 +176,10 @@ def main(
     ``--help`` prints the healer's usage (``description``) and exits 0; a usage
     error exits 2, as "not applicable" does: the healer did nothing.
     """
+    # here, not at the top: razard imports this module (HealResult) and does not load click
+    import click
+
+    from razard import clirun
 
     @click.command(
         name=healer,
