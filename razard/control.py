@@ -240,18 +240,20 @@ class SupervisorControl(Protocol):
 
 @dataclass(frozen=True)
 class Argument:
-    """How one argument type crosses the bus: its signature, and what stands for None."""
+    """How one argument type crosses the bus."""
 
     signature: str
     none: object = None
-    """The wire value of None for an optional argument (None: the argument is required)."""
+    """What stands for None on the bus (None: the argument cannot be None)."""
+    minimum: int | None = None
+    """The least value razard accepts (a count), else any."""
 
 
 ARGUMENTS: dict[object, Argument] = {
     str: Argument("s"),
     bool: Argument("b"),
     str | None: Argument("s", none=""),
-    int | None: Argument("i", none=NOT_GIVEN),
+    int | None: Argument("i", none=NOT_GIVEN, minimum=0),
 }
 """Each argument type an operation may take, and its form on the bus."""
 
@@ -275,16 +277,15 @@ class Parameter:
 
     def from_bus(self, value: Any) -> Any:
         """The value the supervisor gets for ``value`` as it came off the bus."""
-        if self.wire.none is None:
-            return bool(value) if self.wire.signature == "b" else value
-        if value == self.wire.none:
+        if self.wire.none is not None and value == self.wire.none:
             return None
-        if self.wire.signature == "s":
-            return value
-        if value < 0:  # a count: -1 is "not given", other negatives are nonsense
+        if self.wire.minimum is not None and value < self.wire.minimum:
             what = self.name.replace("_", " ")
-            raise RazarError(f"{what} must be 0 or more (or {NOT_GIVEN}: not given), got {value}")
-        return value
+            raise RazarError(
+                f"{what} must be {self.wire.minimum} or more "
+                f"(or {self.wire.none}: not given), got {value}"
+            )
+        return bool(value) if self.wire.signature == "b" else value
 
     def to_bus(self, value: Any) -> Any:
         return self.wire.none if value is None and self.wire.none is not None else value
