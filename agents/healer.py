@@ -34,7 +34,7 @@ from typing import Any, Final, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from agents import sandbox
+from agents import confinement
 from razard.chakra_config import HEALERS, ChakraConfig
 from razard.errors import StateError, SystemdError
 from razard.journal import EventLog, Priority
@@ -332,10 +332,10 @@ class HealerRunner:
     async def _execute_in_unit(
         self, layer: str, healer: str, limit: float, argv: list[str], env: dict[str, str]
     ) -> HealRun:
-        """Run the healer as its own sandboxed transient unit (see `agents.sandbox`)."""
+        """Run the healer as its own sandboxed transient unit (see `agents.confinement`)."""
         assert self.systemd is not None
         sd = self.systemd
-        name = sandbox.unit_name(layer, uuid.uuid4().hex[:10])
+        name = confinement.unit_name(layer, uuid.uuid4().hex[:10])
         out_dir = self.chakra.runtime_dir / "heal"
         out = out_dir / f"{name}.out"
         exe = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path=env.get("PATH"))
@@ -343,7 +343,7 @@ class HealerRunner:
             return HealRun(layer, healer, "error", f"cannot find {argv[0]!r} on PATH", None, 0.0)
         readable = [Path(exe), Path(sys.executable), Path(__file__).parent, self.config_path]
         readable += [Path(v) for v in env.values() if v.startswith("/") and ":" not in v]
-        props = sandbox.properties(
+        props = confinement.properties(
             layer,
             [exe, *argv[1:]],
             env,
@@ -387,7 +387,7 @@ class HealerRunner:
             return HealRun(
                 layer, healer, "error", f"killed after healer_timeout {limit:g}s", None, 0.0
             )
-        hint = f"its stderr: journalctl -t {sandbox.identifier(layer)} ({name})"
+        hint = f"its stderr: journalctl -t {confinement.identifier(layer)} ({name})"
         if unit_result not in ("success", "exit-code"):
             return HealRun(layer, healer, "error", f"{name} {unit_result}; {hint}", code, 0.0)
         return _outcome(layer, healer, code, data, hint)

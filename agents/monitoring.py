@@ -24,7 +24,6 @@ documented, with its defaults) in `razard.monitoring_config`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
 import math
@@ -37,7 +36,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from razard import __version__
+import click
+
+from razard import __version__, clirun
 from razard.config import load_config
 from razard.configreader import (
     DEFAULT_METRICS_ADDRESS,
@@ -665,59 +666,85 @@ def endpoint_option(
     return ep
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (0 < value <= 7 * 86400):
-        raise argparse.ArgumentTypeError(f"must be > 0 and <= 604800 seconds, got {text!r}")
-    return value
+MAX_SECONDS: Final = 7 * 86400
+SECONDS = click.FloatRange(min=0, min_open=True, max=MAX_SECONDS)
+"""``--timeout`` and ``--max-age``: more than 0, at most a week."""
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The command line of ``verify_chakra_monitoring.py`` / ``razarctl verify-monitoring``."""
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Scrape the node's exporters (razard, node_exporter, the GPU exporter, "
-        "cAdvisor, custom ones) and report unreachable endpoints, missing metric families "
-        "and stale readings. Exit 0 when complete, 1 on any gap, 2 on bad arguments or config.",
-    )
-    p.add_argument(
-        "--config",
-        metavar="PATH",
-        help=f"razard.toml whose [monitoring] table lists the endpoints (default: ${CONFIG_ENV}, "
-        f"else {DEFAULT_CONFIG} if it exists, else the built-in defaults)",
-    )
-    p.add_argument(
-        "--endpoint",
-        action="append",
-        default=[],
-        metavar="NAME=URL[,kind=KIND][,optional=BOOL][,expect=A+B]",
-        help="add an endpoint, or override the configured one of that NAME (repeatable); "
-        f"KIND is one of {', '.join(KINDS)}",
-    )
-    p.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="check only the endpoint(s) of this name (repeatable)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        metavar="SECONDS",
-        help="per-endpoint scrape timeout (overrides the config)",
-    )
-    p.add_argument(
-        "--max-age",
-        type=_positive_seconds,
-        metavar="SECONDS",
-        help="readings older than this are stale (overrides the config)",
-    )
-    return p
+@dataclass(frozen=True)
+class Options:
+    """The command line, parsed: what `select_endpoints` reads."""
+
+    config: str | None = None
+    endpoints: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+    json: bool = False
+    timeout: float | None = None
+    max_age: float | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The environment the check reads (``$RAZAR_CONFIG``, the metrics port); the process's
+    own unless `main` is given another (tests)."""
+
+    env: Mapping[str, str]
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Scrape the node's exporters (razard, node_exporter, the GPU exporter, cAdvisor, "
+    "custom ones) and report unreachable endpoints, missing metric families and stale "
+    "readings.",
+    epilog="Exit status: 0 when complete, 1 on any gap, 2 on bad arguments or config.",
+)
+@click.option(
+    "--config",
+    metavar="PATH",
+    help=f"razard.toml whose [monitoring] table lists the endpoints (default: ${CONFIG_ENV}, "
+    f"else {DEFAULT_CONFIG} if it exists, else the built-in defaults).",
+)
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    metavar="NAME=URL[,kind=KIND][,optional=BOOL][,expect=A+B]",
+    help="Add an endpoint, or override the configured one of that NAME (repeatable); "
+    f"KIND is one of {', '.join(KINDS)}.",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="NAME",
+    help="Check only the endpoint(s) of this name (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--timeout",
+    type=SECONDS,
+    metavar="SECONDS",
+    help="Per-endpoint scrape timeout (overrides the config).",
+)
+@click.option(
+    "--max-age",
+    type=SECONDS,
+    metavar="SECONDS",
+    help="Readings older than this are stale (overrides the config).",
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    config: str | None,
+    endpoints: tuple[str, ...],
+    only: tuple[str, ...],
+    as_json: bool,
+    timeout: float | None,
+    max_age: float | None,
+) -> None:
+    """``verify_chakra_monitoring.py`` and ``razarctl verify-monitoring``: exits 0, 1 or 2."""
+    given = ctx.find_object(Environment)
+    options = Options(config, endpoints, only, as_json, timeout, max_age)
+    ctx.exit(check(options, os.environ if given is None else given.env, ctx.command_path))
 
 
 def config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
@@ -730,7 +757,7 @@ def config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def select_endpoints(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Endpoint, ...]:
+def select_endpoints(args: Options, env: Mapping[str, str]) -> tuple[Endpoint, ...]:
     """The endpoints to check after config, ``--endpoint``, ``--only`` and the overrides.
 
     Raises `ConfigError` (config file or ``--endpoint``) or `UsageError`.
@@ -742,7 +769,7 @@ def select_endpoints(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[
         address, port = _raw_metrics_address({}, env)
         config = MonitoringConfig(default_endpoints(address, port))
     merged: dict[str, Endpoint] = {ep.name: ep for ep in config.endpoints}
-    for text in args.endpoint:
+    for text in args.endpoints:
         ep = endpoint_option(text, merged, max_age=config.max_age, timeout=config.timeout)
         merged[ep.name] = ep
     if args.only:
@@ -771,29 +798,18 @@ def _stdout() -> Console:
     return console
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    prog: str | None = None,
-) -> int:
+def check(options: Options, env: Mapping[str, str], prog: str) -> int:
     """Run the check; returns the exit code (0 complete, 1 gaps, 2 bad arguments/config)."""
     from rich.console import Console
     from rich.text import Text
 
-    env = os.environ if env is None else env
-    parser = build_parser(prog)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, or argparse's own usage error (exit 2)
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
-    err = Console(stderr=True)
-    try:
-        endpoints = select_endpoints(args, env)
+        endpoints = select_endpoints(options, env)
     except (ConfigError, UsageError) as e:
-        err.print(Text(f"{parser.prog}: {e}", style="red"), soft_wrap=True)
+        Console(stderr=True).print(Text(f"{prog}: {e}", style="red"), soft_wrap=True)
         return EXIT_USAGE
     reports = asyncio.run(verify(endpoints))
-    if args.json:
+    if options.json:
         import json
 
         sys.stdout.write(json.dumps(reports_json(reports), indent=2) + "\n")
@@ -801,6 +817,16 @@ def main(
     else:
         render_table(reports, _stdout())
     return exit_code(reports)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    prog: str | None = None,
+) -> int:
+    """The command line as a function: the exit code (0 complete, 1 gaps, 2 bad
+    arguments/config); ``env`` stands in for the process's environment."""
+    return clirun.run(command, argv, prog_name=prog, obj=None if env is None else Environment(env))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import notifier, report, scenarios
-from razard.sandbox import SYSTEMD, ensure_journald, stop_journald
+from razard.usermanager import SYSTEMD, ensure_journald, stop_journald
 
 SCENARIOS = ("recovery", "boot", "idle", "notifier")
 

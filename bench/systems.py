@@ -30,7 +30,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from razard.sandbox import UserManager, start_user_manager
+from razard.usermanager import UserManager, start_user_manager
 
 #: The interpreter every component runs on (the system one, not a virtualenv's).
 COMPONENT_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable

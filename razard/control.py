@@ -1,29 +1,30 @@
 """razard's control interface on D-Bus, and the client razarctl uses to reach it.
 
+Each control operation is defined once: a method of :class:`SupervisorControl`
+marked with :func:`operation`, which gives its D-Bus member name. Everything
+else is derived from that one definition:
+
+- the D-Bus method of ``org.razar.Supervisor1`` that :class:`ControlInterface`
+  serves: its argument and reply signatures come from the method's annotations
+  through :data:`ARGUMENTS` and :data:`REPLIES` (``str`` is ``s``, ``bool`` is
+  ``b``, an optional argument crosses the bus as ``""`` or ``-1``, a dict or list
+  reply as JSON text), and every error crosses it through one translation;
+- the client call, typed by the same annotations:
+  ``await client.call(SupervisorControl.heal, name, False, None, None)``;
+- what the supervisor implements: mypy checks it against the protocol.
+
 razard exports one object::
 
     name       org.razar.Supervisor1
     path       /org/razar/Supervisor1
     interface  org.razar.Supervisor1
-      Status() -> s                 the status dict as JSON
-      Start(s name)                 also un-stops a component the operator stopped
-      Stop(s name)                  operator stop: the unit stops and is not healed
-      Restart(s name)
-      QuarantineList() -> s         quarantine records as a JSON list
-      QuarantineRelease(s name)
-      Reload()
-      Ladder() -> s                 the repair roster and thresholds as JSON
-      Patches(s name) -> s          patch records as a JSON list, oldest first
-      Diff(s name, s patch) -> s    a patch's stored diff (patch "" = the latest applied)
-      Rollback(s name, s to) -> s   undo kept patches (to "" = the last one); the
-                                    ``reverted`` record as JSON
-      Heal(s name, b long_task, i retries, i remote_attempts) -> s
-                                    re-run the handover for one component
-                                    (-1 = not given); the outcome as JSON
-      Chakra() -> s                 each layer agent's pulse, sensor and healer runs as JSON
-      HealLayer(s layer, b dry_run) -> s
-                                    run a layer's healer now; its run record as JSON
+      Status Start Stop Restart QuarantineList QuarantineRelease Reload Ladder
+      Patches Diff Rollback Heal Chakra HealLayer   (one per operation below)
       Version: s (read-only property)
+
+``busctl introspect org.razar.Supervisor1 /org/razar/Supervisor1`` shows each
+method's signature; ``tests/integration/test_control.py`` pins them, as the
+shipped D-Bus policy and existing callers rely on them.
 
 Heal can take as long as the repair ladder does (with ``long_task``: until the
 component is healthy). A client that stops waiting does not stop razard: the
@@ -38,19 +39,20 @@ in :class:`ControlClient`::
       (RepairError included: "nothing to roll back", "no diff stored", ...)
     anything unexpected      org.razar.Error.Internal        (logged here, never sent)
 
-The supervisor side is behind :class:`SupervisorControl`; this module holds no
-supervision logic of its own.
+This module holds no supervision logic of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping
-from typing import Annotated, Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, get_type_hints, overload
 
 from dbus_fast import (
     DBusError,
@@ -62,13 +64,17 @@ from dbus_fast import (
     RequestNameReply,
 )
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusBool, DBusInt32, DBusSignature, DBusStr
+from dbus_fast.annotations import DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from razard import __version__
 from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 BUS_NAME = "org.razar.Supervisor1"
 OBJECT_PATH = "/org/razar/Supervisor1"
@@ -84,13 +90,10 @@ DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 DEFAULT_CALL_TIMEOUT = 30.0
 """Seconds razarctl waits for razard to answer one call (connecting included)."""
 HEAL_CALL_TIMEOUT = 3600.0
-"""Seconds razarctl waits for a Heal by default: the ladder may try many agents."""
+"""Seconds razarctl waits for a Heal or HealLayer by default: the ladder may try many agents."""
 NOT_GIVEN = -1
-"""Heal's ``retries`` and ``remote_attempts`` on the bus when the caller gave none."""
-
-# With postponed annotations dbus-fast reads a plain ``-> None`` as the string
-# "None" and fails; this says "no return value" to both it and mypy.
-DBusVoid = Annotated[None, DBusSignature("")]
+"""An optional count (Heal's ``retries``, ``remote_attempts``) on the bus when the caller gave
+none."""
 
 _NO_OWNER_ERRORS = frozenset(
     {
@@ -106,15 +109,32 @@ class RazardNotRunning(ControlError):
     """The bus answered but nobody owns :data:`BUS_NAME`: razard is not running there."""
 
 
-class SupervisorControl(Protocol):
-    """What the control interface needs from the supervisor.
+def operation(member: str, *, deadline_s: float | None = None) -> Callable[[F], F]:
+    """Mark a :class:`SupervisorControl` method as the D-Bus method ``member``.
 
-    Every method may raise :class:`~razard.errors.RazarError`; the interface
-    turns it into a D-Bus error the client can read.
+    ``deadline_s``: how long a client waits for it by default, instead of its
+    per-call deadline (for operations that may run as long as the repair ladder).
     """
 
+    def mark(fn: F) -> F:
+        fn.__dict__["__razar_operation__"] = (member, deadline_s)
+        return fn
+
+    return mark
+
+
+class SupervisorControl(Protocol):
+    """The control operations: what razard's supervisor offers the control interface.
+
+    Each method is one D-Bus method (its member name in :func:`operation`) and
+    one :meth:`ControlClient.call`. Every method may raise
+    :class:`~razard.errors.RazarError`; the interface turns it into a D-Bus
+    error the client reads back. Optional arguments are None when not given.
+    """
+
+    @operation("Status")
     def status(self) -> dict[str, Any]:
-        """The supervisor's state, JSON-serialisable.
+        """The supervisor's state.
 
         ``{"summary", "ready", "pid", "version", "config", "components": [...]}``;
         each component has ``name, unit, layer, priority, state, healthy,
@@ -122,22 +142,27 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    @operation("Start")
     async def start_component(self, name: str) -> None:
         """Start ``name``, also clearing an operator stop; raises UnknownComponent."""
         ...
 
+    @operation("Stop")
     async def stop_component(self, name: str) -> None:
         """Stop ``name`` and leave it unhealed until started; raises UnknownComponent."""
         ...
 
+    @operation("Restart")
     async def restart_component(self, name: str) -> None:
         """Restart ``name``; raises UnknownComponent."""
         ...
 
+    @operation("QuarantineList")
     def quarantined(self) -> list[dict[str, Any]]:
         """Quarantine records: ``{"component","reason","last_error","attempts","time"}``."""
         ...
 
+    @operation("QuarantineRelease")
     async def release(self, name: str) -> None:
         """Release ``name`` from quarantine.
 
@@ -145,10 +170,12 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    @operation("Reload")
     async def reload(self) -> None:
         """Re-read the config; raises ConfigError (nothing changes) when it is invalid."""
         ...
 
+    @operation("Ladder")
     def ladder(self) -> dict[str, Any]:
         """The repair roster and the thresholds in force.
 
@@ -160,6 +187,7 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    @operation("Patches")
     def patches(self, name: str) -> list[dict[str, Any]]:
         """``name``'s patch records, oldest first; raises UnknownComponent.
 
@@ -167,6 +195,7 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    @operation("Diff")
     def diff(self, name: str, patch_id: str | None) -> str:
         """The stored diff of ``patch_id`` (None: the latest applied patch).
 
@@ -174,6 +203,7 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    @operation("Rollback")
     async def rollback(self, name: str, to: str | None) -> dict[str, Any]:
         """Undo ``name``'s last kept patch (or every kept patch from ``to`` on).
 
@@ -182,6 +212,7 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    @operation("Heal", deadline_s=HEAL_CALL_TIMEOUT)
     async def heal(
         self, name: str, long_task: bool, retries: int | None, remote_attempts: int | None
     ) -> dict[str, Any]:
@@ -192,182 +223,243 @@ class SupervisorControl(Protocol):
         """
         ...
 
+    @operation("Chakra")
     def chakra(self) -> list[dict[str, Any]]:
         """Each layer: ``layer, state, pulse_age_s, hz, window_s, last_beat, sensor, sources,
         outages, healer, healer_runs, last_heal, healing``."""
         ...
 
+    @operation("HealLayer", deadline_s=HEAL_CALL_TIMEOUT)
     async def heal_layer(self, layer: str, dry_run: bool) -> dict[str, Any]:
         """Run ``layer``'s healer now; the run record (``result, reason, steps, ...``)."""
         ...
 
 
-def _dbus_error(member: str, exc: Exception) -> DBusError:
-    """The D-Bus error a client sees for ``exc`` raised while serving ``member``."""
+# --- what an annotation means on the bus ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Argument:
+    """How one argument type crosses the bus."""
+
+    signature: str
+    none: object = None
+    """What stands for None on the bus (None: the argument cannot be None)."""
+    minimum: int | None = None
+    """The least value razard accepts (a count), else any."""
+
+
+ARGUMENTS: dict[object, Argument] = {
+    str: Argument("s"),
+    bool: Argument("b"),
+    str | None: Argument("s", none=""),
+    int | None: Argument("i", none=NOT_GIVEN, minimum=0),
+}
+"""Each argument type an operation may take, and its form on the bus."""
+
+REPLIES: dict[object, tuple[str, type | None]] = {
+    type(None): ("", None),
+    str: ("s", str),
+    dict[str, Any]: ("s", dict),
+    list[dict[str, Any]]: ("s", list),
+}
+"""Each reply type: its signature, and the Python type it is (dict and list go as JSON)."""
+
+_JSON_NAMES: dict[type, str] = {dict: "a JSON object", list: "a JSON list"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One argument of an operation."""
+
+    name: str
+    wire: Argument
+
+    def from_bus(self, value: Any) -> Any:
+        """The value the supervisor gets for ``value`` as it came off the bus."""
+        if self.wire.none is not None and value == self.wire.none:
+            return None
+        if self.wire.minimum is not None and value < self.wire.minimum:
+            what = self.name.replace("_", " ")
+            raise RazarError(
+                f"{what} must be {self.wire.minimum} or more "
+                f"(or {self.wire.none}: not given), got {value}"
+            )
+        return bool(value) if self.wire.signature == "b" else value
+
+    def to_bus(self, value: Any) -> Any:
+        return self.wire.none if value is None and self.wire.none is not None else value
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One control operation, as read from its :class:`SupervisorControl` method."""
+
+    member: str
+    method: str
+    params: tuple[Parameter, ...]
+    reply_signature: str
+    reply_type: type | None
+    deadline_s: float | None
+    doc: str
+    signature: inspect.Signature
+
+    @property
+    def in_signature(self) -> str:
+        return "".join(p.wire.signature for p in self.params)
+
+    def label(self, wire: Sequence[Any]) -> str:
+        """How the journal names one call, e.g. ``Diff(api, '')``."""
+        if not wire:
+            return self.member
+        first, *rest = wire
+        return f"{self.member}({', '.join([str(first), *map(repr, rest)])})"
+
+    def reply_to_bus(self, value: Any) -> Any:
+        if self.reply_type is None:
+            return None
+        if self.reply_type is str:
+            return value
+        # default=str: a stray datetime or Path should not turn a query into an internal error.
+        return json.dumps(value, default=str, sort_keys=True)
+
+    def reply_from_bus(self, body: Sequence[Any]) -> Any:
+        if self.reply_type is None:
+            return None
+        if len(body) != 1 or not isinstance(body[0], str):
+            raise ControlError(f"razard sent a malformed reply to {self.member}")
+        if self.reply_type is str:
+            return body[0]
+        try:
+            value = json.loads(body[0])
+        except ValueError:
+            value = None
+        if not isinstance(value, self.reply_type):
+            raise ControlError(
+                f"razard sent a malformed reply to {self.member} "
+                f"(not {_JSON_NAMES[self.reply_type]})"
+            )
+        return value
+
+
+def _operation(fn: Callable[..., Any]) -> Operation:
+    member, deadline_s = fn.__dict__["__razar_operation__"]
+    hints = get_type_hints(fn)
+    signature = inspect.signature(fn)
+    names = list(signature.parameters)[1:]  # self
+    unknown = [n for n in names if hints[n] not in ARGUMENTS]
+    if unknown or hints["return"] not in REPLIES:
+        raise TypeError(f"{fn.__qualname__}: no D-Bus form for {unknown or 'its return type'}")
+    reply_signature, reply_type = REPLIES[hints["return"]]
+    return Operation(
+        member=member,
+        method=fn.__name__,
+        params=tuple(Parameter(n, ARGUMENTS[hints[n]]) for n in names),
+        reply_signature=reply_signature,
+        reply_type=reply_type,
+        deadline_s=deadline_s,
+        doc=inspect.getdoc(fn) or "",
+        signature=signature,
+    )
+
+
+OPERATIONS: tuple[Operation, ...] = tuple(
+    _operation(fn)
+    for fn in vars(SupervisorControl).values()
+    if callable(fn) and "__razar_operation__" in getattr(fn, "__dict__", {})
+)
+"""Every control operation, in the order :class:`SupervisorControl` defines them."""
+
+_BY_METHOD = {op.method: op for op in OPERATIONS}
+
+
+def operation_of(fn: Callable[..., Any]) -> Operation:
+    """The operation a :class:`SupervisorControl` method defines; ValueError if none."""
+    op = _BY_METHOD.get(getattr(fn, "__name__", ""))
+    if op is None or getattr(SupervisorControl, op.method) is not fn:
+        raise ValueError(f"{fn!r} is not a control operation (a SupervisorControl method)")
+    return op
+
+
+# --- the service side -------------------------------------------------------------
+
+
+def _dbus_error(what: str, exc: Exception) -> DBusError:
+    """The D-Bus error a client sees for ``exc`` raised while serving ``what``."""
     if isinstance(exc, UnknownComponent):
-        log.info("%s refused: %s", member, exc)
+        log.info("%s refused: %s", what, exc)
         return DBusError(ERROR_UNKNOWN_COMPONENT, str(exc))
     if isinstance(exc, ConfigError):
-        log.warning("%s refused, invalid config: %s", member, exc)
+        log.warning("%s refused, invalid config: %s", what, exc)
         return DBusError(ERROR_INVALID_CONFIG, str(exc))
     if isinstance(exc, RazarError):
-        log.warning("%s failed: %s", member, exc)
+        log.warning("%s failed: %s", what, exc)
         return DBusError(ERROR_FAILED, str(exc))
     # A bug in razard: the operator finds the traceback in the journal; the
     # client gets only the exception's type, never paths or locals.
-    log.exception("%s raised an unexpected error", member)
+    log.exception("%s raised an unexpected error", what)
     return DBusError(
         ERROR_INTERNAL,
         f"razard failed internally ({type(exc).__name__}); see its journal",
     )
 
 
-def _optional_count(what: str, value: int) -> int | None:
-    """A count as it crossed the bus: :data:`NOT_GIVEN` is None, other negatives are refused."""
-    if value == NOT_GIVEN:
-        return None
-    if value < 0:
-        raise RazarError(f"{what} must be 0 or more (or {NOT_GIVEN}: not given), got {value}")
-    return value
-
-
-def _to_json(value: object) -> str:
-    # default=str: a stray datetime or Path should not turn a status query into
-    # an internal error.
-    return json.dumps(value, default=str, sort_keys=True)
-
-
 class ControlInterface(ServiceInterface):
-    """The ``org.razar.Supervisor1`` interface, served from a :class:`SupervisorControl`."""
+    """The ``org.razar.Supervisor1`` interface, served from a :class:`SupervisorControl`.
+
+    Its methods are made from :data:`OPERATIONS` below the class.
+    """
 
     def __init__(self, supervisor: SupervisorControl) -> None:
         super().__init__(INTERFACE)
         self._supervisor = supervisor
 
-    @dbus_method()
-    def Status(self) -> DBusStr:
-        """The status dict as JSON."""
-        try:
-            return _to_json(self._supervisor.status())
-        except Exception as exc:
-            raise _dbus_error("Status", exc) from None
+    async def serve(self, op: Operation, wire: Sequence[Any]) -> Any:
+        """Run ``op`` on the supervisor with the arguments off the bus; its reply for the bus.
 
-    @dbus_method()
-    async def Start(self, name: DBusStr) -> DBusVoid:
-        """Start a component (clears an operator stop)."""
+        Every error becomes the D-Bus error the client reads back (see :func:`_dbus_error`).
+        """
         try:
-            await self._supervisor.start_component(name)
+            args = [p.from_bus(v) for p, v in zip(op.params, wire, strict=True)]
+            result = getattr(self._supervisor, op.method)(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return op.reply_to_bus(result)
         except Exception as exc:
-            raise _dbus_error(f"Start({name})", exc) from None
-
-    @dbus_method()
-    async def Stop(self, name: DBusStr) -> DBusVoid:
-        """Stop a component; razard leaves it stopped."""
-        try:
-            await self._supervisor.stop_component(name)
-        except Exception as exc:
-            raise _dbus_error(f"Stop({name})", exc) from None
-
-    @dbus_method()
-    async def Restart(self, name: DBusStr) -> DBusVoid:
-        """Restart a component."""
-        try:
-            await self._supervisor.restart_component(name)
-        except Exception as exc:
-            raise _dbus_error(f"Restart({name})", exc) from None
-
-    @dbus_method()
-    def QuarantineList(self) -> DBusStr:
-        """The quarantine records as a JSON list."""
-        try:
-            return _to_json(self._supervisor.quarantined())
-        except Exception as exc:
-            raise _dbus_error("QuarantineList", exc) from None
-
-    @dbus_method()
-    async def QuarantineRelease(self, name: DBusStr) -> DBusVoid:
-        """Release a component from quarantine."""
-        try:
-            await self._supervisor.release(name)
-        except Exception as exc:
-            raise _dbus_error(f"QuarantineRelease({name})", exc) from None
-
-    @dbus_method()
-    async def Reload(self) -> DBusVoid:
-        """Re-read the config file."""
-        try:
-            await self._supervisor.reload()
-        except Exception as exc:
-            raise _dbus_error("Reload", exc) from None
-
-    @dbus_method()
-    def Ladder(self) -> DBusStr:
-        """The repair roster and thresholds as JSON."""
-        try:
-            return _to_json(self._supervisor.ladder())
-        except Exception as exc:
-            raise _dbus_error("Ladder", exc) from None
-
-    @dbus_method()
-    def Patches(self, name: DBusStr) -> DBusStr:
-        """A component's patch records as a JSON list, oldest first."""
-        try:
-            return _to_json(self._supervisor.patches(name))
-        except Exception as exc:
-            raise _dbus_error(f"Patches({name})", exc) from None
-
-    @dbus_method()
-    def Diff(self, name: DBusStr, patch_id: DBusStr) -> DBusStr:
-        """A patch's stored diff; ``patch_id`` "" is the latest applied patch."""
-        try:
-            return self._supervisor.diff(name, patch_id or None)
-        except Exception as exc:
-            raise _dbus_error(f"Diff({name}, {patch_id!r})", exc) from None
-
-    @dbus_method()
-    async def Rollback(self, name: DBusStr, to: DBusStr) -> DBusStr:
-        """Undo kept patches (``to`` "" = the last one); the ``reverted`` record as JSON."""
-        try:
-            return _to_json(await self._supervisor.rollback(name, to or None))
-        except Exception as exc:
-            raise _dbus_error(f"Rollback({name}, {to!r})", exc) from None
-
-    @dbus_method()
-    async def Heal(
-        self, name: DBusStr, long_task: DBusBool, retries: DBusInt32, remote_attempts: DBusInt32
-    ) -> DBusStr:
-        """Re-run the handover for one component; the outcome as JSON (-1: not given)."""
-        try:
-            outcome = await self._supervisor.heal(
-                name,
-                bool(long_task),
-                _optional_count("retries", retries),
-                _optional_count("remote attempts", remote_attempts),
-            )
-            return _to_json(outcome)
-        except Exception as exc:
-            raise _dbus_error(f"Heal({name})", exc) from None
-
-    @dbus_method()
-    def Chakra(self) -> DBusStr:
-        """Each layer agent's pulse, sensor reading and healer runs as a JSON list."""
-        try:
-            return _to_json(self._supervisor.chakra())
-        except Exception as exc:
-            raise _dbus_error("Chakra", exc) from None
-
-    @dbus_method()
-    async def HealLayer(self, layer: DBusStr, dry_run: DBusBool) -> DBusStr:
-        """Run a layer's healer now (``dry_run``: plan only); its run record as JSON."""
-        try:
-            return _to_json(await self._supervisor.heal_layer(layer, bool(dry_run)))
-        except Exception as exc:
-            raise _dbus_error(f"HealLayer({layer})", exc) from None
+            raise _dbus_error(op.label(wire), exc) from None
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:
         """razard's version."""
         return __version__
+
+
+def _dbus_method(op: Operation) -> Callable[..., Any]:
+    """The D-Bus method serving ``op``: dbus-fast reads its signature from the annotations."""
+
+    async def method(self: ControlInterface, *wire: Any) -> Any:
+        return await self.serve(op, wire)
+
+    method.__name__ = op.member
+    method.__qualname__ = f"{ControlInterface.__name__}.{op.member}"
+    method.__doc__ = op.doc
+    method.__dict__["__signature__"] = inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *(
+                inspect.Parameter(
+                    p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=p.wire.signature
+                )
+                for p in op.params
+            ),
+        ],
+        return_annotation=op.reply_signature,
+    )
+    return dbus_method(name=op.member)(method)
+
+
+for _op in OPERATIONS:
+    setattr(ControlInterface, _op.member, _dbus_method(_op))
 
 
 async def export_control(bus: MessageBus, supervisor: SupervisorControl) -> ControlInterface:
@@ -433,8 +525,10 @@ def bus_address(bus: str, address: str | None, environ: Mapping[str, str]) -> st
 
 
 class ControlClient:
-    """A typed client for razard's control interface (what razarctl uses).
+    """The client of razard's control interface (what razarctl uses).
 
+    ``await client.call(SupervisorControl.status)`` runs one operation; its
+    arguments and reply are typed by the :class:`SupervisorControl` method.
     Every call has a deadline; every failure is a :class:`ControlError` (or
     :class:`UnknownComponent`) with a message fit for an operator.
     """
@@ -483,129 +577,69 @@ class ControlClient:
         """Disconnect from the bus."""
         self._bus.disconnect()
 
-    async def status(self) -> dict[str, Any]:
-        """razard's status dict (see :meth:`SupervisorControl.status`)."""
-        value = json.loads(await self._call_str("Status"))
-        if not isinstance(value, dict):
-            raise ControlError("razard sent a malformed status (not a JSON object)")
-        return value
-
-    async def start(self, name: str) -> None:
-        """Start ``name`` (also clears an operator stop)."""
-        await self._call("Start", "s", [name], name=name)
-
-    async def stop(self, name: str) -> None:
-        """Stop ``name``; razard leaves it stopped."""
-        await self._call("Stop", "s", [name], name=name)
-
-    async def restart(self, name: str) -> None:
-        """Restart ``name``."""
-        await self._call("Restart", "s", [name], name=name)
-
-    async def quarantine_list(self) -> list[dict[str, Any]]:
-        """The quarantine records."""
-        value = json.loads(await self._call_str("QuarantineList"))
-        if not isinstance(value, list):
-            raise ControlError("razard sent a malformed quarantine list (not a JSON list)")
-        return value
-
-    async def quarantine_release(self, name: str) -> None:
-        """Release ``name`` from quarantine."""
-        await self._call("QuarantineRelease", "s", [name], name=name)
-
-    async def reload(self) -> None:
-        """Make razard re-read its config; ControlError lists every problem."""
-        await self._call("Reload")
-
-    async def ladder(self) -> dict[str, Any]:
-        """The repair roster and thresholds (see :meth:`SupervisorControl.ladder`)."""
-        value = json.loads(await self._call_str("Ladder"))
-        if not isinstance(value, dict):
-            raise ControlError("razard sent a malformed ladder (not a JSON object)")
-        return value
-
-    async def patches(self, name: str) -> list[dict[str, Any]]:
-        """``name``'s patch records, oldest first."""
-        value = json.loads(await self._call_str("Patches", "s", [name], name=name))
-        if not isinstance(value, list):
-            raise ControlError("razard sent a malformed patch list (not a JSON list)")
-        return value
-
-    async def diff(self, name: str, patch_id: str | None = None) -> str:
-        """The stored diff of ``patch_id`` (None: the latest applied patch)."""
-        return await self._call_str("Diff", "ss", [name, patch_id or ""], name=name)
-
-    async def rollback(self, name: str, to: str | None = None) -> dict[str, Any]:
-        """Undo ``name``'s last kept patch (or all from ``to``); the ``reverted`` record.
-
-        Raises :class:`RazardNotRunning` when razard is not on the bus.
-        """
-        value = json.loads(await self._call_str("Rollback", "ss", [name, to or ""], name=name))
-        if not isinstance(value, dict):
-            raise ControlError("razard sent a malformed rollback record (not a JSON object)")
-        return value
-
-    async def heal(
+    @overload
+    async def call(
         self,
-        name: str,
-        long_task: bool = False,
-        retries: int | None = None,
-        remote_attempts: int | None = None,
-        deadline_s: float | None = HEAL_CALL_TIMEOUT,
-    ) -> dict[str, Any]:
-        """Run the handover flow for ``name``; the outcome dict.
+        op: Callable[Concatenate[SupervisorControl, P], Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
 
-        ``deadline_s`` replaces the client's per-call deadline for this call;
-        None waits until razard answers. Giving up does not stop razard.
+    @overload
+    async def call(
+        self, op: Callable[Concatenate[SupervisorControl, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    async def call(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run the operation ``op`` (a :class:`SupervisorControl` method) in razard; its reply.
+
+        Waits the operation's own deadline (Heal, HealLayer) or this client's.
+        Raises UnknownComponent for an unknown ``name``, ControlError for the rest.
         """
-        body = [
-            name,
-            long_task,
-            NOT_GIVEN if retries is None else retries,
-            NOT_GIVEN if remote_attempts is None else remote_attempts,
-        ]
-        text = await self._call_str(
-            "Heal",
-            "sbii",
-            body,
-            name=name,
-            deadline_s=math.inf if deadline_s is None else deadline_s,
-        )
-        value = json.loads(text)
-        if not isinstance(value, dict):
-            raise ControlError("razard sent a malformed heal outcome (not a JSON object)")
-        return value
+        operation = operation_of(op)
+        limit = self._timeout if operation.deadline_s is None else operation.deadline_s
+        return await self._invoke(operation, limit, args, kwargs)
 
-    async def chakra(self) -> list[dict[str, Any]]:
-        """Each layer agent's state (see :meth:`SupervisorControl.chakra`)."""
-        value = json.loads(await self._call_str("Chakra"))
-        if not isinstance(value, list):
-            raise ControlError("razard sent a malformed chakra report (not a JSON list)")
-        return value
-
-    async def heal_layer(self, layer: str, dry_run: bool = False) -> dict[str, Any]:
-        """Run ``layer``'s healer now; waits as long as the healer may run."""
-        text = await self._call_str(
-            "HealLayer", "sb", [layer, dry_run], deadline_s=HEAL_CALL_TIMEOUT
-        )
-        value = json.loads(text)
-        if not isinstance(value, dict):
-            raise ControlError("razard sent a malformed heal record (not a JSON object)")
-        return value
-
-    async def _call_str(
+    @overload
+    async def call_within(
         self,
-        member: str,
-        signature: str = "",
-        body: list[Any] | None = None,
-        *,
-        name: str | None = None,
-        deadline_s: float | None = None,
-    ) -> str:
-        reply = await self._call(member, signature, body, name=name, deadline_s=deadline_s)
-        if len(reply) != 1 or not isinstance(reply[0], str):
-            raise ControlError(f"razard sent a malformed reply to {member}")
-        return reply[0]
+        deadline_s: float | None,
+        op: Callable[Concatenate[SupervisorControl, P], Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def call_within(
+        self,
+        deadline_s: float | None,
+        op: Callable[Concatenate[SupervisorControl, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    async def call_within(
+        self, deadline_s: float | None, op: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """:meth:`call` waiting ``deadline_s`` seconds (None: until razard answers).
+
+        Giving up does not stop razard: it carries on with the operation.
+        """
+        limit = math.inf if deadline_s is None else deadline_s
+        return await self._invoke(operation_of(op), limit, args, kwargs)
+
+    async def _invoke(
+        self, op: Operation, limit: float, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        try:
+            bound = op.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{op.method}: {exc}") from None
+        values = list(bound.arguments.values())[1:]
+        body = [p.to_bus(v) for p, v in zip(op.params, values, strict=True)]
+        name = bound.arguments.get("name") if op.params and op.params[0].name == "name" else None
+        reply = await self._call(op.member, op.in_signature, body, name=name, deadline_s=limit)
+        return op.reply_from_bus(reply)
 
     async def _call(
         self,

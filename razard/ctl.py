@@ -1,6 +1,7 @@
 """razarctl: the operator's command line for razard.
 
-Every command is one call on razard's control interface (see
+Every control command is one operation of razard's control interface,
+``client.call(Op.<operation>, ...)`` (the operations are defined once, in
 :mod:`razard.control`); this module only parses arguments and formats what
 comes back. One exception: ``rollback`` with razard stopped works on the
 files directly, through the same patch engine and under the same lock.
@@ -9,6 +10,7 @@ files directly, through the same patch engine and under the same lock.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shlex
@@ -32,6 +34,7 @@ from razard.control import (
     ControlClient,
     RazardNotRunning,
 )
+from razard.control import SupervisorControl as Op  # the operations, each one D-Bus method
 from razard.errors import ConfigError, ControlError, RazarError, UnknownComponent
 from razard.fleet.ctl import register as register_fleet
 from razard.layers import LAYERS
@@ -386,14 +389,33 @@ def _say(message: str) -> None:
     click.echo(message)
 
 
+_LAZY_COMMANDS = {
+    # scrapes the exporters: agents.monitoring and what it loads only for this command
+    "verify-monitoring": ("agents.monitoring", "command"),
+}
+"""Commands defined elsewhere, loaded when named (or listed in ``--help``)."""
+
+
 class _Group(click.Group):
-    """A click group that reports razard's errors as one red line, no traceback."""
+    """A click group that reports razard's errors as one red line, no traceback,
+    and loads :data:`_LAZY_COMMANDS` only when they are used."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RazarError as error:
             _fail(error)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in _LAZY_COMMANDS and name not in self.commands:
+            module, attribute = _LAZY_COMMANDS[name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
 
 
 def _call(ctx: click.Context, action: Callable[[ControlClient], Awaitable[T]]) -> T:
@@ -456,7 +478,7 @@ def main(ctx: click.Context, bus: str, address: str | None, timeout: float) -> N
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show every component's state and health."""
-    result = _call(ctx, lambda c: c.status())
+    result = _call(ctx, lambda c: c.call(Op.status))
     if as_json:
         click.echo(json.dumps(status_json(result), indent=2))
         return
@@ -470,7 +492,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def start(ctx: click.Context, component: str) -> None:
     """Start COMPONENT (also undoes `razarctl stop`)."""
-    _call(ctx, lambda c: c.start(component))
+    _call(ctx, lambda c: c.call(Op.start_component, component))
     _say(f"started {component}")
 
 
@@ -479,8 +501,8 @@ def start(ctx: click.Context, component: str) -> None:
 @click.pass_context
 def stop(ctx: click.Context, component: str) -> None:
     """Stop COMPONENT and keep razard from healing it (until `start`)."""
-    _call(ctx, lambda c: c.stop(component))
-    status = _call(ctx, lambda c: c.status())
+    _call(ctx, lambda c: c.call(Op.stop_component, component))
+    status = _call(ctx, lambda c: c.call(Op.status))
     state = next(
         (x.get("state") for x in status.get("components", []) if x.get("name") == component), None
     )
@@ -495,7 +517,7 @@ def stop(ctx: click.Context, component: str) -> None:
 @click.pass_context
 def restart(ctx: click.Context, component: str) -> None:
     """Restart COMPONENT."""
-    _call(ctx, lambda c: c.restart(component))
+    _call(ctx, lambda c: c.call(Op.restart_component, component))
     _say(f"restarted {component}")
 
 
@@ -509,7 +531,7 @@ def quarantine() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context, as_json: bool) -> None:
     """Show the quarantined components and why."""
-    records = _call(ctx, lambda c: c.quarantine_list())
+    records = _call(ctx, lambda c: c.call(Op.quarantined))
     if as_json:
         click.echo(json.dumps(records, indent=2, sort_keys=True))
         return
@@ -524,7 +546,7 @@ def quarantine_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def quarantine_release(ctx: click.Context, component: str) -> None:
     """Release COMPONENT from quarantine; razard supervises it again."""
-    _call(ctx, lambda c: c.quarantine_release(component))
+    _call(ctx, lambda c: c.call(Op.release, component))
     _say(f"released {component} from quarantine")
 
 
@@ -532,7 +554,7 @@ def quarantine_release(ctx: click.Context, component: str) -> None:
 @click.pass_context
 def reload(ctx: click.Context) -> None:
     """Re-read razard's config (an invalid one changes nothing)."""
-    _call(ctx, lambda c: c.reload())
+    _call(ctx, lambda c: c.call(Op.reload))
     _say("razard reloaded its config")
 
 
@@ -639,7 +661,7 @@ def logs(
 def _unit_of(ctx: click.Context, component: str) -> str | None:
     """The component's unit, from razard; None (with a warning) when razard is not there."""
     try:
-        result = _call(ctx, lambda c: c.status())
+        result = _call(ctx, lambda c: c.call(Op.status))
     except UnknownComponent:
         raise
     except ControlError as error:
@@ -663,7 +685,7 @@ def _unit_of(ctx: click.Context, component: str) -> str | None:
 @click.pass_context
 def ladder(ctx: click.Context, as_json: bool) -> None:
     """Show the repair roster, which rungs are configured, and the thresholds."""
-    result = _call(ctx, lambda c: c.ladder())
+    result = _call(ctx, lambda c: c.call(Op.ladder))
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
@@ -680,7 +702,7 @@ def chakra(ctx: click.Context, as_json: bool) -> None:
     """Show each layer agent: state, last beat, pulse (hz), sensor reading, healer runs."""
     if ctx.invoked_subcommand is not None:
         return
-    layers = _call(ctx, lambda c: c.chakra())
+    layers = _call(ctx, lambda c: c.call(Op.chakra))
     if as_json:
         click.echo(json.dumps(layers, indent=2, sort_keys=True))
         return
@@ -709,7 +731,7 @@ def chakra_actions(layers: Sequence[Mapping[str, Any]]) -> list[str]:
 @click.pass_context
 def chakra_heal(ctx: click.Context, layer: str, dry_run: bool, as_json: bool) -> None:
     """Run LAYER's healer now; exit 0 healed, 1 not healed, 2 not applicable here."""
-    record = _call(ctx, lambda c: c.heal_layer(layer, dry_run))
+    record = _call(ctx, lambda c: c.call(Op.heal_layer, layer, dry_run))
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
     else:
@@ -723,31 +745,13 @@ def chakra_heal(ctx: click.Context, layer: str, dry_run: bool, as_json: bool) ->
     ctx.exit({"healed": 0, "not_applicable": 2}.get(str(record.get("result")), 1))
 
 
-@main.command(
-    "verify-monitoring",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def verify_monitoring(args: tuple[str, ...]) -> None:
-    """Scrape razard, node_exporter, the GPU exporter and cAdvisor; report every gap.
-
-    Same as scripts/verify_chakra_monitoring.py: --config, --endpoint NAME=URL,
-    --only NAME, --json, --timeout, --max-age (see --help). Exit 0 all good,
-    1 a gap, 2 bad arguments or config.
-    """
-    from agents.monitoring import main as verify
-
-    sys.exit(verify(list(args), prog="razarctl verify-monitoring"))
-
-
 @main.command()
 @click.argument("component")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def patches(ctx: click.Context, component: str, as_json: bool) -> None:
     """List COMPONENT's patch records, oldest first (refused ones too)."""
-    records = _call(ctx, lambda c: c.patches(component))
+    records = _call(ctx, lambda c: c.call(Op.patches, component))
     if as_json:
         click.echo(json.dumps(records, indent=2, sort_keys=True))
         return
@@ -763,7 +767,7 @@ def patches(ctx: click.Context, component: str, as_json: bool) -> None:
 @click.pass_context
 def diff(ctx: click.Context, component: str, patch: str | None) -> None:
     """Show the diff of PATCH of COMPONENT (default: the latest applied patch)."""
-    text = _call(ctx, lambda c: c.diff(component, patch))
+    text = _call(ctx, lambda c: c.call(Op.diff, component, patch))
     console = Console()
     if console.is_terminal:
         from rich.syntax import Syntax  # pygments: only for a diff shown on a terminal
@@ -800,7 +804,7 @@ def rollback(ctx: click.Context, component: str, to: str | None, config_path: Pa
     NOT restarted.
     """
     try:
-        record = _call(ctx, lambda c: c.rollback(component, to))
+        record = _call(ctx, lambda c: c.call(Op.rollback, component, to))
     except RazardNotRunning as error:
         _rollback_offline(error, component, to, config_path)
         return
@@ -893,7 +897,10 @@ def heal(
         deadline = None if long_task else HEAL_CALL_TIMEOUT
     try:
         outcome = _call(
-            ctx, lambda c: c.heal(component, long_task, retries, remote_attempts, deadline)
+            ctx,
+            lambda c: c.call_within(
+                deadline, Op.heal, component, long_task, retries, remote_attempts
+            ),
         )
     except KeyboardInterrupt:
         Console(stderr=True).print(

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from razard.errors import RazarError
 from razard.layout import QUARANTINE_DIR
 from razard.repair.registry import DEFAULT_REGISTRY
-from razard.sandbox import UserManager, ensure_journald, start_user_manager, stop_journald
+from razard.usermanager import UserManager, ensure_journald, start_user_manager, stop_journald
 
 #: The example components' files, copied into the demo's directory.
 DATA_FILES = ("inference.py", "gateway.py", "app.conf", "indexer.py")

@@ -5,8 +5,9 @@ source, so every decision can be tested without systemd.
 
     restart (backoff)  ->  escalation rungs (layer healer, repair agents)  ->  quarantine
 
-The escalation rungs are filled in by later work (layer healers, repair
-agents); the policy only needs to know how many there are.
+The escalation rungs (the layer healer of ``agents/rung.py``, the repair
+agents of ``razard/repair/rung.py``) are the supervisor's; the policy only
+needs to know how many there are.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from razard.sandbox import JOURNALD, SYSTEMD, UserManager, ensure_journald, start_user_manager
-from razard.sandbox import stop_journald as _stop_journald
+from razard.usermanager import JOURNALD, SYSTEMD, UserManager, ensure_journald, start_user_manager
+from razard.usermanager import stop_journald as _stop_journald
 from tests import canary
 
 _SESSION_START = time.time()

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from razard.sandbox import ensure_journald, start_user_manager, stop_journald
+from razard.usermanager import ensure_journald, start_user_manager, stop_journald
 
 BIN = Path(sys.executable).parent
 

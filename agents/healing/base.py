@@ -9,7 +9,6 @@ and ``--dry-run``, prints exactly one JSON object and exits 0 (healed),
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import inspect
 import json
@@ -172,15 +171,33 @@ def main(
     *,
     description: str = "",
 ) -> int:
-    """Run ``heal`` as an executable: parse ``--dry-run``, print one JSON object, exit code."""
-    parser = argparse.ArgumentParser(prog=healer, description=description or __doc__)
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the plan as JSON and change nothing"
+    """Run ``heal`` as an executable: parse ``--dry-run``, print one JSON object; the exit code.
+
+    ``--help`` prints the healer's usage (``description``) and exits 0; a usage
+    error exits 2, as "not applicable" does: the healer did nothing.
+    """
+    # here, not at the top: razard imports this module (HealResult) and does not load click
+    import click
+
+    from razard import clirun
+
+    @click.command(
+        name=healer,
+        help=description or __doc__,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
-    args = parser.parse_args(argv)
-    environ = os.environ if env is None else env
+    @click.option("--dry-run", is_flag=True, help="Print the plan as JSON and change nothing.")
+    @click.pass_context
+    def command(ctx: click.Context, dry_run: bool) -> None:
+        ctx.exit(_run(healer, layer, heal, os.environ if env is None else env, dry_run))
+
+    return clirun.run(command, argv, prog_name=healer)
+
+
+def _run(healer: str, layer: str, heal: Heal, environ: Mapping[str, str], dry_run: bool) -> int:
+    """Run ``heal`` once, print its one JSON object; the exit code."""
     try:
-        ctx = HealContext.from_env(layer, environ, dry_run=args.dry_run)
+        ctx = HealContext.from_env(layer, environ, dry_run=dry_run)
         out = heal(ctx)
         result = asyncio.run(out) if inspect.isawaitable(out) else out  # type: ignore[arg-type]
         assert isinstance(result, HealResult)
@@ -189,7 +206,7 @@ def main(
     except Exception as e:  # the contract: one JSON object, whatever happened
         result = HealResult(healer, layer, "not_healed", f"internal error: {type(e).__name__}: {e}")
     # a dry run is one, whatever stopped it (systemd out of reach, a bad setting)
-    result.dry_run = bool(args.dry_run or _truthy(environ.get("RAZAR_DRY_RUN")))
+    result.dry_run = bool(dry_run or _truthy(environ.get("RAZAR_DRY_RUN")))
     sys.stdout.write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
     sys.stdout.flush()
     return result.exit_code

@@ -11,7 +11,6 @@ state directory could not be used, 2 the config is invalid.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -19,6 +18,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+import click
+
+from razard import clirun
 from razard.config import load_config
 from razard.errors import ConfigError, RazarError
 from razard.escalation.classify import RAZARD_IDENTIFIER
@@ -29,36 +31,62 @@ from razard.layout import DEFAULT_CONFIG
 IDENTIFIER = "razar-notifier"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="escalation_notifier.py",
-        description="Read razard's journal and repair logs; raise and deliver operator alerts.",
-    )
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"razard's config ({DEFAULT_CONFIG})")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--once", action="store_true", help="read what is new, deliver, exit (the default)"
-    )
-    mode.add_argument("--follow", action="store_true", help="keep running until SIGTERM")
-    p.add_argument(
-        "--journal-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra journalctl option, e.g. --journal-arg=--directory=/var/log/journal",
-    )
-    p.add_argument(
-        "--identifier",
-        default=RAZARD_IDENTIFIER,
-        help=f"razard's SYSLOG_IDENTIFIER in the journal ({RAZARD_IDENTIFIER})",
-    )
-    return p
+PROG = "escalation_notifier.py"
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Read razard's journal and repair logs; raise and deliver operator alerts.",
+    epilog="Exit status: 0 done (or razard's notifier is active), 1 the journal or the "
+    "state directory could not be used, 2 the config is invalid or a usage error.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=str(DEFAULT_CONFIG),
+    show_default=True,
+    metavar="PATH",
+    help="razard's config.",
+)
+@click.option("--once", is_flag=True, help="Read what is new, deliver, exit (the default).")
+@click.option("--follow", is_flag=True, help="Keep running until SIGTERM.")
+@click.option(
+    "--journal-arg",
+    "journal_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra journalctl option, e.g. --journal-arg=--directory=/var/log/journal (repeatable).",
+)
+@click.option(
+    "--identifier",
+    default=RAZARD_IDENTIFIER,
+    show_default=True,
+    help="razard's SYSLOG_IDENTIFIER in the journal.",
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    config_path: str,
+    once: bool,
+    follow: bool,
+    journal_args: tuple[str, ...],
+    identifier: str,
+) -> None:
+    """The notifier's command line; exits with :func:`notify`'s status."""
+    if once and follow:
+        raise click.UsageError("--once and --follow are alternatives; give one", ctx)
+    ctx.exit(notify(config_path, follow=follow, journal_args=journal_args, identifier=identifier))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """``escalation_notifier.py [--config PATH] [--once | --follow] ...``; the exit status."""
+    return clirun.run(command, argv, prog_name=PROG)
+
+
+def notify(config_path: str, *, follow: bool, journal_args: Sequence[str], identifier: str) -> int:
+    """One pass (or, with ``follow``, run until SIGTERM); the exit status."""
     try:
-        config = load_config(args.config)
+        config = load_config(config_path)
     except ConfigError as e:
         print(f"escalation_notifier: {e}", file=sys.stderr)
         return 2
@@ -68,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"escalation_notifier: {config.source} has no enabled [escalation] table; nothing to do"
         )
         return 0
-    if args.journal_arg:
-        cfg = replace(cfg, journal_args=(*cfg.journal_args, *args.journal_arg))
+    if journal_args:
+        cfg = replace(cfg, journal_args=(*cfg.journal_args, *journal_args))
     events = EventLog(
         None, identifier=IDENTIFIER, mirror_to_stderr="JOURNAL_STREAM" not in os.environ
     )
@@ -78,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.daemon.state_dir,
         lambda: config.components,
         events,
-        identifier=args.identifier,
+        identifier=identifier,
     )
     try:
         notifier.lock()
@@ -89,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"escalation_notifier: {e}", file=sys.stderr)
         return 1
     try:
-        if args.follow:
+        if follow:
             asyncio.run(_follow(notifier))
             return 0
         result = asyncio.run(_once(notifier))

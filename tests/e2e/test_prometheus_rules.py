@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard, free_port, wait_for
 from tests.unit.test_prometheus_rules import (
     RULES,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard
 
 #: makes a razard for the test from the components' TOML (not started yet)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests import canary
 
 BIN = Path(sys.executable).parent

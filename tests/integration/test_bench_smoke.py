@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from razard.sandbox import SYSTEMD
+from razard.usermanager import SYSTEMD
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = ("razard", "systemd", "supervisord")

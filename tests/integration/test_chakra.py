@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agents.healing.units import controller_support
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.conftest import Factory
 from tests.integration.harness import Razard, py, script, wait_for
 

@@ -31,6 +31,7 @@ from razard.control import (
     OBJECT_PATH,
     ControlClient,
     ControlInterface,
+    SupervisorControl,
     export_control,
     unexport_control,
 )
@@ -537,7 +538,7 @@ async def test_unexpected_error_is_internal_and_not_leaked(served: Served) -> No
     client = await ControlClient.connect("user", served.address)
     try:
         with pytest.raises(ControlError) as caught:
-            await client.restart("crash")
+            await client.call(SupervisorControl.restart_component, "crash")
     finally:
         await client.close()
     assert "razard failed internally (RuntimeError)" in str(caught.value)
@@ -547,10 +548,10 @@ async def test_unexpected_error_is_internal_and_not_leaked(served: Served) -> No
 async def test_client_round_trips_status_and_unknown_component(served: Served) -> None:
     """ControlClient returns the status dict and raises UnknownComponent with the name."""
     async with await ControlClient.connect("user", served.address) as client:
-        status = await client.status()
+        status = await client.call(SupervisorControl.status)
         assert status["version"] == __version__ and len(status["components"]) == 4
         with pytest.raises(UnknownComponent) as caught:
-            await client.stop("nope")
+            await client.call(SupervisorControl.stop_component, "nope")
     assert caught.value.name == "nope"
 
 
@@ -937,16 +938,61 @@ async def test_heal_refuses_negative_counts_on_the_bus(served: Served) -> None:
 async def test_client_round_trips_repair_calls(served: Served) -> None:
     """ControlClient's ladder, patches, diff, rollback and heal return razard's values."""
     async with await ControlClient.connect("user", served.address) as client:
-        assert (await client.ladder())["thresholds"]["rstar"] == 9
-        assert [r["status"] for r in await client.patches("api")] == [
+        assert (await client.call(SupervisorControl.ladder))["thresholds"]["rstar"] == 9
+        assert [r["status"] for r in await client.call(SupervisorControl.patches, "api")] == [
             "refused",
             "applied",
             "kept",
         ]
-        assert await client.diff("api") == DIFF
-        record = await client.rollback("api")
+        assert await client.call(SupervisorControl.diff, "api", None) == DIFF
+        record = await client.call(SupervisorControl.rollback, "api", None)
         assert (record["status"], record["by"]) == ("reverted", "operator")
-        assert (await client.heal("api", retries=1))["healed"] is True
+        assert (await client.call(SupervisorControl.heal, "api", False, 1, None))["healed"] is True
         with pytest.raises(UnknownComponent):
-            await client.rollback("nope")
+            await client.call(SupervisorControl.rollback, "nope", None)
     assert served.supervisor.heal_calls == [("api", False, 1, None)]
+
+
+#: The interface as razarctl, the shipped D-Bus policy and any other caller know it:
+#: member -> (argument names and signatures, reply signature). The methods are made
+#: from razard.control.SupervisorControl; this pins what they must stay.
+INTERFACE_CONTRACT = {
+    "Status": ([], "s"),
+    "Start": ([("name", "s")], ""),
+    "Stop": ([("name", "s")], ""),
+    "Restart": ([("name", "s")], ""),
+    "QuarantineList": ([], "s"),
+    "QuarantineRelease": ([("name", "s")], ""),
+    "Reload": ([], ""),
+    "Ladder": ([], "s"),
+    "Patches": ([("name", "s")], "s"),
+    "Diff": ([("name", "s"), ("patch_id", "s")], "s"),
+    "Rollback": ([("name", "s"), ("to", "s")], "s"),
+    "Heal": (
+        [("name", "s"), ("long_task", "b"), ("retries", "i"), ("remote_attempts", "i")],
+        "s",
+    ),
+    "Chakra": ([], "s"),
+    "HealLayer": ([("layer", "s"), ("dry_run", "b")], "s"),
+}
+
+
+async def test_introspection_shows_every_method_with_its_signature(served: Served) -> None:
+    """Introspect on the bus lists each control method with today's names and signatures."""
+    bus = await MessageBus(bus_address=served.address).connect()
+    try:
+        node = await bus.introspect(BUS_NAME, OBJECT_PATH)
+    finally:
+        bus.disconnect()
+    iface = next(i for i in node.interfaces if i.name == INTERFACE)
+    seen = {
+        m.name: (
+            [(a.name, str(a.signature)) for a in m.in_args],
+            "".join(str(a.signature) for a in m.out_args),
+        )
+        for m in iface.methods
+    }
+    assert seen == INTERFACE_CONTRACT
+    assert [(p.name, p.signature, p.access.value) for p in iface.properties] == [
+        ("Version", "s", "read")
+    ]

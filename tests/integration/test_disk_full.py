@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from razard.errors import StateError
-from razard.sandbox import UserManager
 from razard.storage import append_jsonl
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard, wait_for
 
 pytestmark = [

@@ -27,7 +27,7 @@ from razard.escalation.metrics import NotifierMetrics
 from razard.escalation.notifier import EscalationNotifier, PassResult
 from razard.journal import EventLog, Priority
 from razard.layout import ESCALATIONS_FILE
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests import canary
 from tests.integration.harness import free_port
 

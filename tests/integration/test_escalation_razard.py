@@ -13,7 +13,7 @@ import pytest
 
 from razard.escalation.history import read_escalations
 from razard.layout import ESCALATIONS_FILE
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests import canary
 from tests.integration.harness import Razard, crash_loop, free_port, wait_for
 from tests.integration.test_escalation_operator import OperatorConsole

@@ -24,7 +24,7 @@ import pytest
 from razard.demo import razard_unit
 from razard.fleet.config import FleetConfig
 from razard.fleet.core import FleetStore
-from razard.sandbox import UserManager, start_user_manager
+from razard.usermanager import UserManager, start_user_manager
 from tests.etcd import EtcdCluster
 from tests.integration.fake_openai import completion
 from tests.integration.harness import Razard, crash_loop, py, script, wait_for

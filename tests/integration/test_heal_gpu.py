@@ -25,7 +25,7 @@ import pynvml
 import pytest
 
 from agents.healing import sacral
-from razard.sandbox import UserManager, write_unit
+from razard.usermanager import UserManager, write_unit
 from tests.processes import gone
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ import pytest
 from agents.healing import heart, restart, solar_plexus
 from agents.healing.units import controller_support
 from agents.pressure import Pressure, StallLine, format_psi
-from razard.sandbox import UserManager, write_unit
+from razard.usermanager import UserManager, write_unit
 from tests.integration.harness import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

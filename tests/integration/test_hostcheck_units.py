@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from razard.sandbox import UserManager, write_unit
+from razard.usermanager import UserManager, write_unit
 from tests.integration.harness import BIN, free_port
 
 PRESENT = "it-hc-present.service"

@@ -34,7 +34,7 @@ from razard.escalation import classify
 from razard.escalation.notifier import OwnEntries
 from razard.escalation.source import JournalSource
 from razard.repair.handover import journal_tail
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests import canary
 from tests.integration.harness import Razard, sleepers, wait_for
 from tests.users import Users, throwaway_users

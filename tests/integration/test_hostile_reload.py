@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard, wait_for
 
 pytestmark = pytest.mark.integration

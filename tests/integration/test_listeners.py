@@ -7,7 +7,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard, free_port
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.conftest import Factory
 from tests.integration.harness import BIN, Razard, free_port, py, script, wait_for
 

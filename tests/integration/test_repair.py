@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.fake_openai import FakeOpenAI, completion
 from tests.integration.harness import Razard, py, script, wait_for
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard, py, script
 from tests.integration.test_opencode_agent import ModelServer
 from tests.integration.test_repair import APP

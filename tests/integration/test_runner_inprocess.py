@@ -32,9 +32,9 @@ from razard.journal import EventLog
 from razard.layout import LOG_FILE, STATE_FILE
 from razard.metrics import Metrics
 from razard.runner import EscalationRung, Failure, RungOutcome
-from razard.sandbox import UserManager
 from razard.supervisor import Supervisor
 from razard.systemd import Systemd
+from razard.usermanager import UserManager
 from tests.integration.harness import py, script
 
 pytestmark = pytest.mark.integration

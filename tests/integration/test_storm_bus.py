@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from razard.errors import SystemdError, UnitNotFound
-from razard.sandbox import UserManager
 from razard.systemd import Systemd, UnitStatus
+from razard.usermanager import UserManager
 from tests.integration.conftest import Factory
 from tests.integration.harness import Razard, sleepers, wait_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.harness import free_port, wait_for
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ import pytest
 
 from agents import monitoring as m
 from razard import monitoring_config as mc
-from razard.sandbox import UserManager
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard, free_port, wait_for
 from tests.unit.test_monitoring import Exporter, drop_family
 

@@ -6,6 +6,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from razard import ctl
-from razard.control import HEAL_CALL_TIMEOUT, bus_address
+from razard.control import HEAL_CALL_TIMEOUT, SupervisorControl, bus_address
 from razard.ctl import (
     COMPONENT_KEYS,
     heal_line,
@@ -425,14 +426,10 @@ class _FakeClient:
     async def close(self) -> None:
         return None
 
-    async def heal(
-        self,
-        name: str,
-        long_task: bool,
-        retries: int | None,
-        remote_attempts: int | None,
-        deadline_s: float | None,
+    async def call_within(
+        self, deadline_s: float | None, op: Callable[..., Any], *args: Any
     ) -> dict[str, Any]:
+        assert op is SupervisorControl.heal
         if self.raise_on_heal is not None:
             raise self.raise_on_heal
         self.deadlines.append(deadline_s)

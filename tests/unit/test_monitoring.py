@@ -683,4 +683,33 @@ def test_main_bad_arguments_and_config_exit_2(
     assert "--timeout" in capsys.readouterr().err
     assert m.main(["--bogus"], env={}) == 2
     assert m.main(["--help"], env={}, prog="razarctl verify-monitoring") == 0
-    assert "usage: razarctl verify-monitoring" in capsys.readouterr().out
+    assert "Usage: razarctl verify-monitoring" in capsys.readouterr().out
+
+
+def test_razarctl_verify_monitoring_declares_and_checks_its_options(tmp_path: Path) -> None:
+    """`razarctl verify-monitoring` is the check's own command: its options in --help,
+    a bad value refused naming the option (exit 2), a gap exits 1 with the JSON report."""
+    from click.testing import CliRunner
+
+    from razard.ctl import main as razarctl
+
+    runner = CliRunner()
+    shown = runner.invoke(razarctl, ["verify-monitoring", "--help"])
+    assert shown.exit_code == 0, shown.output
+    for option in ("--config", "--endpoint", "--only", "--json", "--timeout", "--max-age"):
+        assert option in shown.output
+    bad = runner.invoke(razarctl, ["verify-monitoring", "--max-age", "-1"])
+    assert bad.exit_code == 2 and "--max-age" in bad.output
+    cfg = tmp_path / "razard.toml"
+    cfg.write_text("")
+    gone = f"gone=http://127.0.0.1:{closed_port()}/metrics"
+    args = ["verify-monitoring", "--config", str(cfg), "--endpoint", gone, "--only", "gone"]
+    result = runner.invoke(razarctl, [*args, "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert [(e["name"], e["status"]) for e in report["endpoints"]] == [("gone", "gap")]
+    unknown = runner.invoke(
+        razarctl, ["verify-monitoring", "--config", str(cfg), "--only", "x"], prog_name="razarctl"
+    )
+    assert unknown.exit_code == 2
+    assert "razarctl verify-monitoring: --only: no endpoint named 'x'" in unknown.output

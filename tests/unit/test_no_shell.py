@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCANNED = sorted(
     [
         REPO / "agents" / "healer.py",
-        REPO / "agents" / "sandbox.py",
+        REPO / "agents" / "confinement.py",
         *(REPO / "agents" / "healing").glob("*.py"),
         REPO / "razard" / "repair" / "registry.py",
         REPO / "razard" / "repair" / "opencode_agent.py",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.sandbox import capability_mask, properties, unit_name
+from agents.confinement import capability_mask, properties, unit_name
 
 
 def props(layer: str, **kw: object) -> dict[str, object]:

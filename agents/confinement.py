@@ -1,4 +1,5 @@
-"""Each healer runs as its own transient systemd unit, sandboxed to what its layer needs.
+"""The healer's confinement: each healer runs as its own transient systemd unit, with only
+the privileges its layer needs (`properties` builds that unit; `agents.healer` starts it).
 
 razard's own unit is locked down (see ``units/razard.service``): it cannot
 configure links, reset GPUs or enter namespaces. A healer that must do one of

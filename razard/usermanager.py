@@ -1,4 +1,9 @@
-"""A private systemd user manager (and journald) for tests and the demo.
+"""A private, throwaway systemd user manager (and journald) for the tests, the bench and the demo.
+
+razard itself never uses this module: it supervises units of the node's own
+manager (``bus = "system"``, or an operator's ``--user`` manager). The tests,
+``bench/`` and ``razard demo`` start one of these so they can run real units
+without touching the host's services.
 
 ``start_user_manager()`` runs ``/usr/lib/systemd/systemd --user`` with its own
 ``XDG_RUNTIME_DIR`` and ``XDG_CONFIG_HOME`` in a new session, waits until it
@@ -14,8 +19,8 @@ Where the cgroup file systems are writable (root), each manager gets its own
 top-level cgroup (``razar-sandbox-<pid>-<hex>``) in the ``name=systemd`` and
 cgroup2 hierarchies. Without that, a user manager started from a process in
 ``init.scope`` treats the cgroup root as its own and puts units in
-``/app.slice/<unit>``, so two sandboxes running a unit of the same name would
-share (and kill) one cgroup. The cgroup name also lets `reap_stale_sandboxes`
+``/app.slice/<unit>``, so two managers running a unit of the same name would
+share (and kill) one cgroup. The cgroup name also lets `reap_stale_managers`
 (run by every `start_user_manager`) clean up after a creator that was SIGKILLed.
 
 Never start ``systemd --system`` here: its tmpfiles step empties the shared ``/tmp``.
@@ -79,11 +84,11 @@ _CGROUP_NAME_RE: Final = re.compile(r"^razar-sandbox-(\d+)-[0-9a-f]+$")
 
 _live: set[UserManager] = set()
 #: In a manager's environment: left running on purpose (`razard demo --keep`), so
-#: `reap_stale_sandboxes` leaves it alone once the process that started it is gone.
+#: `reap_stale_managers` leaves it alone once the process that started it is gone.
 KEEP_ENV: Final = "RAZAR_SANDBOX_KEEP"
 
 
-class SandboxError(RazarError):
+class UserManagerError(RazarError):
     """A private user manager or journald could not be started, driven or stopped."""
 
 
@@ -123,7 +128,7 @@ class UserManager:
     def systemctl(
         self, *args: str, check: bool = True, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``systemctl --user ARGS`` against this manager; raise `SandboxError` on
+        """Run ``systemctl --user ARGS`` against this manager; raise `UserManagerError` on
         failure when ``check`` (the message carries the exit status and stderr)."""
         argv = ["systemctl", "--user", "--no-pager", *args]
         try:
@@ -137,12 +142,16 @@ class UserManager:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise SandboxError(f"`{' '.join(argv)}` did not finish within {timeout:g}s") from None
+            raise UserManagerError(
+                f"`{' '.join(argv)}` did not finish within {timeout:g}s"
+            ) from None
         except OSError as e:
-            raise SandboxError(f"cannot run systemctl: {e}") from None
+            raise UserManagerError(f"cannot run systemctl: {e}") from None
         if check and cp.returncode != 0:
             msg = (cp.stderr or cp.stdout).strip()
-            raise SandboxError(f"`{' '.join(argv)}` failed with exit status {cp.returncode}: {msg}")
+            raise UserManagerError(
+                f"`{' '.join(argv)}` failed with exit status {cp.returncode}: {msg}"
+            )
         return cp
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -154,7 +163,7 @@ class UserManager:
         descendants seen before stopping, the members of its cgroup, and processes
         carrying its ``MANAGERPID``/``XDG_RUNTIME_DIR``. Removes its cgroups, and
         ``base`` when it was a directory made by `start_user_manager`. Calling it
-        again does nothing. Raises `SandboxError` if a process survives SIGKILL.
+        again does nothing. Raises `UserManagerError` if a process survives SIGKILL.
         """
         if self._stopped:
             return
@@ -180,7 +189,7 @@ class UserManager:
             if self.remove_base:
                 shutil.rmtree(self.base, ignore_errors=True)
         if survivors:
-            raise SandboxError(
+            raise UserManagerError(
                 f"processes of the user manager in {self.base} survived SIGKILL: "
                 + ", ".join(str(p) for p in sorted(survivors))
             )
@@ -188,7 +197,7 @@ class UserManager:
     def detach(self) -> None:
         """Leave the manager running when this process exits (it is not stopped at exit).
 
-        Only a manager started with ``keep=True`` also survives `reap_stale_sandboxes`;
+        Only a manager started with ``keep=True`` also survives `reap_stale_managers`;
         stop it with ``kill <pid>`` (its units go with it) or `stop`.
         """
         _live.discard(self)
@@ -211,7 +220,7 @@ class UserManager:
         try:
             cp = self.systemctl("exit", check=False, timeout=min(5.0, timeout))
             asked = cp.returncode == 0
-        except SandboxError:
+        except UserManagerError:
             asked = False
         if not asked:
             with contextlib.suppress(ProcessLookupError):
@@ -255,21 +264,21 @@ def start_user_manager(
     ``base`` None makes a new ``razar-sandbox-*`` temporary directory, removed again
     by `UserManager.stop`. Layout: ``base/run`` (``XDG_RUNTIME_DIR``, mode 700, holds
     the ``bus`` socket), ``base/config/systemd/user`` (unit files), ``base/data``,
-    ``base/state``, ``base/cache`` and ``base/manager.log``. Raises `SandboxError`,
+    ``base/state``, ``base/cache`` and ``base/manager.log``. Raises `UserManagerError`,
     with the tail of the manager's log, if it does not reach ``running`` or
     ``degraded`` within ``timeout`` seconds; nothing of it is left running then.
     ``keep`` marks it as meant to outlive this process (see `UserManager.detach`).
     """
     if not SYSTEMD.exists():
-        raise SandboxError(f"{SYSTEMD} is missing: systemd is not installed")
+        raise UserManagerError(f"{SYSTEMD} is missing: systemd is not installed")
     try:
         RUN_SYSTEMD_SYSTEM.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SandboxError(
+        raise UserManagerError(
             f"cannot create {RUN_SYSTEMD_SYSTEM} (systemd --user checks for it): {e.strerror}"
         ) from None
     with contextlib.suppress(Exception):
-        reap_stale_sandboxes()
+        reap_stale_managers()
     owned = base is None
     root = Path(tempfile.mkdtemp(prefix="razar-sandbox-")) if base is None else base.absolute()
     runtime_dir = root / "run"
@@ -279,7 +288,7 @@ def start_user_manager(
     if len(str(runtime_dir)) > _MAX_RUNTIME_DIR_LEN:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
-        raise SandboxError(
+        raise UserManagerError(
             f"{runtime_dir} is too long for the manager's AF_UNIX sockets "
             f"(at most {_MAX_RUNTIME_DIR_LEN} characters): use a shorter base directory"
         )
@@ -293,7 +302,7 @@ def start_user_manager(
     except OSError as e:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
-        raise SandboxError(f"cannot prepare {root}: {e}") from None
+        raise UserManagerError(f"cannot prepare {root}: {e}") from None
 
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
     env.update(
@@ -326,9 +335,9 @@ def start_user_manager(
         raise
     if reason is not None:
         tail = _log_tail(log_path, proc.pid)
-        with contextlib.suppress(SandboxError):
+        with contextlib.suppress(UserManagerError):
             um.stop(timeout=2.0)
-        raise SandboxError(
+        raise UserManagerError(
             f"systemd --user in {root} did not come up: {reason}\n"
             f"--- manager log (last lines) ---\n{tail or '(empty)'}"
         )
@@ -339,7 +348,7 @@ def write_unit(um: UserManager, name: str, text: str, *, reload: bool = True) ->
     """Write unit file ``name`` into ``um.unit_dir`` (atomically) and, unless
     ``reload`` is False, ``daemon-reload`` the manager. Returns the file's path."""
     if not _UNIT_NAME_RE.match(name):
-        raise SandboxError(f"{name!r} is not a unit file name like app.service")
+        raise UserManagerError(f"{name!r} is not a unit file name like app.service")
     path = um.unit_dir / name
     data = (text if text.endswith("\n") else text + "\n").encode("utf-8")
     storage.write_atomic(path, data, mode=0o644)
@@ -369,13 +378,13 @@ def ensure_journald(timeout: float = 10.0) -> subprocess.Popen[bytes] | None:
     """Start ``systemd-journald`` in the background unless one already listens.
 
     Returns the started process (pass it to `stop_journald` later), or None when
-    a journald was already running. Raises `SandboxError` if the journal socket
+    a journald was already running. Raises `UserManagerError` if the journal socket
     does not answer within ``timeout`` seconds.
     """
     if journald_running():
         return None
     if not JOURNALD.exists():
-        raise SandboxError(f"{JOURNALD} is missing: cannot provide a journal")
+        raise UserManagerError(f"{JOURNALD} is missing: cannot provide a journal")
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
     try:
         proc = subprocess.Popen(
@@ -387,20 +396,22 @@ def ensure_journald(timeout: float = 10.0) -> subprocess.Popen[bytes] | None:
             start_new_session=True,
         )
     except OSError as e:
-        raise SandboxError(f"cannot start {JOURNALD}: {e}") from None
+        raise UserManagerError(f"cannot start {JOURNALD}: {e}") from None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if journald_running():
             return proc
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            raise SandboxError(
+            raise UserManagerError(
                 f"{JOURNALD} exited with status {proc.returncode} before its socket "
                 f"answered: {err[-2000:] or '(no output)'}"
             )
         time.sleep(0.05)
     stop_journald(proc)
-    raise SandboxError(f"{JOURNAL_SOCKET} did not answer within {timeout:g}s of starting journald")
+    raise UserManagerError(
+        f"{JOURNAL_SOCKET} did not answer within {timeout:g}s of starting journald"
+    )
 
 
 def stop_journald(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
@@ -419,8 +430,8 @@ def stop_journald(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) ->
         proc.stderr.close()
 
 
-def reap_stale_sandboxes() -> list[int]:
-    """Kill what is left of sandboxes whose creating process is gone; return the pids.
+def reap_stale_managers() -> list[int]:
+    """Kill what is left of user managers whose creating process is gone; return the pids.
 
     A manager's cgroup is named after the process that started it
     (``razar-sandbox-<pid>-<hex>``). When that process died without `UserManager.stop`
@@ -515,7 +526,7 @@ def _spawn_waiting_shell(
             )
         except OSError as e:
             _remove_cgroups(cgroups)
-            raise SandboxError(f"cannot start {SYSTEMD} --user: {e}") from None
+            raise UserManagerError(f"cannot start {SYSTEMD} --user: {e}") from None
 
 
 def _kept(cgroup: Path) -> bool:
@@ -603,7 +614,7 @@ def _wait_ready(um: UserManager, proc: subprocess.Popen[bytes], timeout: float) 
                 state = cp.stdout.strip() or cp.stderr.strip() or state
                 if state in ("running", "degraded"):
                     return None
-            except SandboxError as e:
+            except UserManagerError as e:
                 state = str(e)
         left = deadline - time.monotonic()
         if left <= 0:

@@ -16,10 +16,10 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from razard.sandbox import (
-    SandboxError,
+from razard.usermanager import (
     UserManager,
-    reap_stale_sandboxes,
+    UserManagerError,
+    reap_stale_managers,
     start_user_manager,
     write_unit,
 )
@@ -101,8 +101,8 @@ def test_written_unit_starts_and_is_active(user_manager: UserManager, unit_name:
 
 
 def test_failed_systemctl_raises_with_the_reason(user_manager: UserManager) -> None:
-    """systemctl(check=True) raises SandboxError carrying systemctl's own message."""
-    with pytest.raises(SandboxError, match="razar-sbx-no-such-unit.service"):
+    """systemctl(check=True) raises UserManagerError carrying systemctl's own message."""
+    with pytest.raises(UserManagerError, match="razar-sbx-no-such-unit.service"):
         user_manager.systemctl("start", "razar-sbx-no-such-unit.service")
 
 
@@ -162,9 +162,9 @@ def test_owned_temporary_base_is_removed() -> None:
 
 
 def test_start_failure_raises_and_leaves_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A manager that does not come up in time raises SandboxError and is cleaned away."""
+    """A manager that does not come up in time raises UserManagerError and is cleaned away."""
     base = tmp_path_factory.mktemp("late")
-    with pytest.raises(SandboxError, match="did not come up") as info:
+    with pytest.raises(UserManagerError, match="did not come up") as info:
         start_user_manager(base, timeout=0.001)
     assert "manager log" in str(info.value)
     assert all_gone(_processes_of(base / "run"), within=5)
@@ -172,14 +172,14 @@ def test_start_failure_raises_and_leaves_nothing(tmp_path_factory: pytest.TempPa
 
 def test_too_long_base_is_refused_clearly(tmp_path: Path) -> None:
     """A base whose socket paths would overflow AF_UNIX is refused before starting."""
-    with pytest.raises(SandboxError, match="too long"):
+    with pytest.raises(UserManagerError, match="too long"):
         start_user_manager(tmp_path / ("x" * 100))
 
 
 _ABANDON = """
 import os, sys
 from pathlib import Path
-from razard.sandbox import start_user_manager, write_unit
+from razard.usermanager import start_user_manager, write_unit
 um = start_user_manager(Path(sys.argv[1]))
 write_unit(um, "orphan.service", "[Service]\\nExecStart=/bin/sleep 1000\\n")
 um.systemctl("start", "orphan.service")
@@ -190,7 +190,7 @@ os._exit(0)  # dies like a SIGKILLed test run: no stop(), no atexit
 
 
 def test_sandboxes_of_dead_creators_are_reaped(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A manager whose creating process died unstopped is killed by reap_stale_sandboxes()."""
+    """A manager whose creating process died unstopped is killed by reap_stale_managers()."""
     base = tmp_path_factory.mktemp("orphan")
     out = subprocess.run(
         [sys.executable, "-c", _ABANDON, str(base)],
@@ -201,7 +201,7 @@ def test_sandboxes_of_dead_creators_are_reaped(tmp_path_factory: pytest.TempPath
     ).stdout.split()
     unit_pid, manager_pid = int(out[0]), int(out[1])
     assert not gone(unit_pid) and not gone(manager_pid)
-    killed = reap_stale_sandboxes()
+    killed = reap_stale_managers()
     assert {unit_pid, manager_pid} <= set(killed)
     assert all_gone([unit_pid, manager_pid], within=5)
     assert _processes_of(base / "run") == []
@@ -210,7 +210,7 @@ def test_sandboxes_of_dead_creators_are_reaped(tmp_path_factory: pytest.TempPath
 _KEEP = """
 import sys
 from pathlib import Path
-from razard.sandbox import start_user_manager, write_unit
+from razard.usermanager import start_user_manager, write_unit
 um = start_user_manager(Path(sys.argv[1]), keep=True)
 write_unit(um, "kept.service", "[Service]\\nExecStart=/bin/sleep 1000\\n")
 um.systemctl("start", "kept.service")
@@ -224,7 +224,7 @@ def test_a_kept_manager_outlives_its_creator_and_the_reaper(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """keep=True + detach(): still running after its creator exited and after
-    reap_stale_sandboxes(); `kill <manager pid>` takes its units with it."""
+    reap_stale_managers(); `kill <manager pid>` takes its units with it."""
     base = tmp_path_factory.mktemp("kept")
     out = subprocess.run(
         [sys.executable, "-c", _KEEP, str(base)],
@@ -236,10 +236,10 @@ def test_a_kept_manager_outlives_its_creator_and_the_reaper(
     unit_pid, manager_pid = int(out[0]), int(out[1])
     try:
         assert not gone(unit_pid) and not gone(manager_pid)
-        killed = reap_stale_sandboxes()
+        killed = reap_stale_managers()
         assert unit_pid not in killed and manager_pid not in killed
         assert not gone(unit_pid) and not gone(manager_pid)
     finally:
         os.kill(manager_pid, signal.SIGTERM)  # what the demo tells the operator to do
     assert all_gone([unit_pid, manager_pid], within=10)
-    reap_stale_sandboxes()  # its empty cgroup
+    reap_stale_managers()  # its empty cgroup
