@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     journald = None
     with contextlib.suppress(Exception):
         journald = ensure_journald()  # razard and the managers log there, as in production
+    # a user manager started from a shell logs to the console, not the journal; the
+    # recovery timelines read its unit messages there (both managers alike)
+    os.environ.setdefault("SYSTEMD_LOG_TARGET", "journal")
+    os.environ.setdefault("SYSTEMD_LOG_LEVEL", "info")
     work = Path(tempfile.mkdtemp(prefix="rzb-", dir="/tmp"))
     started = time.monotonic()
     res: dict[str, Any] = {

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench import timeline
 from bench.stats import ratio
 
 SYS = ("razard", "systemd", "supervisord")
@@ -159,6 +160,13 @@ def markdown(res: dict[str, Any]) -> str:
             f"{xratio(_med(block, 'razard'), _med(block, 'systemd'))} | "
             f"{xratio(_med(block, 'razard'), _med(block, 'supervisord'))} |"
         )
+    if sc.get("timeline"):
+        lines += [
+            "",
+            "## Where recovery's time goes",
+            "",
+            timeline.markdown(sc["timeline"], meta["command"]),
+        ]
     idle = sc.get("idle", {})
     if idle.get("sizes"):
         lines += [

@@ -24,9 +24,11 @@ from typing import Any, TypeVar
 
 import psutil  # type: ignore[import-untyped]
 
+from bench import timeline
 from bench.ready import ReadyListener
 from bench.stats import summary
 from bench.systems import PROBE_INTERVAL, SYSTEMS, Comp, Razard, System, kill_leftovers
+from bench.timeline import Trial
 
 log = logging.getLogger("bench")
 T = TypeVar("T")
@@ -211,6 +213,8 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
     }
     rec: dict[str, list[float]] = {s: [] for s in b.systems}
     storm: dict[str, list[float]] = {s: [] for s in b.systems}
+    trials: dict[str, list[Trial]] = {s: [] for s in b.systems}
+    since_wall = time.time()
     with contextlib.ExitStack() as stack:
         running: dict[str, tuple[System, list[Comp]]] = {}
         for kind in b.systems:
@@ -227,11 +231,13 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
             for kind in order:
                 system, cs = running[kind]
                 name = cs[r % sz.recovery_comps].name
-                took = _errors_to(out["recovery"], kind, partial(_kill_one, b, system, name))
-                if took is not None:
-                    rec[kind].append(1000 * took)
+                trial = _errors_to(out["recovery"], kind, partial(_kill_one, b, system, name))
+                if trial is not None:
+                    rec[kind].append(1000 * (trial.ready - trial.kill))
+                    trials[kind].append(trial)
                 time.sleep(sz.recovery_pause)
         time.sleep(sz.settle)
+        out["timeline"] = _timelines(running, trials, since_wall)
         for _r, order in rotations(live, sz.storm_trials):
             for kind in order:
                 system, cs = running[kind]
@@ -246,11 +252,37 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
     return out
 
 
-def _kill_one(b: Bench, system: System, name: str) -> float:
+def _kill_one(b: Bench, system: System, name: str) -> Trial:
     old = b.listener.pid(name)
     t0 = time.monotonic()
     os.kill(old, signal.SIGKILL)
-    return b.wait_ready(system, [name], since=t0, not_pids={name: old}) - t0
+    b.wait_ready(system, [name], since=t0, not_pids={name: old})
+    new = b.listener.latest[name]
+    return Trial(system.name, name, system.unit_name(name), old, new.pid, t0, new.t)
+
+
+def _timelines(
+    running: dict[str, tuple[System, list[Comp]]],
+    trials: dict[str, list[Trial]],
+    since_wall: float,
+) -> dict[str, Any]:
+    """Each system's recovery trials placed on one clock with what it logged (see
+    :mod:`bench.timeline`); supervisord logs to the second only, so it has none."""
+    offset = timeline.wall_offset()
+    out: dict[str, Any] = {}
+    for kind, (system, _cs) in running.items():
+        sources = system.timeline_sources()
+        if sources is None or not trials.get(kind):
+            continue
+        manager_pid, razard_log = sources
+        tls = timeline.build(
+            trials[kind],
+            offset,
+            timeline.manager_entries(manager_pid, since_wall),
+            timeline.razard_events(razard_log, since_wall) if razard_log else None,
+        )
+        out[kind] = {"trials": tls, "medians": timeline.medians(tls)}
+    return out
 
 
 def _kill_many(b: Bench, system: System, names: list[str]) -> float:

@@ -30,6 +30,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from razard.layout import LOG_FILE
 from razard.sandbox import UserManager, start_user_manager
 
 #: The interpreter every component runs on (the system one, not a virtualenv's).
@@ -100,6 +101,15 @@ class System:
 
     def supervisor_pids(self) -> list[int]:
         raise NotImplementedError
+
+    def unit_name(self, comp: str) -> str:
+        """The systemd unit that runs ``comp`` ("" where there is none)."""
+        return ""
+
+    def timeline_sources(self) -> tuple[int, Path | None] | None:
+        """For `bench.timeline`: the user manager's pid and razard's event log (None:
+        this system writes down nothing the timeline can place)."""
+        return None
 
     def close(self) -> None:
         """Stop everything `prepare` and `boot` started."""
@@ -189,6 +199,12 @@ class Razard(System):
     def supervisor_pids(self) -> list[int]:
         return [self.proc.pid] if self.proc else []
 
+    def unit_name(self, comp: str) -> str:
+        return f"razar-{comp}.service"
+
+    def timeline_sources(self) -> tuple[int, Path | None] | None:
+        return (self.um.pid, self.state_dir / LOG_FILE) if self.um else None
+
     def close(self) -> None:
         self.halt()
         if self.um is not None:
@@ -247,6 +263,12 @@ class SystemdNative(System):
 
     def supervisor_pids(self) -> list[int]:
         return [self.um.pid] if self.um else []
+
+    def unit_name(self, comp: str) -> str:
+        return f"bench-{comp}.service"
+
+    def timeline_sources(self) -> tuple[int, Path | None] | None:
+        return (self.um.pid, None) if self.um else None
 
     def close(self) -> None:
         # units first: Restart=always units still coming back while the manager is torn
