@@ -345,7 +345,6 @@ class Runner:
                     "without restarting it",
                 )
             return failure
-        self.sup.set_state(self, "starting")
         self._expect_running = False
         try:
             # both calls go out back to back (systemd handles them in order): one round
@@ -354,6 +353,10 @@ class Runner:
             reset = loop.create_task(sd.reset_failed(cfg.unit))
             begin = sd.restart if status.running else sd.start
             started = loop.create_task(begin(cfg.unit, job_timeout=cfg.start_timeout + 30))
+            # after the calls are queued: their first step puts them on the wire before the
+            # state write this queues (an fsync, milliseconds on a disk); "starting" only
+            # says so, what the ladder must not lose (a restart counted) was saved before
+            self.sup.set_state(self, "starting")
             try:
                 await asyncio.gather(reset, started)
             finally:
