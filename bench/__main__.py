@@ -25,7 +25,7 @@ from typing import Any
 from bench import notifier, report, scenarios
 from razard.sandbox import SYSTEMD, ensure_journald, stop_journald
 
-SCENARIOS = ("recovery", "boot", "idle", "notifier")
+SCENARIOS = ("recovery", "load", "boot", "idle", "notifier")
 
 
 def _versions() -> dict[str, str]:
@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         if "recovery" in only:
             logging.info("scenarios 1 and 2: recovery and crash storm")
             sc.update(scenarios.recovery_and_storm(b))
+        if "load" in only:
+            logging.info("scenarios 1 and 2 under CPU load")
+            sc.update(scenarios.under_load(b))
         if "boot" in only:
             logging.info("scenario 3: boot in waves")
             sc["boot"] = scenarios.boot(b)

@@ -25,9 +25,18 @@ from typing import Any, TypeVar
 import psutil  # type: ignore[import-untyped]
 
 from bench import timeline
+from bench.load import CpuLoad
 from bench.ready import ReadyListener
 from bench.stats import summary
-from bench.systems import PROBE_INTERVAL, SYSTEMS, Comp, Razard, System, kill_leftovers
+from bench.systems import (
+    PREFIX,
+    PROBE_INTERVAL,
+    SYSTEMS,
+    Comp,
+    Razard,
+    System,
+    kill_leftovers,
+)
 from bench.timeline import Trial
 
 log = logging.getLogger("bench")
@@ -203,22 +212,23 @@ def _errors_to(result: dict[str, Any], name: str, fn: Callable[[], T]) -> T | No
 # --------------------------------------------------------------------------- 1 and 2
 
 
-def recovery_and_storm(b: Bench) -> dict[str, Any]:
+def recovery_and_storm(b: Bench, systems: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Scenarios 1 and 2 on the same three running systems: one SIGKILL, then 100 at once."""
     sz = b.sizes
+    systems = systems or b.systems
     n = max(sz.recovery_comps, sz.storm_comps)
     out: dict[str, Any] = {
         "recovery": {"unit": "ms", "comps": sz.recovery_comps, "systems": {}},
         "storm": {"unit": "s", "comps": sz.storm_comps, "systems": {}},
     }
-    rec: dict[str, list[float]] = {s: [] for s in b.systems}
-    storm: dict[str, list[float]] = {s: [] for s in b.systems}
-    trials: dict[str, list[Trial]] = {s: [] for s in b.systems}
+    rec: dict[str, list[float]] = {s: [] for s in systems}
+    storm: dict[str, list[float]] = {s: [] for s in systems}
+    trials: dict[str, list[Trial]] = {s: [] for s in systems}
     since_wall = time.time()
     with contextlib.ExitStack() as stack:
         running: dict[str, tuple[System, list[Comp]]] = {}
-        for kind in b.systems:
-            cs = comps(f"{kind[:2]}", n)
+        for kind in systems:
+            cs = comps(PREFIX[kind], n)
             # b.running() only builds the context manager; it boots on enter_context
             system = _errors_to(
                 out["recovery"], kind, partial(stack.enter_context, b.running(kind, cs))
@@ -226,7 +236,7 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
             if system is not None:
                 running[kind] = (system, cs)
         time.sleep(sz.settle)
-        live = tuple(k for k in b.systems if k in running)
+        live = tuple(k for k in systems if k in running)
         for r, order in rotations(live, sz.recovery_trials):
             for kind in order:
                 system, cs = running[kind]
@@ -246,7 +256,7 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
                 if took is not None:
                     storm[kind].append(took)
                 time.sleep(sz.storm_pause)
-    for kind in b.systems:
+    for kind in systems:
         out["recovery"]["systems"][kind] = {**summary(rec[kind]), "samples": rec[kind]}
         out["storm"]["systems"][kind] = {**summary(storm[kind]), "samples": storm[kind]}
     return out
@@ -294,6 +304,27 @@ def _kill_many(b: Bench, system: System, names: list[str]) -> float:
     return b.wait_ready(system, names, since=t0, not_pids=old) - t0
 
 
+# --------------------------------------------------------------------------- load
+
+
+def under_load(b: Bench) -> dict[str, Any]:
+    """Scenarios 1 and 2 again while every CPU is kept busy (see :mod:`bench.load`), with
+    razard also at ``Nice=-5`` beside the default: does the unit's setting matter?"""
+    systems = b.systems
+    if "razard" in systems:
+        at = systems.index("razard") + 1
+        systems = (*systems[:at], "razard-nice", *systems[at:])
+    load = CpuLoad()
+    with load:
+        res = recovery_and_storm(b, systems)
+    return {
+        "load": {"method": load.method, "procs": load.procs, "systems": list(systems)},
+        "load_recovery": res["recovery"],
+        "load_storm": res["storm"],
+        "load_timeline": res.get("timeline", {}),
+    }
+
+
 # --------------------------------------------------------------------------- 3
 
 
@@ -310,7 +341,7 @@ def boot(b: Bench) -> dict[str, Any]:
     systems: dict[str, tuple[System, list[Comp]]] = {}
     try:
         for kind in b.systems:
-            cs = comps(f"b{kind[:2]}", sz.boot_comps, waves=sz.boot_waves)
+            cs = comps(f"b{PREFIX[kind]}", sz.boot_comps, waves=sz.boot_waves)
             system = b.new(kind)
             systems[kind] = (system, cs)
             if _errors_to(out, kind, partial(_prepare, system, cs)) is None:
@@ -389,7 +420,7 @@ def idle_and_scrape(b: Bench) -> dict[str, Any]:
         for label in order:
             probes = dict(configs)[label]
             kind = label.split("+")[0]
-            cs = comps(f"i{kind[:2]}", size, ports=ports if probes else None)
+            cs = comps(f"i{PREFIX[kind]}", size, ports=ports if probes else None)
 
             def one(
                 kind: str = kind,

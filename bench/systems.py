@@ -121,6 +121,8 @@ class System:
 
 class Razard(System):
     name = "razard"
+    #: the nice value razard runs at (0: as the harness)
+    nice = 0
 
     def __init__(self, base: Path, ready_socket: Path) -> None:
         super().__init__(base, ready_socket)
@@ -185,6 +187,10 @@ class Razard(System):
             stderr=self._stderr,
             start_new_session=True,
         )
+        if self.nice:
+            # before razard starts any thread (its interpreter is still starting): the
+            # threads it makes inherit it, as under the unit's Nice=
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.nice)
 
     def halt(self) -> None:
         _terminate(self.proc)
@@ -215,6 +221,13 @@ class Razard(System):
         if not self.stderr_path.exists():
             return ""
         return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-20:])
+
+
+class RazardNice(Razard):
+    """razard at ``Nice=-5`` (what the unit may set): for the load scenario."""
+
+    name = "razard-nice"
+    nice = -5
 
 
 class SystemdNative(System):
@@ -346,9 +359,14 @@ class Supervisord(System):
 
 SYSTEMS: dict[str, type[System]] = {
     "razard": Razard,
+    "razard-nice": RazardNice,
     "systemd": SystemdNative,
     "supervisord": Supervisord,
 }
+
+
+#: Component name prefixes per system: names are unique across the systems of a run.
+PREFIX = {"razard": "ra", "razard-nice": "rn", "systemd": "sy", "supervisord": "su"}
 
 
 def kill_leftovers(pids: set[int]) -> int:
