@@ -75,6 +75,12 @@ LAZY_SAVE = 30.0
 #: How long `razarctl restart` waits for the component to settle before answering.
 RESTART_REPLY_WAIT = 20.0
 #: Saved statuses that claim the unit runs: at start they must match what systemd says.
+#: States saved lazily (within LAZY_SAVE, or with the next urgent write): each is an fsync'd
+#: write of the whole state, and a boot or crash storm makes one per component per state,
+#: one after the other. They report progress; a crash that loses one loses nothing the
+#: ladder counts (a restart is saved as "restarting" before it is carried out), and a lost
+#: "healthy" only leaves the restart budget as spent as it was (the safe side).
+LAZY_STATES = frozenset({"starting", "healthy"})
 RUNNING_STATES = frozenset({"healthy", "unhealthy", "starting", "restarting", "escalating"})
 #: Probe rounds are due on a grid of this many seconds (at most a tenth of the interval).
 PROBE_TICK = 0.25
@@ -883,7 +889,10 @@ class Supervisor:
             rec.since = time.time()
             self._status_changes += 1
         self.metrics.set_state(runner.cfg.name, runner.cfg.layer, state)
-        self.save()
+        if state in LAZY_STATES:
+            self.save_later()
+        else:
+            self.save()
         if changed:
             self.event(
                 runner,
