@@ -90,6 +90,21 @@ UnitCallback = Callable[[UnitStatus], None]
 ReconnectHook = Callable[[], Awaitable[None]]
 
 
+def unit_path(unit: str) -> str:
+    """The unit's D-Bus object path, as systemd names it (its ``bus_label_escape``): a
+    letter, or a digit after the first character, stays; any other byte is ``_xx``.
+    systemd loads the unit when a call reaches that path, as ``LoadUnit`` would, so
+    reading a unit's properties takes one round trip instead of two."""
+    out = []
+    for i, b in enumerate(unit.encode()):
+        c = chr(b)
+        if c.isascii() and (c.isalpha() or (i > 0 and c.isdigit())):
+            out.append(c)
+        else:
+            out.append(f"_{b:02x}")
+    return f"{MANAGER_PATH}/unit/{''.join(out) or '_'}"
+
+
 async def _together(calls: Iterable[Awaitable[Any]]) -> list[Any]:
     """Await ``calls`` concurrently, their messages sent in the given order; every one
     ends before this returns, and the first error (in that order) is raised."""
@@ -455,7 +470,7 @@ class Systemd:
 
     async def status(self, unit: str) -> UnitStatus:
         """Current status of ``unit`` read from systemd (and cached for the watchers)."""
-        return await self._read(unit, await self.load(unit))
+        return await self._read(unit, unit_path(unit))
 
     async def _read(self, unit: str, path: str, first: Awaitable[Any] | None = None) -> UnitStatus:
         """The unit's status at ``path``: both property sets asked for at once (one round
@@ -479,7 +494,7 @@ class Systemd:
 
     async def watch(self, unit: str, callback: UnitCallback) -> UnitStatus:
         """Call ``callback`` with the unit's status on every change; returns the current status."""
-        path = await self.load(unit)
+        path = unit_path(unit)
         match = None
         if path not in self._paths:
             self._paths[path] = unit
