@@ -268,7 +268,8 @@ def _kill_one(b: Bench, system: System, name: str) -> Trial:
     os.kill(old, signal.SIGKILL)
     b.wait_ready(system, [name], since=t0, not_pids={name: old})
     new = b.listener.latest[name]
-    return Trial(system.name, name, system.unit_name(name), old, new.pid, t0, new.t)
+    unit = system.unit_name(name)
+    return Trial(system.name, name, unit, old, new.pid, t0, new.t, system.unit_times(name))
 
 
 def _timelines(

@@ -111,12 +111,38 @@ class System:
         this system writes down nothing the timeline can place)."""
         return None
 
+    def unit_times(self, comp: str) -> dict[str, float]:
+        """The unit's last transition times (CLOCK_MONOTONIC seconds) as its manager
+        keeps them, read after a trial: {} where there is no unit."""
+        return {}
+
     def close(self) -> None:
         """Stop everything `prepare` and `boot` started."""
         self.halt()
 
     def log_tail(self) -> str:
         return ""
+
+
+#: Unit properties the recovery timeline reads after each trial (microseconds, monotonic).
+UNIT_TIMES = (
+    "ActiveExitTimestampMonotonic",
+    "InactiveExitTimestampMonotonic",
+    "ExecMainStartTimestampMonotonic",
+    "ActiveEnterTimestampMonotonic",
+)
+
+
+def _unit_times(um: UserManager | None, unit: str) -> dict[str, float]:
+    if um is None:
+        return {}
+    cp = um.systemctl("show", "-p", ",".join(UNIT_TIMES), unit, check=False)
+    out: dict[str, float] = {}
+    for line in cp.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if value.isdigit() and int(value):
+            out[key] = int(value) / 1e6
+    return out
 
 
 class Razard(System):
@@ -208,6 +234,9 @@ class Razard(System):
     def unit_name(self, comp: str) -> str:
         return f"razar-{comp}.service"
 
+    def unit_times(self, comp: str) -> dict[str, float]:
+        return _unit_times(self.um, self.unit_name(comp))
+
     def timeline_sources(self) -> tuple[int, Path | None] | None:
         return (self.um.pid, self.state_dir / LOG_FILE) if self.um else None
 
@@ -279,6 +308,9 @@ class SystemdNative(System):
 
     def unit_name(self, comp: str) -> str:
         return f"bench-{comp}.service"
+
+    def unit_times(self, comp: str) -> dict[str, float]:
+        return _unit_times(self.um, self.unit_name(comp))
 
     def timeline_sources(self) -> tuple[int, Path | None] | None:
         return (self.um.pid, None) if self.um else None

@@ -14,6 +14,11 @@ places what the supervisors wrote down, each converted to the same clock:
   ``state_starting`` (emitted right before razard sends ``ResetFailed`` and
   ``StartUnit``) and ``state_healthy`` (razard's healthy rule passed).
 
+Where the journal has no entry (journald drops what a busy sender sends when its
+queue is full), the unit's own transition times fill in: ``ActiveExit`` (death seen),
+``InactiveExit`` (start job ran) and ``ActiveEnter`` (exec'd), which the manager keeps
+on CLOCK_MONOTONIC and the harness reads with ``systemctl show`` after each trial.
+
 Wall-clock stamps are moved onto the monotonic clock with the offset between the
 two that the harness reads; both clocks belong to the one kernel, so the error is
 that offset's read (microseconds) and NTP slewing during the run (nothing here).
@@ -26,7 +31,7 @@ import math
 import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +73,8 @@ class Trial:
     new_pid: int
     kill: float
     ready: float
+    #: the unit's transition times (monotonic s) read from its manager after the trial
+    unit_times: dict[str, float] = field(default_factory=dict)
 
 
 def wall_offset() -> float:
@@ -136,6 +143,14 @@ _MANAGER_MARKS = (
     ("starting", "Starting "),
     ("started", "Started "),
 )
+#: Marks from the unit's properties (``systemctl show``): when it left "active" (the
+#: manager saw the death), left "inactive"/"failed" (its start job ran; razard's units
+#: only: systemd's own restart never enters inactive) and entered "active" (exec'd).
+_UNIT_MARKS = (
+    ("exited", "ActiveExitTimestampMonotonic"),
+    ("starting", "InactiveExitTimestampMonotonic"),
+    ("started", "ActiveEnterTimestampMonotonic"),
+)
 _RAZARD_MARKS = (
     ("decided", "component_failed"),
     ("start_sent", "state_starting"),
@@ -165,6 +180,12 @@ def build(
                 if unit == t.unit and lo <= w < hi and text in msg:
                     marks[key] = 1000 * (w - lo)
                     break
+        # the manager's own clock for what it keeps per unit, where the journal had nothing
+        # (journald drops a busy sender's entries): these need no journal at all
+        for key, prop in _UNIT_MARKS:
+            at = t.unit_times.get(prop)
+            if marks[key] is None and at is not None and t.kill <= at <= t.ready + 1.0:
+                marks[key] = 1000 * (at - t.kill)
         for key, ev in _RAZARD_MARKS:
             for w, comp, e in razard or ():
                 if comp == t.name and lo <= w < hi and e == ev:
