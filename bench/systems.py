@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,8 +206,13 @@ class Razard(System):
         shutil.rmtree(self.state_dir, ignore_errors=True)  # a fresh boot, nothing to resume
         env = self.um.env()
         self._stderr = self.stderr_path.open("ab")
+        argv = [str(BIN / "razard"), "--config", str(self.config)]
+        if os.environ.get("RZB_PROFILE"):
+            # where razard's CPU goes (bench README): cProfile writes when razard exits
+            prof = self.base / f"razard-{time.monotonic_ns()}.prof"
+            argv = [sys.executable, "-m", "cProfile", "-o", str(prof), *argv]
         self.proc = subprocess.Popen(
-            [str(BIN / "razard"), "--config", str(self.config)],
+            argv,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._stderr,
