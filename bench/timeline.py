@@ -144,8 +144,9 @@ _MANAGER_MARKS = (
     ("started", "Started "),
 )
 #: Marks from the unit's properties (``systemctl show``): when it left "active" (the
-#: manager saw the death), left "inactive"/"failed" (its start job ran; razard's units
-#: only: systemd's own restart never enters inactive) and entered "active" (exec'd).
+#: manager saw the death; razard's ResetFailedUnit clears this one, so razard's trials
+#: have it from the journal only), left "inactive"/"failed" (its start job ran) and
+#: entered "active" (exec'd).
 _UNIT_MARKS = (
     ("exited", "ActiveExitTimestampMonotonic"),
     ("starting", "InactiveExitTimestampMonotonic"),
