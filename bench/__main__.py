@@ -25,7 +25,7 @@ from typing import Any
 from bench import notifier, report, scenarios
 from razard.usermanager import SYSTEMD, ensure_journald, stop_journald
 
-SCENARIOS = ("recovery", "boot", "idle", "notifier")
+SCENARIOS = ("recovery", "load", "boot", "idle", "notifier")
 
 
 def _versions() -> dict[str, str]:
@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     journald = None
     with contextlib.suppress(Exception):
         journald = ensure_journald()  # razard and the managers log there, as in production
+    # a user manager started from a shell logs to the console, not the journal; the
+    # recovery timelines read its unit messages there (both managers alike)
+    os.environ.setdefault("SYSTEMD_LOG_TARGET", "journal")
+    os.environ.setdefault("SYSTEMD_LOG_LEVEL", "info")
     work = Path(tempfile.mkdtemp(prefix="rzb-", dir="/tmp"))
     started = time.monotonic()
     res: dict[str, Any] = {
@@ -99,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         if "recovery" in only:
             logging.info("scenarios 1 and 2: recovery and crash storm")
             sc.update(scenarios.recovery_and_storm(b))
+        if "load" in only:
+            logging.info("scenarios 1 and 2 under CPU load")
+            sc.update(scenarios.under_load(b))
         if "boot" in only:
             logging.info("scenario 3: boot in waves")
             sc["boot"] = scenarios.boot(b)

@@ -24,9 +24,20 @@ from typing import Any, TypeVar
 
 import psutil  # type: ignore[import-untyped]
 
+from bench import timeline
+from bench.load import CpuLoad
 from bench.ready import ReadyListener
 from bench.stats import summary
-from bench.systems import PROBE_INTERVAL, SYSTEMS, Comp, Razard, System, kill_leftovers
+from bench.systems import (
+    PREFIX,
+    PROBE_INTERVAL,
+    SYSTEMS,
+    Comp,
+    Razard,
+    System,
+    kill_leftovers,
+)
+from bench.timeline import Trial
 
 log = logging.getLogger("bench")
 T = TypeVar("T")
@@ -201,20 +212,23 @@ def _errors_to(result: dict[str, Any], name: str, fn: Callable[[], T]) -> T | No
 # --------------------------------------------------------------------------- 1 and 2
 
 
-def recovery_and_storm(b: Bench) -> dict[str, Any]:
+def recovery_and_storm(b: Bench, systems: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Scenarios 1 and 2 on the same three running systems: one SIGKILL, then 100 at once."""
     sz = b.sizes
+    systems = systems or b.systems
     n = max(sz.recovery_comps, sz.storm_comps)
     out: dict[str, Any] = {
         "recovery": {"unit": "ms", "comps": sz.recovery_comps, "systems": {}},
         "storm": {"unit": "s", "comps": sz.storm_comps, "systems": {}},
     }
-    rec: dict[str, list[float]] = {s: [] for s in b.systems}
-    storm: dict[str, list[float]] = {s: [] for s in b.systems}
+    rec: dict[str, list[float]] = {s: [] for s in systems}
+    storm: dict[str, list[float]] = {s: [] for s in systems}
+    trials: dict[str, list[Trial]] = {s: [] for s in systems}
+    since_wall = time.time()
     with contextlib.ExitStack() as stack:
         running: dict[str, tuple[System, list[Comp]]] = {}
-        for kind in b.systems:
-            cs = comps(f"{kind[:2]}", n)
+        for kind in systems:
+            cs = comps(PREFIX[kind], n)
             # b.running() only builds the context manager; it boots on enter_context
             system = _errors_to(
                 out["recovery"], kind, partial(stack.enter_context, b.running(kind, cs))
@@ -222,16 +236,18 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
             if system is not None:
                 running[kind] = (system, cs)
         time.sleep(sz.settle)
-        live = tuple(k for k in b.systems if k in running)
+        live = tuple(k for k in systems if k in running)
         for r, order in rotations(live, sz.recovery_trials):
             for kind in order:
                 system, cs = running[kind]
                 name = cs[r % sz.recovery_comps].name
-                took = _errors_to(out["recovery"], kind, partial(_kill_one, b, system, name))
-                if took is not None:
-                    rec[kind].append(1000 * took)
+                trial = _errors_to(out["recovery"], kind, partial(_kill_one, b, system, name))
+                if trial is not None:
+                    rec[kind].append(1000 * (trial.ready - trial.kill))
+                    trials[kind].append(trial)
                 time.sleep(sz.recovery_pause)
         time.sleep(sz.settle)
+        out["timeline"] = _timelines(running, trials, since_wall)
         for _r, order in rotations(live, sz.storm_trials):
             for kind in order:
                 system, cs = running[kind]
@@ -240,17 +256,44 @@ def recovery_and_storm(b: Bench) -> dict[str, Any]:
                 if took is not None:
                     storm[kind].append(took)
                 time.sleep(sz.storm_pause)
-    for kind in b.systems:
+    for kind in systems:
         out["recovery"]["systems"][kind] = {**summary(rec[kind]), "samples": rec[kind]}
         out["storm"]["systems"][kind] = {**summary(storm[kind]), "samples": storm[kind]}
     return out
 
 
-def _kill_one(b: Bench, system: System, name: str) -> float:
+def _kill_one(b: Bench, system: System, name: str) -> Trial:
     old = b.listener.pid(name)
     t0 = time.monotonic()
     os.kill(old, signal.SIGKILL)
-    return b.wait_ready(system, [name], since=t0, not_pids={name: old}) - t0
+    b.wait_ready(system, [name], since=t0, not_pids={name: old})
+    new = b.listener.latest[name]
+    unit = system.unit_name(name)
+    return Trial(system.name, name, unit, old, new.pid, t0, new.t, system.unit_times(name))
+
+
+def _timelines(
+    running: dict[str, tuple[System, list[Comp]]],
+    trials: dict[str, list[Trial]],
+    since_wall: float,
+) -> dict[str, Any]:
+    """Each system's recovery trials placed on one clock with what it logged (see
+    :mod:`bench.timeline`); supervisord logs to the second only, so it has none."""
+    offset = timeline.wall_offset()
+    out: dict[str, Any] = {}
+    for kind, (system, _cs) in running.items():
+        sources = system.timeline_sources()
+        if sources is None or not trials.get(kind):
+            continue
+        manager_pid, razard_log = sources
+        tls = timeline.build(
+            trials[kind],
+            offset,
+            timeline.manager_entries(manager_pid, since_wall),
+            timeline.razard_events(razard_log, since_wall) if razard_log else None,
+        )
+        out[kind] = {"trials": tls, "medians": timeline.medians(tls)}
+    return out
 
 
 def _kill_many(b: Bench, system: System, names: list[str]) -> float:
@@ -260,6 +303,27 @@ def _kill_many(b: Bench, system: System, names: list[str]) -> float:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return b.wait_ready(system, names, since=t0, not_pids=old) - t0
+
+
+# --------------------------------------------------------------------------- load
+
+
+def under_load(b: Bench) -> dict[str, Any]:
+    """Scenarios 1 and 2 again while every CPU is kept busy (see :mod:`bench.load`), with
+    razard also at ``Nice=-5`` beside the default: does the unit's setting matter?"""
+    systems = b.systems
+    if "razard" in systems:
+        at = systems.index("razard") + 1
+        systems = (*systems[:at], "razard-nice", *systems[at:])
+    load = CpuLoad()
+    with load:
+        res = recovery_and_storm(b, systems)
+    return {
+        "load": {"method": load.method, "procs": load.procs, "systems": list(systems)},
+        "load_recovery": res["recovery"],
+        "load_storm": res["storm"],
+        "load_timeline": res.get("timeline", {}),
+    }
 
 
 # --------------------------------------------------------------------------- 3
@@ -278,7 +342,7 @@ def boot(b: Bench) -> dict[str, Any]:
     systems: dict[str, tuple[System, list[Comp]]] = {}
     try:
         for kind in b.systems:
-            cs = comps(f"b{kind[:2]}", sz.boot_comps, waves=sz.boot_waves)
+            cs = comps(f"b{PREFIX[kind]}", sz.boot_comps, waves=sz.boot_waves)
             system = b.new(kind)
             systems[kind] = (system, cs)
             if _errors_to(out, kind, partial(_prepare, system, cs)) is None:
@@ -357,7 +421,7 @@ def idle_and_scrape(b: Bench) -> dict[str, Any]:
         for label in order:
             probes = dict(configs)[label]
             kind = label.split("+")[0]
-            cs = comps(f"i{kind[:2]}", size, ports=ports if probes else None)
+            cs = comps(f"i{PREFIX[kind]}", size, ports=ports if probes else None)
 
             def one(
                 kind: str = kind,

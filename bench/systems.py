@@ -27,9 +27,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from razard.layout import LOG_FILE
 from razard.usermanager import UserManager, start_user_manager
 
 #: The interpreter every component runs on (the system one, not a virtualenv's).
@@ -101,6 +103,20 @@ class System:
     def supervisor_pids(self) -> list[int]:
         raise NotImplementedError
 
+    def unit_name(self, comp: str) -> str:
+        """The systemd unit that runs ``comp`` ("" where there is none)."""
+        return ""
+
+    def timeline_sources(self) -> tuple[int, Path | None] | None:
+        """For `bench.timeline`: the user manager's pid and razard's event log (None:
+        this system writes down nothing the timeline can place)."""
+        return None
+
+    def unit_times(self, comp: str) -> dict[str, float]:
+        """The unit's last transition times (CLOCK_MONOTONIC seconds) as its manager
+        keeps them, read after a trial: {} where there is no unit."""
+        return {}
+
     def close(self) -> None:
         """Stop everything `prepare` and `boot` started."""
         self.halt()
@@ -109,8 +125,31 @@ class System:
         return ""
 
 
+#: Unit properties the recovery timeline reads after each trial (microseconds, monotonic).
+UNIT_TIMES = (
+    "ActiveExitTimestampMonotonic",
+    "InactiveExitTimestampMonotonic",
+    "ExecMainStartTimestampMonotonic",
+    "ActiveEnterTimestampMonotonic",
+)
+
+
+def _unit_times(um: UserManager | None, unit: str) -> dict[str, float]:
+    if um is None:
+        return {}
+    cp = um.systemctl("show", "-p", ",".join(UNIT_TIMES), unit, check=False)
+    out: dict[str, float] = {}
+    for line in cp.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if value.isdigit() and int(value):
+            out[key] = int(value) / 1e6
+    return out
+
+
 class Razard(System):
     name = "razard"
+    #: the nice value razard runs at (0: as the harness)
+    nice = 0
 
     def __init__(self, base: Path, ready_socket: Path) -> None:
         super().__init__(base, ready_socket)
@@ -167,14 +206,23 @@ class Razard(System):
         shutil.rmtree(self.state_dir, ignore_errors=True)  # a fresh boot, nothing to resume
         env = self.um.env()
         self._stderr = self.stderr_path.open("ab")
+        argv = [str(BIN / "razard"), "--config", str(self.config)]
+        if os.environ.get("RZB_PROFILE"):
+            # where razard's CPU goes (bench README): cProfile writes when razard exits
+            prof = self.base / f"razard-{time.monotonic_ns()}.prof"
+            argv = [sys.executable, "-m", "cProfile", "-o", str(prof), *argv]
         self.proc = subprocess.Popen(
-            [str(BIN / "razard"), "--config", str(self.config)],
+            argv,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._stderr,
             stderr=self._stderr,
             start_new_session=True,
         )
+        if self.nice:
+            # before razard starts any thread (its interpreter is still starting): the
+            # threads it makes inherit it, as under the unit's Nice=
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.nice)
 
     def halt(self) -> None:
         _terminate(self.proc)
@@ -189,6 +237,15 @@ class Razard(System):
     def supervisor_pids(self) -> list[int]:
         return [self.proc.pid] if self.proc else []
 
+    def unit_name(self, comp: str) -> str:
+        return f"razar-{comp}.service"
+
+    def unit_times(self, comp: str) -> dict[str, float]:
+        return _unit_times(self.um, self.unit_name(comp))
+
+    def timeline_sources(self) -> tuple[int, Path | None] | None:
+        return (self.um.pid, self.state_dir / LOG_FILE) if self.um else None
+
     def close(self) -> None:
         self.halt()
         if self.um is not None:
@@ -199,6 +256,13 @@ class Razard(System):
         if not self.stderr_path.exists():
             return ""
         return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-20:])
+
+
+class RazardNice(Razard):
+    """razard at ``Nice=-5`` (what the unit may set): for the load scenario."""
+
+    name = "razard-nice"
+    nice = -5
 
 
 class SystemdNative(System):
@@ -247,6 +311,15 @@ class SystemdNative(System):
 
     def supervisor_pids(self) -> list[int]:
         return [self.um.pid] if self.um else []
+
+    def unit_name(self, comp: str) -> str:
+        return f"bench-{comp}.service"
+
+    def unit_times(self, comp: str) -> dict[str, float]:
+        return _unit_times(self.um, self.unit_name(comp))
+
+    def timeline_sources(self) -> tuple[int, Path | None] | None:
+        return (self.um.pid, None) if self.um else None
 
     def close(self) -> None:
         # units first: Restart=always units still coming back while the manager is torn
@@ -324,9 +397,14 @@ class Supervisord(System):
 
 SYSTEMS: dict[str, type[System]] = {
     "razard": Razard,
+    "razard-nice": RazardNice,
     "systemd": SystemdNative,
     "supervisord": Supervisord,
 }
+
+
+#: Component name prefixes per system: names are unique across the systems of a run.
+PREFIX = {"razard": "ra", "razard-nice": "rn", "systemd": "sy", "supervisord": "su"}
 
 
 def kill_leftovers(pids: set[int]) -> int:

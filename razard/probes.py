@@ -22,6 +22,7 @@ import pwd
 import select
 import signal
 import socket
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -217,6 +218,9 @@ class Prober:
             sock = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             try:
                 await connector.connect(sock, address, deadline)
+                # closed with a reset, as load balancers close their health checks: no FIN
+                # handshake for the kernel to run and no TIME_WAIT entry left per probe
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
                 return
             except OSError as e:
                 error = e
@@ -314,6 +318,10 @@ async def run_probe(probe: ProbeConfig, *, env: Mapping[str, str] | None = None)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+#: SO_LINGER on, with no time: close() resets the connection instead of shutting it down.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 @functools.lru_cache(maxsize=256)

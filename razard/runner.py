@@ -344,7 +344,6 @@ class Runner:
                     "without restarting it",
                 )
             return failure
-        self.sup.set_state(self, State.STARTING)
         self._expect_running = False
         try:
             # both calls go out back to back (systemd handles them in order): one round
@@ -353,6 +352,10 @@ class Runner:
             reset = loop.create_task(sd.reset_failed(cfg.unit))
             begin = sd.restart if status.running else sd.start
             started = loop.create_task(begin(cfg.unit, job_timeout=cfg.start_timeout + 30))
+            # after the calls are queued: their first step puts them on the wire before the
+            # state write this queues; "starting" only says so, what the ladder must not lose
+            # (a restart counted) was saved before
+            self.sup.set_state(self, State.STARTING)
             try:
                 await asyncio.gather(reset, started)
             finally:

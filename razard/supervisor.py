@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from razard.config import ComponentConfig, Config
 from razard.errors import StateError, SystemdError
@@ -50,6 +50,12 @@ from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, rem
 WATCH_CONCURRENCY = 32
 #: At most this many seconds pass before a change only worth keeping lazily is written.
 LAZY_SAVE = 30.0
+#: States saved lazily (within LAZY_SAVE, or with the next urgent write): each is an fsync'd
+#: write of the whole state, and a boot or crash storm makes one per component per state,
+#: one after the other. They report progress; a crash that loses one loses nothing the
+#: ladder counts (a restart is saved as "restarting" before it is carried out), and a lost
+#: "healthy" only leaves the restart budget as spent as it was (the safe side).
+LAZY_STATES: Final = frozenset({State.STARTING, State.HEALTHY})
 
 
 class Components:
@@ -372,7 +378,10 @@ class Supervisor:
             rec.since = time.time()
             self.components.changed()
         self.metrics.set_state(runner.cfg.name, runner.cfg.layer, state)
-        self.save()
+        if state in LAZY_STATES:
+            self.save_later()
+        else:
+            self.save()
         if changed:
             self.event(
                 runner,

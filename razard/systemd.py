@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -88,6 +88,34 @@ class UnitStatus:
 
 UnitCallback = Callable[[UnitStatus], None]
 ReconnectHook = Callable[[], Awaitable[None]]
+
+
+def unit_path(unit: str) -> str:
+    """The unit's D-Bus object path, as systemd names it (its ``bus_label_escape``): a
+    letter, or a digit after the first character, stays; any other byte is ``_xx``.
+    systemd loads the unit when a call reaches that path, as ``LoadUnit`` would, so
+    reading a unit's properties takes one round trip instead of two."""
+    out = []
+    for i, b in enumerate(unit.encode()):
+        c = chr(b)
+        if c.isascii() and (c.isalpha() or (i > 0 and c.isdigit())):
+            out.append(c)
+        else:
+            out.append(f"_{b:02x}")
+    return f"{MANAGER_PATH}/unit/{''.join(out) or '_'}"
+
+
+async def _together(calls: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Await ``calls`` concurrently, their messages sent in the given order; every one
+    ends before this returns, and the first error (in that order) is raised."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    if not tasks:
+        return []
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
 
 
 def _unwrap(v: Any) -> Any:
@@ -216,8 +244,8 @@ class Systemd:
             f"type='signal',sender='{DBUS}',interface='{DBUS}',member='NameOwnerChanged',"
             f"arg0='{SYSTEMD}'"
         )
-        for path in list(self._paths):
-            await self._add_match(self._props_rule(path))
+        # pipelined (at most MAX_CALLS_IN_FLIGHT out at once), not one round trip after another
+        await _together(self._add_match(self._props_rule(path)) for path in list(self._paths))
         await self._refresh_owner()
         await self._subscribe()
 
@@ -442,14 +470,19 @@ class Systemd:
 
     async def status(self, unit: str) -> UnitStatus:
         """Current status of ``unit`` read from systemd (and cached for the watchers)."""
-        path = await self.load(unit)
-        (props,) = await self._call(path, PROPS_IFACE, "GetAll", "s", [UNIT_IFACE], unit=unit)
-        st = _apply(UnitStatus(unit), props)
+        return await self._read(unit, unit_path(unit))
+
+    async def _read(self, unit: str, path: str, first: Awaitable[Any] | None = None) -> UnitStatus:
+        """The unit's status at ``path``: both property sets asked for at once (one round
+        trip, not two), after ``first`` (a call that must reach the bus before them)."""
+        calls: list[Awaitable[Any]] = [first] if first is not None else []
+        calls.append(self._call(path, PROPS_IFACE, "GetAll", "s", [UNIT_IFACE], unit=unit))
         if unit.endswith(".service"):
-            (sprops,) = await self._call(
-                path, PROPS_IFACE, "GetAll", "s", [SERVICE_IFACE], unit=unit
-            )
-            st = _apply(st, sprops)
+            calls.append(self._call(path, PROPS_IFACE, "GetAll", "s", [SERVICE_IFACE], unit=unit))
+        replies = await _together(calls)
+        st = UnitStatus(unit)
+        for (props,) in replies[1 if first is not None else 0 :]:
+            st = _apply(st, props)
         if st.load_state == "not-found":
             raise UnitNotFound("no such unit (LoadState=not-found)", unit)
         self._status[unit] = st
@@ -461,12 +494,15 @@ class Systemd:
 
     async def watch(self, unit: str, callback: UnitCallback) -> UnitStatus:
         """Call ``callback`` with the unit's status on every change; returns the current status."""
-        path = await self.load(unit)
+        path = unit_path(unit)
+        match = None
         if path not in self._paths:
             self._paths[path] = unit
-            await self._add_match(self._props_rule(path))
+            # sent before the reads on the same connection: the bus daemon adds the match
+            # before it routes them, so no change after the read can be missed
+            match = self._add_match(self._props_rule(path))
         self._watch.setdefault(unit, []).append(callback)
-        return await self.status(unit)
+        return await self._read(unit, path, match)
 
     async def unwatch(self, unit: str, callback: UnitCallback | None = None) -> None:
         """Stop calling ``callback`` (or every callback) for ``unit``."""

@@ -46,7 +46,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=300,
         check=False,
     )
     assert p.returncode == 0, f"bench exited {p.returncode}:\n{p.stdout}\n{p.stderr[-3000:]}"
@@ -82,6 +82,30 @@ def test_every_system_has_figures_for_recovery_storm_and_boot(results: Path) -> 
             for key in ("median", "p90", "min", "max"):
                 assert _number(fig[key]) and fig[key] > 0, (scenario, system, key, fig)
             assert len(fig["samples"]) == fig["n"]
+
+
+def test_recovery_has_a_timeline_for_razard_and_systemd(results: Path) -> None:
+    """Scenario 1's trials are placed on one clock: razard's from its own events (always
+    there), both systems' SIGKILL-to-ready step from the component's note."""
+    tl = _doc(results)["scenarios"]["timeline"]
+    for system in ("razard", "systemd"):
+        steps = tl[system]["medians"]["steps"]
+        assert _number(steps["kill->ready"]["median"]), (system, steps)
+        assert len(tl[system]["trials"]) >= 1
+    assert _number(tl["razard"]["medians"]["steps"]["decided->start_sent"]["median"])
+    assert "Where recovery's time goes" in (results / "results.md").read_text()
+
+
+def test_load_scenario_has_figures_for_every_system(results: Path) -> None:
+    """Scenarios 1 and 2 under CPU load: figures for each system and razard at nice -5."""
+    sc = _doc(results)["scenarios"]
+    assert sc["load"]["procs"] >= 1 and sc["load"]["method"]
+    for scenario in ("load_recovery", "load_storm"):
+        assert not sc[scenario].get("errors"), sc[scenario].get("errors")
+        for system in (*SYSTEMS, "razard-nice"):
+            fig = sc[scenario]["systems"][system]
+            assert fig["n"] >= 1 and _number(fig["p90"]), (scenario, system, fig)
+    assert "## Under load" in (results / "results.md").read_text()
 
 
 def test_idle_cost_and_scrape_have_figures(results: Path) -> None:
