@@ -24,6 +24,7 @@ import pytest
 from razard.demo import razard_unit
 from razard.fleet.config import FleetConfig
 from razard.fleet.core import FleetStore
+from razard.fleet.node import failure_signature
 from razard.sandbox import UserManager, start_user_manager
 from tests.etcd import EtcdCluster
 from tests.integration.fake_openai import completion
@@ -291,6 +292,22 @@ def test_same_signature_on_three_nodes_trips_the_breaker_and_one_alert_goes_out(
     # each node's record in etcd follows its components and names its last alert
     for n in wait_for(all_quarantined, 10, "every node's record to count its quarantine"):
         assert "crash quarantined" in n["last_alert"]
+
+    # the signature is of the runner's error field, not of the message's decision
+    failed = events(made[0], "component_failed")
+    assert failed and all(f"{e['error']}; next: " in e["message"] for e in failed)
+    noted = state["signatures"][0]["signature"]
+    assert any(noted == failure_signature("crash", e["error"]) for e in failed), noted
+
+    # an operator's reset resolves the one alert in Alertmanager (long before its endsAt)
+    out = made[0].ctl("fleet", "breaker", "reset", "--config", str(made[0].config))
+    assert "breaker reset: 1 trip(s) cleared" in out.stdout
+    wait_for(lambda: not fleet_alerts(), 30, "the fleet breaker alert to be resolved")
+    # every node saw it clear; the one that raised the alert resolved it
+    wait_for(lambda: all(events(r, "fleet_breaker_reset") for r in made), 10, "each node to see it")
+    resolved = [r for r in made if events(r, "escalation_resolved")]
+    assert resolved == tripped
+    assert not asyncio.run(breaker())["signatures"]
 
 
 def test_a_fix_kept_on_one_node_heals_another_without_asking_a_remote_agent(
