@@ -549,3 +549,37 @@ async def test_a_signature_tripped_on_k_nodes_stops_ai_patching_of_it_everywhere
     finally:
         for node in nodes:
             await node.stop()
+
+
+def test_a_changed_fleet_table_on_reload_is_warned_about_and_kept_until_restart(
+    etcd: EtcdCluster,
+    managers: list[UserManager],
+    nodes: list[Razard],
+    tmp_path: Path,
+    prefix: str,
+) -> None:
+    """[fleet] is read at start: SIGHUP with another [fleet] says config_partial (the change
+    takes effect at restart), restarts nothing, and the node stays in its fleet as it was."""
+    base = tmp_path / "a"
+    comps = crown(base)
+    a = node(nodes, managers[0], base, comps, fleet_toml(etcd.endpoints, prefix, "a"))
+    a.start()
+    a.wait_state("crown-app", "healthy", 60)
+    pid = a.main_pid("razar-crown-app.service")
+    a.write_config(comps + fleet_toml(etcd.endpoints, f"{prefix}other/", "a2"))
+    a.send(signal.SIGHUP)
+    wait_for(lambda: events(a, "config_reloaded"), 30, "the reload")
+    (partial,) = events(a, "config_partial")
+    assert partial["tables"] == "fleet" and partial["level"] == "warning"
+    assert "[fleet] take effect at the next restart of razard" in partial["message"]
+    assert a.main_pid("razar-crown-app.service") == pid
+
+    async def names(under: str) -> list[str]:
+        s = store(etcd, under)
+        try:
+            return [n["node"] for n in await s.live_nodes()]
+        finally:
+            await s.close()
+
+    assert asyncio.run(names(prefix)) == ["a"]
+    assert asyncio.run(names(f"{prefix}other/")) == []
