@@ -334,10 +334,19 @@ def test_same_signature_on_three_nodes_trips_the_breaker_and_one_alert_goes_out(
     out = made[0].ctl("fleet", "breaker", "reset", "--config", str(made[0].config))
     assert "breaker reset: 1 trip(s) cleared" in out.stdout
     wait_for(lambda: not fleet_alerts(), 30, "the fleet breaker alert to be resolved")
-    # every node saw it clear; the one that raised the alert resolved it
     wait_for(lambda: all(events(r, "fleet_breaker_reset") for r in made), 10, "each node to see it")
-    resolved = [r for r in made if events(r, "escalation_resolved")]
-    assert resolved == tripped
+
+    def said(r: Razard, event: str) -> list[dict[str, Any]]:
+        return [e for e in events(r, event) if e.get("component") == "fleet:breaker"]
+
+    # every notifier that raised it resolved it (these razards share one host's journal, so
+    # more than one may have raised it; Alertmanager holds it once)
+    raised = [r for r in made if said(r, "escalation_raised")]
+    assert raised
+    wait_for(
+        lambda: all(said(r, "escalation_resolved") for r in raised), 15, "every one to resolve it"
+    )
+    assert not fleet_alerts()
     assert not asyncio.run(breaker())["signatures"]
 
 
