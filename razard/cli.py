@@ -156,7 +156,8 @@ def check_config(file: Path, host: bool | None, online: bool) -> None:
     if cfg.fleet.enabled:
         click.echo(
             f"fleet: node {cfg.fleet.node_name}, prefix {cfg.fleet.prefix}, "
-            f"etcd {', '.join(cfg.fleet.endpoints)}"
+            f"etcd {', '.join(cfg.fleet.endpoints)} "
+            "(read at start: a change to [fleet] takes effect when razard restarts)"
         )
     if online:
         _check_online(cfg)

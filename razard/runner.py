@@ -599,6 +599,7 @@ class Runner:
                 "component_failed",
                 f"{failure.error}; next: {decision.reason}",
                 priority=Priority.ERR,
+                error=failure.error,  # RAZAR_ERROR: what failed, apart from the decision
                 failure_kind=failure.kind,
                 rung=decision.rung.value,
                 unit_result=failure.unit_result or None,

@@ -596,6 +596,19 @@ class Supervisor:
                     priority=Priority.WARNING,
                 )
                 new = replace(new, daemon=self.config.daemon)
+            # read once at start: the fleet's membership and the notifier are built from them
+            running = self.config
+            held = [t for t in ("escalation", "fleet") if getattr(new, t) != getattr(running, t)]
+            if held:
+                tables = " and ".join(f"[{t}]" for t in held)
+                self.events.emit(
+                    "config_partial",
+                    f"changes to {tables} take effect at the next restart of razard; "
+                    "component changes are applied now",
+                    priority=Priority.WARNING,
+                    tables=",".join(held),
+                )
+                new = replace(new, **{t: getattr(running, t) for t in held})
             files_removed = False
             removed = [n for n in old if n not in fresh]
             added = [c for n, c in fresh.items() if n not in old]

@@ -16,7 +16,8 @@ observation            from                                              about
                        RAZAR_ESCALATION_WARNING_THRESHOLD)
 ``layer_down``         ``chakra_escalated``, or ``operator_alert`` with   the layer
                        a layer only (down, and its healer did not heal)
-``recovered``          ``state_healthy`` / ``chakra_up``                  component/layer
+``recovered``          ``state_healthy`` / ``chakra_up``;                 component/layer;
+                       ``fleet_breaker_reset`` (an operator reset it)     ``fleet:breaker``
 ``root_down``          ``chakra_down`` of the root layer (inhibits the    root
                        other layers' alerts until its ``chakra_up``)
 ``fleet_breaker``      ``fleet_breaker_tripped`` (this node's action      ``fleet:breaker``
@@ -182,6 +183,8 @@ def _from_event(
 ) -> Observation | None:
     if event == "fleet_breaker_tripped":  # only the node whose action tripped it says so
         return obs("fleet_breaker", FLEET_COMPONENT)
+    if event == "fleet_breaker_reset":  # resolves it where it was raised
+        return obs("recovered", FLEET_COMPONENT)
     if event == "operator_alert":
         if component:
             return obs("quarantine")

@@ -433,6 +433,11 @@ class Fleet(FleetStore):
         self.last_error = "not started"
         self.counters = Counters()
         self.breaker_tripped = False  # as last read (taking a slot, noting an action)
+        #: every ``breaker/`` key the breaker's watch saw present: the fleet breaker and
+        #: each stopped signature
+        self.breaker_keys: set[str] = set()
+        #: called when the watch sees the last of `breaker_keys` go (an operator's reset)
+        self.on_breaker_cleared: Callable[[], None] | None = None
         self._state = _NodeState()
         self._held: dict[str, str] = {}  # slot key -> action
         self._unreleased: set[str] = set()
@@ -550,22 +555,42 @@ class Fleet(FleetStore):
                 await asyncio.sleep(min(backoff, period))
                 backoff = min(backoff * 2, period)
 
+    def _breaker_seen(self, keys: set[str]) -> None:
+        """The watch's view of ``breaker/``: `breaker_tripped` follows the fleet breaker's
+        key, and `on_breaker_cleared` is called when the last key went (the breaker and
+        every stopped signature reset)."""
+        cleared = bool(self.breaker_keys) and not keys
+        self.breaker_keys = keys
+        self.breaker_tripped = self.breaker_key in keys
+        if cleared and self.on_breaker_cleared is not None:
+            try:
+                self.on_breaker_cleared()
+            except Exception:  # noqa: BLE001  the watch must outlive its listener
+                log.exception("fleet: saying the breaker was reset")
+
     async def _follow_breaker(self) -> None:
         """Keep `breaker_tripped` current for STATUS= and the metric without polling: one
-        read, then one long watch on the breaker's key, opened again after an error or
-        every ``_REWATCH`` seconds (so a stream a network dropped silently is replaced):
-        2 requests per ``_REWATCH`` while nothing changes."""
+        read, then one long watch on the breaker's keys (the fleet breaker and the stopped
+        signatures), opened again after an error or every ``_REWATCH`` seconds (so a
+        stream a network dropped silently is replaced): 2 requests per ``_REWATCH`` while
+        nothing changes. A reset seen while the watch was down is seen by the next read."""
         backoff = 0.5
+        under = f"{self.cfg.prefix}breaker/"
         while True:
             t0 = time.monotonic()
             try:
-                kvs, rev = await self.etcd.range(self.breaker_key)
-                self.breaker_tripped = bool(kvs)
+                kvs, rev = await self.etcd.range(under, prefix=True)
+                self._breaker_seen({kv.key for kv in kvs})
 
                 def seen(ev: Event) -> None:
-                    self.breaker_tripped = ev.kind != "DELETE"
+                    keys = set(self.breaker_keys)
+                    if ev.kind == "DELETE":
+                        keys.discard(ev.key)
+                    else:
+                        keys.add(ev.key)
+                    self._breaker_seen(keys)
 
-                await self.etcd.watch(self.breaker_key, rev + 1, seen, wait=_REWATCH)
+                await self.etcd.watch(under, rev + 1, seen, wait=_REWATCH, prefix=True)
             except EtcdError as e:
                 log.debug("fleet: breaker watch: %s", e)  # the keepalive reports outages
             except Exception:  # noqa: BLE001  the watch must outlive any one failure

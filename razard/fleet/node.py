@@ -11,7 +11,8 @@ no etcd needed). With one it holds this node's membership and offers:
   full restart, a root network restart beyond a link bounce);
 - `observe`: an `EventLog` observer: a quarantine is an action for the breaker, a failure
   signature is noted fleet-wide (the same one on K nodes trips the breaker for it), and
-  the node that trips the breaker emits the one ``fleet_breaker_tripped`` alert;
+  the node that trips the breaker emits the one ``fleet_breaker_tripped`` alert, and
+  every node says ``fleet_breaker_reset`` when an operator resets it (which resolves it);
 - `RepairHooks` for the handover: the gate around applying a patch, the stop of AI patching
   of a signature the breaker holds, publishing a kept patch, and marking a fleet fix;
 - `fix_entry`: the shared-fixes rung of the repair roster (after the local registry,
@@ -98,6 +99,7 @@ class FleetNode:
         if fleet is None:
             return None
         node = cls(fleet, events)
+        fleet.on_breaker_cleared = node.breaker_reset
         if registry is not None:
             registry.register(FleetCollector(fleet))
         events.emit(
@@ -230,6 +232,16 @@ class FleetNode:
             node=self.fleet.node,
         )
 
+    def breaker_reset(self) -> None:
+        """Said by every node that saw the breaker clear; the notifier of the node that sent
+        the breaker's alert resolves it (the others hold no such alert)."""
+        self.events.emit(
+            "fleet_breaker_reset",
+            "fleet breaker reset: disruptive actions and AI patching are allowed again",
+            priority=Priority.NOTICE,
+            node=self.fleet.node,
+        )
+
     # ---- what the journal says: quarantines, failure signatures, alerts
 
     def observe(
@@ -241,9 +253,9 @@ class FleetNode:
             if component:
                 self._spawn(self._quarantined(component))
         elif event == "component_failed" and component:
-            error = message.split("; next: ", 1)[0]
-            if error.startswith(component + ": "):
-                error = error[len(component) + 2 :]
+            error = fields.get("error")  # the runner's RAZAR_ERROR: the failure alone
+            if not isinstance(error, str):
+                return
             sig = failure_signature(component, error)
             loop_now = asyncio.get_running_loop().time()
             last = self._noted.get(sig)

@@ -524,6 +524,7 @@ async def test_operators_read_the_fleet_and_reset_the_breaker_with_razarctl(
     )
     assert online.returncode == 0, online.stderr
     assert "etcd 3.4" in online.stdout and "answers" in online.stdout
+    assert "a change to [fleet] takes effect when razard restarts" in online.stdout
 
     st = await asyncio.to_thread(
         cli, "razarctl", "fleet", "status", "--json", "--config", str(config)

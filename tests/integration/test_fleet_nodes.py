@@ -23,7 +23,8 @@ import pytest
 
 from razard.demo import razard_unit
 from razard.fleet.config import FleetConfig
-from razard.fleet.core import FleetStore
+from razard.fleet.core import Fleet, FleetStore
+from razard.fleet.node import failure_signature
 from razard.usermanager import UserManager, start_user_manager
 from tests.etcd import EtcdCluster
 from tests.integration.fake_openai import completion
@@ -131,6 +132,36 @@ def crown(base: Path, *, sleep: float = 1.0, attempts: int = 0) -> str:
         """
 
 
+def broken_app(base: Path, agent_url: str) -> str:
+    """A throat component ``app`` whose artifact ``app/app.conf`` says ``mode = brokn`` (it
+    exits until that reads ``ok``), one restart, and one remote repair agent at
+    ``agent_url`` asked once per failure."""
+    app = base / "app"
+    app.mkdir(parents=True)
+    script(app / "app.py", APP)
+    (app / "app.conf").write_text("# app settings\nmode = brokn\n")
+    agent = {
+        "name": "remote",
+        "kind": "openai",
+        "endpoint": agent_url,
+        "auth": "none",
+        "model": "test-model",
+        "timeout": 20,
+        "max_attempts": 1,
+    }
+    (base / "razar_ai_agents.json").write_text(json.dumps({"active": "remote", "agents": [agent]}))
+    return f"""
+        [[component]]
+        name = "app"
+        layer = "throat"
+        priority = 1
+        command = ["{py()}", "{app / "app.py"}"]
+        working_directory = "{app}"
+        artifacts = ["app.conf"]
+        restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
+        """
+
+
 def runs(r: Razard) -> list[dict[str, float]]:
     path = r.state_dir / "crown-runs.jsonl"
     if not path.exists():
@@ -148,15 +179,16 @@ def store(etcd: EtcdCluster, prefix: str) -> FleetStore:
     )
 
 
-def slots(etcd: EtcdCluster, prefix: str) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        s = store(etcd, prefix)
-        try:
-            return (await s.held_slots())[0]
-        finally:
-            await s.close()
+async def held_slots(etcd: EtcdCluster, prefix: str) -> list[dict[str, Any]]:
+    s = store(etcd, prefix)
+    try:
+        return (await s.held_slots())[0]
+    finally:
+        await s.close()
 
-    return asyncio.run(read())
+
+def slots(etcd: EtcdCluster, prefix: str) -> list[dict[str, Any]]:
+    return asyncio.run(held_slots(etcd, prefix))
 
 
 def kill_unit(r: Razard, unit: str) -> None:
@@ -292,6 +324,31 @@ def test_same_signature_on_three_nodes_trips_the_breaker_and_one_alert_goes_out(
     for n in wait_for(all_quarantined, 10, "every node's record to count its quarantine"):
         assert "crash quarantined" in n["last_alert"]
 
+    # the signature is of the runner's error field, not of the message's decision
+    failed = events(made[0], "component_failed")
+    assert failed and all(f"{e['error']}; next: " in e["message"] for e in failed)
+    noted = state["signatures"][0]["signature"]
+    assert any(noted == failure_signature("crash", e["error"]) for e in failed), noted
+
+    # an operator's reset resolves the one alert in Alertmanager (long before its endsAt)
+    out = made[0].ctl("fleet", "breaker", "reset", "--config", str(made[0].config))
+    assert "breaker reset: 1 trip(s) cleared" in out.stdout
+    wait_for(lambda: not fleet_alerts(), 30, "the fleet breaker alert to be resolved")
+    wait_for(lambda: all(events(r, "fleet_breaker_reset") for r in made), 10, "each node to see it")
+
+    def said(r: Razard, event: str) -> list[dict[str, Any]]:
+        return [e for e in events(r, event) if e.get("component") == "fleet:breaker"]
+
+    # every notifier that raised it resolved it (these razards share one host's journal, so
+    # more than one may have raised it; Alertmanager holds it once)
+    raised = [r for r in made if said(r, "escalation_raised")]
+    assert raised
+    wait_for(
+        lambda: all(said(r, "escalation_resolved") for r in raised), 15, "every one to resolve it"
+    )
+    assert not fleet_alerts()
+    assert not asyncio.run(breaker())["signatures"]
+
 
 def test_a_fix_kept_on_one_node_heals_another_without_asking_a_remote_agent(
     etcd: EtcdCluster,
@@ -305,37 +362,7 @@ def test_a_fix_kept_on_one_node_heals_another_without_asking_a_remote_agent(
         made = []
         for i, um in enumerate(managers[:2]):
             base = tmp_path / f"n{i}"
-            app = base / "app"
-            app.mkdir(parents=True)
-            script(app / "app.py", APP)
-            (app / "app.conf").write_text("# app settings\nmode = brokn\n")
-            (base / "razar_ai_agents.json").write_text(
-                json.dumps(
-                    {
-                        "active": "remote",
-                        "agents": [
-                            {
-                                "name": "remote",
-                                "kind": "openai",
-                                "endpoint": server.url,
-                                "auth": "none",
-                                "model": "test-model",
-                                "timeout": 20,
-                            }
-                        ],
-                    }
-                )
-            )
-            comps = f"""
-                [[component]]
-                name = "app"
-                layer = "throat"
-                priority = 1
-                command = ["{py()}", "{app / "app.py"}"]
-                working_directory = "{app}"
-                artifacts = ["app.conf"]
-                restart = {{ attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }}
-                """
+            comps = broken_app(base, server.url)
             made.append(node(nodes, um, base, comps, fleet_toml(etcd.endpoints, prefix, f"n{i}")))
         a, b = made
         a.start(wait_ready=False)
@@ -532,3 +559,92 @@ async def test_a_signature_tripped_on_k_nodes_stops_ai_patching_of_it_everywhere
     finally:
         for node in nodes:
             await node.stop()
+
+
+def test_a_changed_fleet_table_on_reload_is_warned_about_and_kept_until_restart(
+    etcd: EtcdCluster,
+    managers: list[UserManager],
+    nodes: list[Razard],
+    tmp_path: Path,
+    prefix: str,
+) -> None:
+    """[fleet] is read at start: SIGHUP with another [fleet] says config_partial (the change
+    takes effect at restart), restarts nothing, and the node stays in its fleet as it was."""
+    base = tmp_path / "a"
+    comps = crown(base)
+    a = node(nodes, managers[0], base, comps, fleet_toml(etcd.endpoints, prefix, "a"))
+    a.start()
+    a.wait_state("crown-app", "healthy", 60)
+    pid = a.main_pid("razar-crown-app.service")
+    a.write_config(comps + fleet_toml(etcd.endpoints, f"{prefix}other/", "a2"))
+    a.send(signal.SIGHUP)
+    wait_for(lambda: events(a, "config_reloaded"), 30, "the reload")
+    (partial,) = events(a, "config_partial")
+    assert partial["tables"] == "fleet" and partial["level"] == "warning"
+    assert "[fleet] take effect at the next restart of razard" in partial["message"]
+    assert a.main_pid("razar-crown-app.service") == pid
+
+    async def names(under: str) -> list[str]:
+        s = store(etcd, under)
+        try:
+            return [n["node"] for n in await s.live_nodes()]
+        finally:
+            await s.close()
+
+    assert asyncio.run(names(prefix)) == ["a"]
+    assert asyncio.run(names(f"{prefix}other/")) == []
+
+
+async def test_a_patch_is_denied_and_not_applied_while_another_node_holds_the_only_slot(
+    etcd: EtcdCluster,
+    managers: list[UserManager],
+    nodes: list[Razard],
+    tmp_path: Path,
+    prefix: str,
+) -> None:
+    """Budget 1, its slot held by another node: the repair agent's patch waits ``slot_wait``,
+    is denied (``fleet_budget_denied`` for patch_apply), the artifact's bytes stay as they
+    were, and the ladder goes on to quarantine."""
+    holder = Fleet(
+        FleetConfig(
+            enabled=True,
+            endpoints=tuple(etcd.endpoints),
+            prefix=prefix,
+            node="holder",
+            timeout=2.0,
+            lease_ttl=TTL,
+        )
+    )
+    await holder.start()  # its lease is kept by this test's loop while razard runs
+    try:
+        held = await holder.acquire("crown_full_restart", 5.0)
+        assert held
+        with ThreadedFake() as server:
+            server.queue(completion(_edit("mode = brokn", "mode = ok")))
+            base = tmp_path / "a"
+            comps = broken_app(base, server.url)
+            conf = base / "app" / "app.conf"
+            before = conf.read_bytes()
+            fleet = fleet_toml(etcd.endpoints, prefix, "a", slot_wait=1.0)
+            a = node(nodes, managers[0], base, comps, fleet)
+            a.start(wait_ready=False)
+            await asyncio.to_thread(a.wait_state, "app", "quarantined", 90)
+            assert len(server.requests) == 1, "the agent was not asked for its patch"
+        (denied,) = events(a, "fleet_budget_denied")
+        assert (denied["action"], denied["reason"]) == ("patch_apply", "budget full")
+        assert denied["component"] == "app" and events(a, "fleet_budget_wait")
+        assert conf.read_bytes() == before, "the patch was applied without a slot"
+        inv = [
+            json.loads(line)
+            for line in (a.state_dir / "razar_ai_invocations.json").read_text().splitlines()
+        ]
+        ended = [i for i in inv if i["agent"] == "remote" and i["status"] != "started"]
+        assert [(i["status"], i["patched"], i["reason"]) for i in ended] == [
+            ("failed", False, "fleet: patch_apply not taken: budget full")
+        ]
+        assert [(s["node"], s["action"]) for s in await held_slots(etcd, prefix)] == [
+            ("holder", "crown_full_restart")
+        ]
+        await holder.release(held)
+    finally:
+        await holder.stop()

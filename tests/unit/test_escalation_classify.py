@@ -63,6 +63,9 @@ def test_a_tripped_fleet_breaker_is_one_alert_for_the_fleet() -> None:
         )
     forged = entry(RAZAR_EVENT="fleet_breaker_tripped", PRIORITY="1", _UID="1000")
     assert obs(forged) is None  # another user's entry is not razard's
+    o = obs(entry(RAZAR_EVENT="fleet_breaker_reset", PRIORITY="5"))  # an operator reset it
+    assert o is not None and (o.kind, o.component) == ("recovered", "fleet:breaker")
+    assert obs(entry(RAZAR_EVENT="fleet_breaker_reset", PRIORITY="5", _UID="1000")) is None
 
 
 def test_layer_down_beyond_its_healer_is_filed_under_the_layer() -> None:

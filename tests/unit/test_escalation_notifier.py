@@ -289,3 +289,27 @@ async def test_the_notifiers_client_never_goes_through_an_environment_proxy(
     finally:
         target.shutdown()
         proxy.shutdown()
+
+
+async def test_a_reset_of_the_fleet_breaker_resolves_its_one_alert(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], tmp_path: Path
+) -> None:
+    """fleet_breaker_tripped raises fleet:breaker; fleet_breaker_reset resolves it, and a
+    reset seen where no breaker alert was raised (every other node) resolves nothing."""
+    n, journal, clock = setup
+    own = {"SYSLOG_IDENTIFIER": "razard", "_UID": "0", "_HOSTNAME": "gpu-1"}
+    reset = {**own, "RAZAR_EVENT": "fleet_breaker_reset", "PRIORITY": "5"}
+    journal.queued = [reset]
+    async with n.client() as client:
+        r = await n.run_once(client)
+        assert r.raised == [] and r.resolved == []
+        journal.queued = [{**own, "RAZAR_EVENT": "fleet_breaker_tripped", "PRIORITY": "1"}]
+        assert len((await n.run_once(client)).raised) == 1
+        clock.now += 5
+        journal.queued = [reset]
+        r = await n.run_once(client)
+    assert r.raised == [] and len(r.resolved) == 1
+    raised, resolved = read_escalations(tmp_path)
+    assert raised["component"] == resolved["component"] == "fleet:breaker"
+    assert resolved["resolves"] == raised["id"] and resolved["reason"] == "resolved"
+    assert n.book.alerts == {}

@@ -3,6 +3,8 @@ shared-fixes rung goes in the roster, and which layer healers a fleet gates."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,49 @@ async def test_which_healers_are_gated_and_what_a_denial_leaves(
     lines = log.read_text().splitlines() if log.exists() else []
     denied = [ln for ln in lines if "fleet_budget_denied" in ln]
     assert bool(denied) == (not allowed or bool(env))  # the journal says every denial
+
+
+async def test_the_observer_takes_the_failure_from_the_event_s_error_field(tmp_path: Path) -> None:
+    """The signature noted fleet-wide is of the runner's ``error`` field, not of the
+    message's text (which goes on with the ladder's decision); no field, nothing noted."""
+    node = _node(tmp_path)
+    noted: list[tuple[str, str]] = []
+
+    async def record_signature(signature: str, component: str = "") -> bool:
+        noted.append((signature, component))
+        return False
+
+    node.fleet.record_signature = record_signature  # type: ignore[method-assign]
+    node.events.observers.append(node.observe)
+    node.events.emit(
+        "component_failed",
+        "exited: status=4 (pid 4121); next: restart 1 of 3",
+        component="api",
+        error="exited: status=4 (pid 4121)",
+    )
+    node.events.emit("component_failed", "said by someone else; next: x", component="web")
+    for _ in range(10):  # the note runs as a task of the loop
+        await asyncio.sleep(0)
+    assert noted == [(failure_signature("api", "exited: status=4 (pid 977)"), "api")]
+    await node.stop()
+
+
+async def test_a_breaker_seen_clear_again_is_said_once(tmp_path: Path) -> None:
+    """Each change of the breaker's keys the watch sees: only the last key going (an
+    operator's reset of the breaker and every stopped signature) says fleet_breaker_reset."""
+    node = _node(tmp_path)
+    node.fleet.on_breaker_cleared = node.breaker_reset
+    fleet = node.fleet
+    sig = fleet.breaker_sigs + "ab" * 8
+    fleet._breaker_seen({sig})
+    assert not fleet.breaker_tripped
+    fleet._breaker_seen({sig, fleet.breaker_key})
+    assert fleet.breaker_tripped
+    fleet._breaker_seen({sig})  # half of one reset's deletes
+    fleet._breaker_seen(set())
+    fleet._breaker_seen(set())  # read again after the watch was opened anew
+    assert not fleet.breaker_tripped
+    lines = (tmp_path / "razar.log").read_text().splitlines()
+    said = [json.loads(ln) for ln in lines if "fleet_breaker_reset" in ln]
+    assert len(said) == 1 and said[0]["node"] == "n1"
+    await node.stop()
