@@ -65,7 +65,14 @@ class InProcess:
     state_dir: Path
 
     def record(self, name: str) -> dict[str, Any]:
-        """The component's record in ``razar_state.json`` as written (empty: none yet)."""
+        """The component's record as razard holds it now (what ``razarctl status`` reports
+        and the next state write saves), in the state file's form."""
+        runner = self.sup.runners.get(name)
+        return json.loads(json.dumps(vars(runner.rec))) if runner is not None else {}
+
+    def saved(self, name: str) -> dict[str, Any]:
+        """The component's record in ``razar_state.json`` as written (empty: none yet).
+        Starting and healthy are written lazily; what the ladder counts is written at once."""
         path = self.state_dir / STATE_FILE
         if not path.exists():
             return {}
@@ -268,7 +275,8 @@ async def test_a_crash_loop_is_restarted_with_backoff_then_quarantined(
 
         assert run.unit(name)["ActiveState"] in ("inactive", "failed")
         assert run.unit(name)["MainPID"] == "0"
-        rec = run.record(name)
+        rec = run.saved(name)  # a quarantine is written at once, before razard acts
+        assert rec["status"] == "quarantined"
         assert rec["restarts_total"] == 2 and "status=4" in rec["last_error"]
         failed = run.events(name, "component_failed")
         assert [e["rung"] for e in failed] == ["restart", "restart", "quarantine"]
