@@ -1,0 +1,193 @@
+"""razarctl's group, its global options and the plumbing every command shares.
+
+``main`` (the click group: --bus, --address, --timeout), `call` (connect, run one
+operation of razard's control interface, disconnect), how errors and lines are
+printed, and the cell formats the tables share. rich is imported only where a table
+or a coloured line is printed on a terminal: a piped ``razarctl status`` never loads
+it (issue 18: razarctl's start-to-exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from razard.control import BUSES, DEFAULT_CALL_TIMEOUT, ControlClient
+from razard.errors import RazarError, UnknownComponent
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+T = TypeVar("T")
+
+EXIT_ERROR = 1
+EXIT_UNKNOWN_COMPONENT = 2
+EXIT_INTERRUPTED = 130
+"""Ctrl+C while waiting for razard (128 + SIGINT, as a shell reports it)."""
+
+# A table piped into grep or a file should not be folded to 80 columns.
+PIPE_WIDTH = 200
+
+
+def cell(value: object) -> str:
+    """A table cell: "-" for nothing."""
+    return "-" if value is None or value == "" else str(value)
+
+
+def local_time(value: object) -> str:
+    """An ISO-8601 time as local ``YYYY-MM-DD HH:MM:SS``; anything else as it is."""
+    if not isinstance(value, str):
+        return cell(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    """Whether rich would treat ``stream`` as a terminal (colours, its width), decided
+    without importing rich: a TTY, or FORCE_COLOR / TTY_COMPATIBLE asking for one."""
+    env = os.environ
+    if env.get("TTY_COMPATIBLE") == "0":
+        return False
+    if env.get("FORCE_COLOR") or env.get("TTY_COMPATIBLE") == "1":
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stdout() -> Console:
+    """rich's console on stdout; wide enough not to fold a table piped into a file."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPE_WIDTH)
+    return console
+
+
+def warn(message: str, style: str) -> None:
+    """One line on stderr, in ``style`` on a terminal (plain text otherwise, never markup)."""
+    if is_terminal(sys.stderr):
+        from rich.console import Console
+        from rich.text import Text
+
+        Console(stderr=True).print(Text(message, style=style), soft_wrap=True)
+    else:
+        click.echo(message, err=True)
+
+
+def fail(error: RazarError) -> NoReturn:
+    warn(f"razarctl: {error}", "red")
+    sys.exit(EXIT_UNKNOWN_COMPONENT if isinstance(error, UnknownComponent) else EXIT_ERROR)
+
+
+def say(message: str) -> None:
+    click.echo(message)
+
+
+def _command(module: str, attribute: str) -> click.Command:
+    command = getattr(importlib.import_module(module), attribute)
+    assert isinstance(command, click.Command)
+    return command
+
+
+def _fleet_command() -> click.Command:
+    from razard.fleet.ctl import register
+
+    holder = click.Group()
+    register(holder, stdout)
+    return holder.commands["fleet"]
+
+
+LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
+    # scrapes the exporters: agents.monitoring and what it loads only for this command
+    "verify-monitoring": lambda: _command("agents.monitoring", "command"),
+    # etcd: the fleet's commands (and their tables) load only when named
+    "fleet": _fleet_command,
+}
+"""Commands defined elsewhere, loaded when named (or listed in ``--help``)."""
+
+
+class _Group(click.Group):
+    """A click group that reports razard's errors as one red line, no traceback,
+    and loads :data:`LAZY_COMMANDS` only when they are used."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RazarError as error:
+            fail(error)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            self.add_command(LAZY_COMMANDS[name](), name)
+        return super().get_command(ctx, name)
+
+
+def call(ctx: click.Context, action: Callable[[ControlClient], Awaitable[T]]) -> T:
+    """Connect as the global options say, run ``action``, disconnect."""
+    opts: dict[str, Any] = ctx.find_root().obj
+
+    async def run() -> T:
+        client = await ControlClient.connect(
+            opts["bus"], opts["address"], deadline_s=opts["timeout"]
+        )
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=(
+        "Exit status: 0 done; 1 razard refused or could not be reached (or heal did not "
+        "heal); 2 unknown component (or a usage error); 130 interrupted by Ctrl+C."
+    ),
+)
+@click.option(
+    "--bus",
+    type=click.Choice(BUSES),
+    default=lambda: os.environ.get("RAZAR_BUS", "system"),
+    show_default="$RAZAR_BUS, else system",
+    help="The D-Bus bus razard serves on.",
+)
+@click.option(
+    "--address",
+    metavar="ADDR",
+    default=None,
+    help="A D-Bus address to use instead of the bus's usual one (unix:path=...).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_CALL_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for razard to answer.",
+)
+@click.version_option(package_name="razar", prog_name="razarctl")
+@click.pass_context
+def main(ctx: click.Context, bus: str, address: str | None, timeout: float) -> None:
+    """Control razard, the self-healing supervisor: status, start/stop, quarantine, repairs."""
+    given = ctx.get_parameter_source("timeout") is not ParameterSource.DEFAULT
+    ctx.obj = {"bus": bus, "address": address, "timeout": timeout, "timeout_given": given}
