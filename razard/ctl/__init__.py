@@ -11,15 +11,15 @@ comes back. Its modules, one per group of commands:
 - :mod:`razard.ctl.repairs`: ``ladder``, ``chakra``, ``patches``, ``diff``, ``rollback``,
   ``heal``;
 - :mod:`razard.ctl.incidents`: ``logs``, ``incident``, ``escalations``;
-- ``fleet`` (:mod:`razard.fleet.ctl`) and ``verify-monitoring``
-  (:mod:`agents.monitoring`), loaded only when named.
+- ``fleet`` (:mod:`razard.fleet.ctl`) and ``verify-monitoring`` (:mod:`agents.monitoring`).
+
+Each command's module is loaded only when the command is named (`app.COMMANDS`).
 
 ``razard.ctl:main`` is the ``razarctl`` entry point.
 """
 
 from __future__ import annotations
 
-from razard.ctl import components, incidents, repairs  # noqa: F401  (each adds its commands)
 from razard.ctl.app import main
 
 __all__ = ["main"]

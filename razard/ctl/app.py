@@ -10,6 +10,7 @@ it (issue 18: razarctl's start-to-exit).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import os
 import sys
@@ -113,18 +114,31 @@ def _fleet_command() -> click.Command:
     return holder.commands["fleet"]
 
 
-LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
+_IN = {
+    "razard.ctl.components": ("status", "start", "stop", "restart", "reload", "quarantine"),
+    "razard.ctl.repairs": ("ladder", "chakra", "patches", "diff", "rollback", "heal"),
+    "razard.ctl.incidents": ("logs", "incident", "escalations"),
+}
+
+COMMANDS: dict[str, Callable[[], click.Command]] = {
+    **{
+        name: functools.partial(_command, module, name)
+        for module, names in _IN.items()
+        for name in names
+    },
     # scrapes the exporters: agents.monitoring and what it loads only for this command
-    "verify-monitoring": lambda: _command("agents.monitoring", "command"),
-    # etcd: the fleet's commands (and their tables) load only when named
+    "verify-monitoring": functools.partial(_command, "agents.monitoring", "command"),
+    # etcd: its client and httpx
     "fleet": _fleet_command,
 }
-"""Commands defined elsewhere, loaded when named (or listed in ``--help``)."""
+"""Every command of ``razarctl``, each loaded when named (or listed in ``--help``): a
+command imports only its own module (``status`` neither the journal reader nor the
+patch engine's helpers, nor etcd's client)."""
 
 
 class _Group(click.Group):
     """A click group that reports razard's errors as one red line, no traceback,
-    and loads :data:`LAZY_COMMANDS` only when they are used."""
+    and loads each of :data:`COMMANDS` only when it is used."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -133,11 +147,11 @@ class _Group(click.Group):
             fail(error)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+        return sorted({*super().list_commands(ctx), *COMMANDS})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in LAZY_COMMANDS and name not in self.commands:
-            self.add_command(LAZY_COMMANDS[name](), name)
+        if name in COMMANDS and name not in self.commands:
+            self.add_command(COMMANDS[name](), name)
         return super().get_command(ctx, name)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from razard.control import SupervisorControl as Op  # the operations, each one D-Bus method
-from razard.ctl.app import call, cell, is_terminal, local_time, main, say, stdout
+from razard.ctl.app import call, cell, is_terminal, local_time, say, stdout
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -208,7 +208,7 @@ def quarantine_table(records: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
@@ -227,7 +227,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     console.print(status_table(result))
 
 
-@main.command()
+@click.command()
 @click.argument("component")
 @click.pass_context
 def start(ctx: click.Context, component: str) -> None:
@@ -236,7 +236,7 @@ def start(ctx: click.Context, component: str) -> None:
     say(f"started {component}")
 
 
-@main.command(short_help="Stop COMPONENT; razard leaves it stopped.")
+@click.command(short_help="Stop COMPONENT; razard leaves it stopped.")
 @click.argument("component")
 @click.pass_context
 def stop(ctx: click.Context, component: str) -> None:
@@ -252,7 +252,7 @@ def stop(ctx: click.Context, component: str) -> None:
     say(f"stopped {component}; razard will not restart it until `razarctl start {component}`")
 
 
-@main.command()
+@click.command()
 @click.argument("component")
 @click.pass_context
 def restart(ctx: click.Context, component: str) -> None:
@@ -261,7 +261,7 @@ def restart(ctx: click.Context, component: str) -> None:
     say(f"restarted {component}")
 
 
-@main.group()
+@click.group()
 def quarantine() -> None:
     """List or release quarantined components."""
 
@@ -290,7 +290,7 @@ def quarantine_release(ctx: click.Context, component: str) -> None:
     say(f"released {component} from quarantine")
 
 
-@main.command()
+@click.command()
 @click.pass_context
 def reload(ctx: click.Context) -> None:
     """Re-read razard's config (an invalid one changes nothing)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from razard.control import SupervisorControl as Op  # the operations, each one D-Bus method
-from razard.ctl.app import call, cell, main, say, stdout, warn
+from razard.ctl.app import call, cell, say, stdout, warn
 from razard.errors import ConfigError, ControlError, UnknownComponent
 from razard.layers import LAYERS
 from razard.layout import DEFAULT_CONFIG, LOG_FILE
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # razarctl starts faster without what its common commands nev
     from razard.config import Config
 
 
-@main.command(short_help="Show razard's journal, filtered (a component, layer, event, ...).")
+@click.command(short_help="Show razard's journal, filtered (a component, layer, event, ...).")
 @click.argument("component", required=False)
 @click.option("--component", "component_opt", metavar="NAME", help="Same as COMPONENT.")
 @click.option(
@@ -213,7 +213,7 @@ def incident_table(entries: Sequence[Entry]) -> Table:
     return table
 
 
-@main.command(short_help="One timeline of COMPONENT's incident.")
+@click.command(short_help="One timeline of COMPONENT's incident.")
 @click.argument("component")
 @click.option("--since", metavar="TEXT", help='From ("2h ago", "today", an ISO time in UTC).')
 @click.option("--until", metavar="TEXT", help="Up to (same forms as --since).")
@@ -287,7 +287,7 @@ def escalations_table(records: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-@main.command(short_help="Recent operator escalations and whether they were delivered.")
+@click.command(short_help="Recent operator escalations and whether they were delivered.")
 @click.option("--component", metavar="NAME", help="Only this component's.")
 @click.option("--since", metavar="TEXT", help='From ("24h ago", "today", an ISO time in UTC).')
 @click.option("--undelivered", is_flag=True, help="Only those not delivered to every target.")

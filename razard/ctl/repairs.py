@@ -24,7 +24,6 @@ from razard.ctl.app import (
     call,
     cell,
     local_time,
-    main,
     say,
     stdout,
     warn,
@@ -237,7 +236,7 @@ def heal_line(component: str, outcome: Mapping[str, Any]) -> str:
     return line
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def ladder(ctx: click.Context, as_json: bool) -> None:
@@ -254,7 +253,7 @@ def ladder(ctx: click.Context, as_json: bool) -> None:
         console.print(Text(line), soft_wrap=True)
 
 
-@main.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def chakra(ctx: click.Context, as_json: bool) -> None:
@@ -304,7 +303,7 @@ def chakra_heal(ctx: click.Context, layer: str, dry_run: bool, as_json: bool) ->
     ctx.exit({"healed": 0, "not_applicable": 2}.get(str(record.get("result")), 1))
 
 
-@main.command()
+@click.command()
 @click.argument("component")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
@@ -320,7 +319,7 @@ def patches(ctx: click.Context, component: str, as_json: bool) -> None:
     stdout().print(patches_table(records))
 
 
-@main.command()
+@click.command()
 @click.argument("component")
 @click.argument("patch", required=False)
 @click.pass_context
@@ -338,7 +337,7 @@ def diff(ctx: click.Context, component: str, patch: str | None) -> None:
         click.echo(text, nl=not text.endswith("\n"))
 
 
-@main.command(short_help="Undo COMPONENT's last kept patch (or back to --to).")
+@click.command(short_help="Undo COMPONENT's last kept patch (or back to --to).")
 @click.argument("component")
 @click.option(
     "--to",
@@ -413,7 +412,7 @@ def _rollback_offline(
     )
 
 
-@main.command(short_help="Run the repair ladder for COMPONENT now.")
+@click.command(short_help="Run the repair ladder for COMPONENT now.")
 @click.argument("component")
 @click.option(
     "--long-task",
