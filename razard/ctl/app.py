@@ -136,6 +136,47 @@ command imports only its own module (``status`` neither the journal reader nor t
 patch engine's helpers, nor etcd's client)."""
 
 
+SUMMARIES: dict[str, tuple[str, bool]] = {
+    "chakra": (
+        "Show each layer agent: state, last beat, pulse (hz), sensor reading, healer runs.",
+        False,
+    ),
+    "diff": ("Show the diff of PATCH of COMPONENT (default: the latest applied patch).", False),
+    "escalations": ("Recent operator escalations and whether they were delivered.", True),
+    "fleet": (
+        "The fleet in etcd ([fleet] in razard.toml): nodes, budget, breaker, shared fixes.",
+        False,
+    ),
+    "heal": ("Run the repair ladder for COMPONENT now.", True),
+    "incident": ("One timeline of COMPONENT's incident.", True),
+    "ladder": ("Show the repair roster, which rungs are configured, and the thresholds.", False),
+    "logs": ("Show razard's journal, filtered (a component, layer, event, ...).", True),
+    "patches": ("List COMPONENT's patch records, oldest first (refused ones too).", False),
+    "quarantine": ("List or release quarantined components.", False),
+    "reload": ("Re-read razard's config (an invalid one changes nothing).", False),
+    "restart": ("Restart COMPONENT.", False),
+    "rollback": ("Undo COMPONENT's last kept patch (or back to --to).", True),
+    "start": ("Start COMPONENT (also undoes `razarctl stop`).", False),
+    "status": ("Show every component's state and health.", False),
+    "stop": ("Stop COMPONENT; razard leaves it stopped.", True),
+    "verify-monitoring": (
+        "Scrape the node's exporters (razard, node_exporter, the GPU exporter, cAdvisor, "
+        "custom ones) and report unreachable endpoints, missing metric families and stale "
+        "readings.",
+        False,
+    ),
+}
+"""What ``razarctl --help`` lists for each of :data:`COMMANDS` without loading it: the
+command's ``short_help`` (True) or the first sentence of its help (False).
+``tests/unit/test_ctl.py`` checks each against the command itself."""
+
+
+def summary_stub(name: str) -> click.Command:
+    """A stand-in for command ``name`` that lists in ``--help`` as the command does."""
+    text, short = SUMMARIES[name]
+    return click.Command(name, short_help=text) if short else click.Command(name, help=text)
+
+
 class _Group(click.Group):
     """A click group that reports razard's errors as one red line, no traceback,
     and loads each of :data:`COMMANDS` only when it is used."""
@@ -148,6 +189,18 @@ class _Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, from :data:`SUMMARIES` for the commands not
+        loaded (listing them loads none of their modules)."""
+        rows = [
+            (name, self.commands.get(name) or summary_stub(name))
+            for name in self.list_commands(ctx)
+        ]
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, c.get_short_help_str(limit)) for name, c in rows])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in COMMANDS and name not in self.commands:

@@ -526,3 +526,13 @@ def test_logs_refuses_an_unreadable_time_naming_the_option() -> None:
     result = CliRunner().invoke(main, ["logs", "--layer", "root", "--until", "last tuesday"])
     assert result.exit_code == 2
     assert "--until" in result.output and "last tuesday" in result.output
+
+
+def test_help_lists_each_command_as_the_command_itself_would() -> None:
+    """`razarctl --help` lists commands from app.SUMMARIES without loading them: each entry
+    reads, at every width, as the loaded command's own short help (no drift)."""
+    assert set(app.SUMMARIES) == set(app.COMMANDS)
+    for name, load in app.COMMANDS.items():
+        command, stub = load(), app.summary_stub(name)
+        for limit in range(10, 200):
+            assert stub.get_short_help_str(limit) == command.get_short_help_str(limit), name

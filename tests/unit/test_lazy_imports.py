@@ -168,3 +168,25 @@ def test_piped_razarctl_status_loads_only_its_own_command() -> None:
     )
     assert out.stdout.split() == ["1"], out.stdout
     assert out.stderr.startswith("razarctl: cannot connect to the user bus"), out.stderr
+
+
+def test_razarctl_help_loads_no_command() -> None:
+    """`razarctl --help` lists every command without importing one (nor rich, the config
+    parser, etcd's client or the monitoring check)."""
+    code = textwrap.dedent("""
+        import sys
+        from razard.ctl import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        print(" ".join(m for m in (
+            "rich", "razard.config", "razard.ctl.components", "razard.ctl.repairs",
+            "razard.ctl.incidents", "razard.fleet.ctl", "agents.monitoring", "httpx",
+        ) if m in sys.modules), file=sys.stderr)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "verify-monitoring" in out.stdout and "status" in out.stdout
+    assert out.stderr.split() == []
