@@ -24,6 +24,10 @@ the evidence (the stale sources, the sensor's reading), and then:
 
 When the layer is back (``chakra_up``), solar_plexus and heart run their
 healer in restore mode to undo the CPU weights and memory limits they set.
+
+One module (~740 lines): most of it is `Chakra`, one state machine per layer (pulse,
+outage, heal, verify) whose steps read the same `LayerState`; the Prometheus collector
+beside it only reads that state.
 """
 
 from __future__ import annotations

@@ -52,6 +52,10 @@ A GPU's index is its position in ``gpus``. A process is reported only while its
 pid is alive, so stopping the unit that runs it really makes the fake GPU idle.
 Each entry of ``xid`` is returned by `FakeNvml.wait_xid` once per backend (two
 equal entries are two events); the time defaults to 0.
+
+One module (~670 lines): `Nvml` and its fake `FakeNvml` implement the same `GpuBackend`
+and share its value types and recovery-action codes; kept together, a change to one is
+seen against the other.
 """
 
 from __future__ import annotations

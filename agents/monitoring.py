@@ -20,6 +20,10 @@ a reachable optional endpoint is checked like any other.
 
 The endpoints come from the ``[monitoring]`` table of razard.toml, parsed (and
 documented, with its defaults) in `razard.monitoring_config`.
+
+One module (~830 lines): the check (scrape, `analyse`), its report and the command line
+that both `razarctl verify-monitoring` and the script run are one feature used only by
+that command; nothing else imports a part of it.
 """
 
 from __future__ import annotations

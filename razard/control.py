@@ -40,6 +40,10 @@ in :class:`ControlClient`::
     anything unexpected      org.razar.Error.Internal        (logged here, never sent)
 
 This module holds no supervision logic of its own.
+
+One module (~700 lines) on purpose: each operation's one definition, the D-Bus method
+derived from it and the client call derived from it stay side by side, so no second
+definition can drift from the first.
 """
 
 from __future__ import annotations

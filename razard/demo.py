@@ -17,6 +17,9 @@ layer going down, the third_eye healer restarting it and the layer coming back;
 incident, metrics. Every claim is checked from the outside, as an operator would:
 systemd's own view of the units (``MainPID``, ``ActiveState``), the files on disk,
 razarctl, the metrics page, the HTTP port. Exit 0 when every check passed.
+
+One module (~600 lines): a scripted walk-through whose scenes (`Demo`) share one private
+manager and razard; it is run by ``razard demo`` only.
 """
 
 from __future__ import annotations

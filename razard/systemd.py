@@ -9,6 +9,9 @@ path, matched per path so razard never polls and never wakes for units it does
 not supervise. When the bus connection drops, or systemd re-executes
 (``daemon-reexec``) or reloads, `Systemd.run` reconnects, re-adds the matches,
 re-subscribes and calls the ``on_reconnect`` hooks so the supervisor reconciles.
+
+One module (~620 lines): nearly all of it is `Systemd`, whose calls, signal matches and
+reconnect share one connection and one view of the units.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ share (and kill) one cgroup. The cgroup name also lets `reap_stale_managers`
 (run by every `start_user_manager`) clean up after a creator that was SIGKILLed.
 
 Never start ``systemd --system`` here: its tmpfiles step empties the shared ``/tmp``.
+
+One module (~720 lines): starting a manager, waiting for it and tearing it down without
+leftovers share the cgroup and process helpers at the bottom, and it is test, bench and
+demo tooling the daemon never imports.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ Settings (environment; razard maps its config to them):
 ``RAZAR_HEAL_MODE=restore`` is "not applicable": this healer leaves no runtime
 change behind to undo. A dry run reads NVML and systemd, lists the plan and
 changes nothing; its result is "not healed" (nothing was healed).
+
+One module (~710 lines): a healer is one executable, and most of it is `_Recovery`,
+whose numbered steps above run in order over one record of what was stopped and must be
+started again.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ and ``--follow`` service run it as a separate process. Only one runs at a
 time per state directory: each holds ``escalation/notifier.lock`` (flock).
 Nothing here blocks the event loop: journalctl is a subprocess, HTTP goes
 through ``httpx.AsyncClient`` with a timeout, file work runs in a thread.
+
+One module (~620 lines): nearly all of it is `EscalationNotifier`, whose pass (read,
+decide, queue, deliver, commit) is one sequence over one alert book; the parts it
+composes are already their own modules (source, book, grouping, outbox, targets).
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ at, and the breaker key must not exist. etcd applies it atomically, so two
 nodes can never both take the last slot; the loser reads again. Anything
 someone else wrote under the prefix that does not parse is ignored (and
 listed as invalid), never trusted.
+
+One module (~880 lines) on purpose: `FleetStore` (read and reset, no lease) and `Fleet`
+(this node's lease, slots, breaker and fixes) read and write the same keys through the
+record helpers above, and the key layout is written down once, here.
 """
 
 from __future__ import annotations

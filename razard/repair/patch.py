@@ -3,6 +3,8 @@
     check(comp, proposal) -> PreparedPatch        refuses anything outside the artifacts,
                                                   symlinks, devices, hard links, binary
                                                   content, control characters in paths
+                                                  (`razard.repair.proposals`), recording
+                                                  each refusal
     apply(comp, prepared) -> AppliedPatch         snapshot, intent record, atomic writes
         keep(...)   | revert(...) | abort(...)    the verdict of razard's verify step
     rollback(comp[, to])                          the operator's undo of kept patches
@@ -26,6 +28,11 @@ Every method that changes files takes `PatchEngine.lock`, an ``flock`` on
 ``<state_dir>/repair.lock``, so ``razarctl rollback`` with razard stopped can
 run beside a starting razard. The methods block (file I/O, the lock): razard
 calls them from a worker thread.
+
+Checking a proposal lives in `razard.repair.proposals`; the rest stays one module
+(~760 lines) because apply, keep/revert/abort, rollback and recover are one state
+machine over the pending file above, and each stage's writer sits beside the code in
+`recover` that finishes it.
 """
 
 from __future__ import annotations
@@ -38,18 +45,17 @@ import posixpath
 import re
 import secrets
 import signal
-import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from razard import storage
-from razard.config import ComponentConfig, Config
-from razard.errors import ConfigError, ConfigProblem, StateError
+from razard.config import ComponentConfig
+from razard.errors import StateError
 from razard.layout import (
     DIFF_DIR,
     HISTORY_FILE,
@@ -59,14 +65,16 @@ from razard.layout import (
     REPAIR_LOCK,
     RESTART_SUFFIX,
 )
-from razard.repair.difftools import (
-    _CONTROL_RE,
-    DiffError,
-    FilePatch,
-    apply_file_patch,
-    parse_unified_diff,
+from razard.repair.proposals import (
+    MAX_EDITS,
+    MAX_FILE_BYTES,
+    MAX_PATCH_BYTES,
+    PreparedPatch,
+    check_artifact_roots,
+    prepare,
+    proposal_text,
+    refuse_hard_links,
 )
-from razard.repair.difftools import unified_diff as make_diff
 from razard.repair.scrub import scrub
 from razard.repair.snapshots import (
     NEW_FILE_MODE,
@@ -75,22 +83,28 @@ from razard.repair.snapshots import (
     UnsafePath,
     list_artifact_files,
     missing_dirs,
-    open_parent,
     open_root,
     read_kind,
     read_regular,
     sha256,
-    unsafe_root,
     write_atomic,
 )
-from razard.repair.types import FileEdit, PatchRefused, Proposal, RepairError
+from razard.repair.types import PatchRefused, Proposal, RepairError
 from razard.storage import append_jsonl, make_dirs, read_json, read_jsonl, write_json_atomic
+
+__all__ = [
+    "CRASH_STEPS",
+    "MAX_EDITS",
+    "MAX_FILE_BYTES",
+    "MAX_PATCH_BYTES",
+    "AppliedPatch",
+    "PatchEngine",
+    "PreparedPatch",
+    "check_artifact_roots",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_PATCH_BYTES: Final = 256 * 1024
-MAX_FILE_BYTES: Final = 1024 * 1024
-MAX_EDITS: Final = 200  # search/replace edits in one proposal (each scans its whole file)
 RESTART_REASON: Final = "razard restarted before the patch was verified"
 ABORT_REASON: Final = "aborted by the operator before the patch was verified"
 # Test-only: the steps at which ``PatchEngine(_crash_at=...)`` SIGKILLs its own process.
@@ -99,21 +113,6 @@ CRASH_STEPS: Final = ("snapshot", "intent", "first_file", "files", "applied", "k
 _ID_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _COMPONENT_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _RATIONALE_CHARS: Final = 2000
-
-
-@dataclass(frozen=True)
-class PreparedPatch:
-    """A checked proposal: the new bytes of each file it changes, and the canonical diff."""
-
-    component: str
-    agent: str
-    changes: Mapping[str, bytes]  # relative path -> new content
-    diff: str
-    diff_hash: str
-    rationale: str
-    # relative path -> sha256 of the content it was checked against (None: absent);
-    # apply refuses if a file changed in between rather than overwrite that change.
-    base: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -216,104 +215,16 @@ class PatchEngine:
         """
         touched: list[str] = []
         try:
-            return self._prepare(comp, proposal, touched)
+            return prepare(comp, proposal, touched, self._digest)
         except PatchRefused as exc:
             self._refused(comp, proposal, str(exc), touched)
             raise
-
-    def _prepare(
-        self, comp: ComponentConfig, proposal: Proposal, touched: list[str]
-    ) -> PreparedPatch:
-        if not comp.artifacts or not comp.artifact_root:
-            raise PatchRefused(f"{comp.name} declares no artifacts a repair may change")
-        raw_text = _proposal_text(proposal)
-        size = len(raw_text.encode("utf-8", "surrogatepass"))
-        if size > MAX_PATCH_BYTES:
-            raise PatchRefused(f"the proposal is {size} bytes, over the {MAX_PATCH_BYTES} limit")
-        if len(proposal.edits) > MAX_EDITS:
-            raise PatchRefused(
-                f"the proposal has {len(proposal.edits)} edits, over the {MAX_EDITS} limit"
-            )
-        if "\0" in raw_text:
-            raise PatchRefused("the proposal contains a NUL byte: binary content is not patched")
-        try:
-            raw_text.encode("utf-8")
-        except UnicodeEncodeError:
-            # lone surrogates: a JSON reply can carry them; written out they become raw bytes
-            raise PatchRefused("the proposal is not valid Unicode text (lone surrogates)") from None
-        ops: list[tuple[str, FilePatch | FileEdit]] = []
-        if proposal.diff.strip():
-            try:
-                file_patches = parse_unified_diff(proposal.diff)
-            except DiffError as exc:
-                raise PatchRefused(f"malformed diff: {exc}") from None
-            for fp in file_patches:
-                if fp.old_path is not None and fp.old_path != fp.path:
-                    _check_path(comp, fp.old_path)  # so a rename out of bounds says so
-                ops.append((fp.path, fp))
-        ops.extend((e.path, e) for e in proposal.edits)
-        if not ops:
-            raise PatchRefused("no change: the proposal has neither a diff nor edits")
-
-        original: dict[str, bytes | None] = {}
-        text: dict[str, str | None] = {}
-        try:
-            with open_root(comp.artifact_root) as root_fd:
-                for raw, op in ops:
-                    if raw not in touched:
-                        touched.append(raw)  # for the record, even if refused just below
-                    rel = _check_path(comp, raw)
-                    if rel not in original:
-                        _refuse_hard_links(root_fd, rel)
-                        state = read_regular(root_fd, rel, MAX_FILE_BYTES)
-                        original[rel] = None if state is None else state.data
-                        text[rel] = (
-                            None if state is None else state.data.decode("utf-8", "surrogateescape")
-                        )
-                    text[rel] = _apply_op(rel, text[rel], op)
-        except UnsafePath as exc:
-            raise PatchRefused(str(exc)) from None
-
-        changes: dict[str, bytes] = {}
-        for rel, new_text in text.items():
-            assert new_text is not None  # every op yields content
-            try:
-                data = new_text.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                raise PatchRefused(f"{rel}: the new content is not valid text") from None
-            if data == original[rel]:
-                continue
-            if b"\0" in data:
-                raise PatchRefused(f"{rel}: holds NUL bytes (binary): only text files are patched")
-            if len(data) > MAX_FILE_BYTES:
-                raise PatchRefused(
-                    f"{rel}: the result is {len(data)} bytes, over the {MAX_FILE_BYTES} limit"
-                )
-            changes[rel] = data
-        if not changes:
-            raise PatchRefused("no change: the proposal leaves every file as it is")
-        diff = "".join(
-            make_diff(rel, _as_text(original[rel]), changes[rel].decode("utf-8", "replace"))
-            for rel in sorted(changes)
-        )
-        diff_size = len(diff.encode())
-        if diff_size > MAX_PATCH_BYTES:
-            raise PatchRefused(f"the diff is {diff_size} bytes, over the {MAX_PATCH_BYTES} limit")
-        return PreparedPatch(
-            component=comp.name,
-            agent=proposal.agent,
-            changes=changes,
-            diff=diff,
-            diff_hash=sha256(diff.encode()),
-            rationale=proposal.rationale,
-            base={rel: self._digest(original[rel]) for rel in changes},
-        )
 
     def _refused(
         self, comp: ComponentConfig, proposal: Proposal, reason: str, files: list[str]
     ) -> None:
         patch_id = _new_id()
-        raw = _proposal_text(proposal)
+        raw = proposal_text(proposal)
         record = self._record(
             "refused",
             comp.name,
@@ -377,7 +288,7 @@ class PatchEngine:
     ) -> tuple[dict[str, Any], dict[str, FileState | None]]:
         """Check the files are as checked, snapshot, store the diff, write the intent record."""
         for rel in files:
-            _refuse_hard_links(root_fd, rel)
+            refuse_hard_links(root_fd, rel)
         old = {rel: read_regular(root_fd, rel, MAX_FILE_BYTES) for rel in files}
         for rel, state in old.items():
             digest = self._digest(None if state is None else state.data)
@@ -858,107 +769,3 @@ def _ident(pending: Mapping[str, Any]) -> dict[str, Any]:
         "diff_hash": pending.get("diff_hash", ""),
         "files": pending.get("files", []),
     }
-
-
-def _check_path(comp: ComponentConfig, raw: str) -> str:
-    """``raw`` if it is a clean relative path inside a declared artifact; else `PatchRefused`."""
-    if not raw:
-        raise PatchRefused("an empty path")
-    if "\0" in raw or "\n" in raw:
-        raise PatchRefused(f"{raw!r}: path contains NUL or a newline")
-    if _CONTROL_RE.search(raw):
-        raise PatchRefused(f"{raw!r}: path contains a control character")
-    if raw.startswith("/"):
-        raise PatchRefused(f"{raw}: absolute paths are not allowed")
-    if ".." in raw.split("/"):
-        raise PatchRefused(f"{raw}: '..' is not allowed in a path")
-    norm = posixpath.normpath(raw)
-    if norm != raw or norm == ".":
-        raise PatchRefused(f"{raw}: path is not normalised (expected {norm!r})")
-    for entry in comp.artifacts:
-        e = posixpath.normpath(entry)
-        if entry.endswith("/") and (e == "." or raw.startswith(e + "/")):
-            return raw
-        if not entry.endswith("/") and raw == e:
-            return raw
-    raise PatchRefused(f"{raw}: outside {comp.name}'s artifacts ({', '.join(comp.artifacts)})")
-
-
-def _links(root_fd: int, rel: str) -> int:
-    """Hard links of the regular file ``rel`` (0: absent or not a regular file, which
-    `read_regular` then names); a symlink on the way raises `UnsafePath`."""
-    with open_parent(root_fd, rel) as dfd:
-        if dfd is None:
-            return 0
-        try:
-            st = os.stat(posixpath.basename(rel), dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            return 0
-        return st.st_nlink if stat.S_ISREG(st.st_mode) else 0
-
-
-def _refuse_hard_links(root_fd: int, rel: str) -> None:
-    # A second name may be a file outside the artifacts (a secret): its content must not
-    # reach a diff or a model, and an atomic rename would silently split the two names.
-    links = _links(root_fd, rel)
-    if links > 1:
-        raise UnsafePath(f"{rel} has {links} hard links; a file with other names is not patched")
-
-
-def _apply_op(rel: str, current: str | None, op: FilePatch | FileEdit) -> str:
-    if isinstance(op, FilePatch):
-        try:
-            return apply_file_patch(current, op)
-        except DiffError as exc:
-            raise PatchRefused(f"diff does not apply: {exc}") from None
-    if op.search == "":
-        return op.replace
-    if current is None:
-        raise PatchRefused(f"{rel}: does not exist (an edit with empty search creates a file)")
-    n = current.count(op.search)
-    if n == 0:
-        raise PatchRefused(f"{rel}: search text not found")
-    if n > 1:
-        raise PatchRefused(f"{rel}: search text occurs {n} times; it must occur exactly once")
-    return current.replace(op.search, op.replace, 1)
-
-
-def _as_text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "replace")
-
-
-def _proposal_text(proposal: Proposal) -> str:
-    """The proposal as one text: its diff, then each edit (what a refused record hashes)."""
-    parts = [proposal.diff]
-    for e in proposal.edits:
-        parts.append(
-            f"=== edit {e.path}\n<<<<<<< search\n{e.search}\n=======\n{e.replace}\n>>>>>>>\n"
-        )
-    return "".join(parts)
-
-
-def check_artifact_roots(cfg: Config) -> None:
-    """Refuse a config whose artifact roots razard could be tricked into writing
-    elsewhere through (`razard.repair.snapshots.unsafe_root`); roots not there yet pass.
-
-    Raises:
-        ConfigError: one problem per unsafe root, naming the component's key.
-    """
-    problems: list[ConfigProblem] = []
-    for i, comp in enumerate(cfg.components):
-        if not comp.artifacts or not comp.artifact_root:
-            continue
-        if not os.path.lexists(comp.artifact_root):
-            continue
-        reason = unsafe_root(comp.artifact_root)
-        if reason is not None:
-            problems.append(
-                ConfigProblem(
-                    str(cfg.source),
-                    f"component[{i}] ({comp.name}).artifact_root",
-                    f"unsafe: {reason}; razard writes there as root, so every directory "
-                    "above it must be root's and writable by no one else",
-                )
-            )
-    if problems:
-        raise ConfigError(problems)

@@ -34,6 +34,10 @@ pass them where any value is harmless.
 
 An entry already tried for the component (a history record by this agent naming it
 as ``signature`` or ``entry``) is not proposed again; the next matching one is.
+
+One module (~690 lines): the registry file's parser, the agent that matches an entry and
+the deadline runner of its command fixes are one agent, used only when a registry is
+configured (loaded lazily).
 """
 
 from __future__ import annotations

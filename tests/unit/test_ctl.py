@@ -15,20 +15,22 @@ from click.testing import CliRunner
 from rich.console import Console
 from rich.text import Text
 
-from razard import ctl
 from razard.control import HEAL_CALL_TIMEOUT, SupervisorControl, bus_address
-from razard.ctl import (
+from razard.ctl import app, main
+from razard.ctl.components import (
     COMPONENT_KEYS,
+    quarantine_table,
+    status_json,
+    status_lines,
+    status_table,
+)
+from razard.ctl.repairs import (
     heal_line,
     ladder_summary,
     ladder_table,
-    main,
     patches_table,
-    quarantine_table,
     rollback_line,
     rollback_restart_line,
-    status_json,
-    status_table,
 )
 from razard.errors import ControlError
 from razard.escalation.trust import uid_matches
@@ -224,6 +226,36 @@ def test_status_table_rows_sorted_with_states_and_errors() -> None:
     # Missing values are shown as "-", not "None".
     assert "None" not in "\n".join(lines)
     assert lines[1].split()[5:] == ["-", "-", "-"]
+
+
+def test_piped_status_is_rich_s_table_line_for_line() -> None:
+    """Piped, `status` lays its table out itself (rich stays unloaded): the same text, space
+    for space, that rich prints for the same rows when they fit the pipe's 200 columns."""
+    summary = Text(STATUS["summary"])
+    console = Console(record=True, width=200, color_system=None)
+    console.print(summary, soft_wrap=True)
+    console.print(status_table(STATUS))
+    assert "\n".join(status_lines(STATUS)) + "\n" == console.export_text()
+    empty = {"summary": "no components", "components": []}
+    assert status_lines(empty) == ["no components", render(status_table(empty)).rstrip("\n")]
+
+
+def test_piped_status_never_folds_a_row_and_shows_no_control_characters() -> None:
+    """A long error stays on its component's line (grep finds it whole); a newline in it
+    is a space and a terminal escape is shown as "?", never passed to the terminal."""
+    long_error = "x" * 300
+    status = {
+        "summary": "2 failed",
+        "components": [
+            {"name": "a", "unit": "a.service", "state": "failed", "last_error": long_error},
+            {"name": "b", "unit": "b.service", "state": "failed", "last_error": "one\n\x1b[2Jtwo"},
+        ],
+    }
+    lines = status_lines(status)
+    assert len(lines) == 4
+    assert lines[2].startswith("a ") and long_error in lines[2]
+    assert lines[3].startswith("b ") and "one ?[2Jtwo" in lines[3]
+    assert "\x1b" not in "\n".join(lines)
 
 
 def test_status_table_colours_states() -> None:
@@ -439,7 +471,7 @@ class _FakeClient:
 @pytest.fixture
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[_FakeClient]:
     """razarctl talking to a _FakeClient instead of a bus."""
-    monkeypatch.setattr(ctl, "ControlClient", _FakeClient)
+    monkeypatch.setattr(app, "ControlClient", _FakeClient)
     monkeypatch.setattr(_FakeClient, "deadlines", [])
     monkeypatch.setattr(_FakeClient, "raise_on_heal", None)
     return _FakeClient
@@ -494,3 +526,13 @@ def test_logs_refuses_an_unreadable_time_naming_the_option() -> None:
     result = CliRunner().invoke(main, ["logs", "--layer", "root", "--until", "last tuesday"])
     assert result.exit_code == 2
     assert "--until" in result.output and "last tuesday" in result.output
+
+
+def test_help_lists_each_command_as_the_command_itself_would() -> None:
+    """`razarctl --help` lists commands from app.SUMMARIES without loading them: each entry
+    reads, at every width, as the loaded command's own short help (no drift)."""
+    assert set(app.SUMMARIES) == set(app.COMMANDS)
+    for name, load in app.COMMANDS.items():
+        command, stub = load(), app.summary_stub(name)
+        for limit in range(10, 200):
+            assert stub.get_short_help_str(limit) == command.get_short_help_str(limit), name

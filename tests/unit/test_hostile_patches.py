@@ -429,9 +429,9 @@ def test_hard_link_check_is_on_the_descriptor_read_not_on_the_name_before(
 ) -> None:
     """A hard link that a look at the name before the read would miss (it is made just
     after that look) is still caught: the link count is taken from what was read."""
-    import razard.repair.patch as patch_module
+    import razard.repair.proposals as proposals_module
 
-    monkeypatch.setattr(patch_module, "_links", lambda root_fd, rel: 1)  # the race, won
+    monkeypatch.setattr(proposals_module, "_links", lambda root_fd, rel: 1)  # the race, won
     shown = world.engine.read_artifacts(world.comp)
     assert "conf.d/hard.conf" not in shown and "conf.d/main.conf" in shown
     assert not any(SECRET.decode() in text for text in shown.values())

@@ -129,8 +129,8 @@ def test_no_nvidia_library_means_no_pynvml() -> None:
 
 
 def test_razarctl_loads_no_syntax_highlighter_or_config_parser() -> None:
-    """`razarctl status` needs the control client and rich's table, not pygments (only a
-    diff on a terminal) nor the config parser (only commands given --config)."""
+    """`razarctl status` needs the control client, not pygments (only a diff on a
+    terminal) nor the config parser (only commands given --config)."""
     out = subprocess.run(
         [
             sys.executable,
@@ -145,3 +145,48 @@ def test_razarctl_loads_no_syntax_highlighter_or_config_parser() -> None:
         check=True,
     )
     assert out.stdout.split() == []
+
+
+def test_piped_razarctl_status_loads_only_its_own_command() -> None:
+    """`razarctl status` into a pipe (scripts, monitoring) runs without rich, the journal
+    reader, the patch engine or etcd's client: each command loads its own module, and a
+    piped table is laid out without rich. Its error line is printed the same way."""
+    code = textwrap.dedent("""
+        import sys
+        from razard.ctl import main
+        try:
+            main(["--bus", "user", "--address", "unix:path=/nonexistent/bus", "status"])
+        except SystemExit as exit:
+            print(exit.code)
+        print(" ".join(m for m in (
+            "rich", "razard.triage", "razard.ctl.repairs", "razard.ctl.incidents",
+            "razard.fleet.ctl", "razard.repair.patch", "httpx", "agents.monitoring",
+        ) if m in sys.modules))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["1"], out.stdout
+    assert out.stderr.startswith("razarctl: cannot connect to the user bus"), out.stderr
+
+
+def test_razarctl_help_loads_no_command() -> None:
+    """`razarctl --help` lists every command without importing one (nor rich, the config
+    parser, etcd's client or the monitoring check)."""
+    code = textwrap.dedent("""
+        import sys
+        from razard.ctl import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        print(" ".join(m for m in (
+            "rich", "razard.config", "razard.ctl.components", "razard.ctl.repairs",
+            "razard.ctl.incidents", "razard.fleet.ctl", "agents.monitoring", "httpx",
+        ) if m in sys.modules), file=sys.stderr)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "verify-monitoring" in out.stdout and "status" in out.stdout
+    assert out.stderr.split() == []
