@@ -8,7 +8,7 @@ VENV := .venv/bin
 # pytest-xdist: the integration tests mostly wait (on systemd, D-Bus, journald, razard's
 # backoff), so more workers than this 2-core machine's cores pay off; a test file stays
 # on one worker, so its module fixtures (a booted node, the bench run, etcd) run once
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 3
 XDIST = -n $(PYTEST_WORKERS) --dist loadfile
 # make check's slice: unit tests, and razarctl against the control interface on a real bus
 CHECK_TESTS ?= tests/unit tests/integration/test_control.py
