@@ -112,8 +112,9 @@ def _ensure_shared_journald(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop the journalds this run started, once every worker is done."""
-    if _is_worker(config) or not hasattr(config, "_tmp_path_factory"):
-        return
+    factory = getattr(config, "_tmp_path_factory", None)
+    if _is_worker(config) or getattr(factory, "_basetemp", None) is None:
+        return  # a worker, or a run that made no temporary directory (so started nothing)
     try:
         path = _journalds_file(config)
         lines = path.read_text().splitlines()
@@ -123,7 +124,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         pid, started = line.split()
         with contextlib.suppress(psutil.Error):
             p = psutil.Process(int(pid))
-            if abs(p.create_time() - float(started)) < 0.01 and Path(p.exe()) == JOURNALD:
+            same = abs(p.create_time() - float(started)) < 0.01
+            if same and Path(p.exe()) == JOURNALD.resolve():  # /lib is a link on Debian
                 p.terminate()
                 try:
                     p.wait(5)
