@@ -57,6 +57,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         )
 
 
+#: The tiers in the order a run starts them: the longest files first (a booted node, the
+#: demo, razards), so that under xdist's --dist loadfile the many short unit files fill
+#: the workers at the end instead of a node boot starting last.
+_TIER_ORDER = ("system", "e2e", "integration", "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the items by tier (stable: within a tier, as collected)."""
+
+    def tier(item: pytest.Item) -> int:
+        here = Path(__file__).parent
+        parts = item.path.relative_to(here).parts if item.path.is_relative_to(here) else ()
+        return _TIER_ORDER.index(parts[0]) if parts and parts[0] in _TIER_ORDER else 0
+
+    items.sort(key=tier)
+
+
 def _skip_without_systemd() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: a private systemd user manager and journald are started")
