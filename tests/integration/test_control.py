@@ -346,11 +346,10 @@ def stop_dbus_daemon(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
-@pytest.fixture(scope="module")
-def bus_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private dbus-daemon of our own, shared by this module's tests (each `served`
-    releases the name again); its address."""
-    proc, address = start_dbus_daemon(tmp_path_factory.mktemp("bus"))
+@pytest.fixture
+def bus_address(tmp_path: Path) -> Iterator[str]:
+    """A private dbus-daemon of our own; its address."""
+    proc, address = start_dbus_daemon(tmp_path)
     try:
         yield address
     finally:
