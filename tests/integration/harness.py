@@ -1,7 +1,16 @@
-"""Run a real razard against the test's private systemd user manager, drive it with razarctl."""
+"""Run a real razard against the test's private systemd user manager, drive it with razarctl.
+
+Polls (`Razard.status`, `component`, `wait_state`, the readiness wait) ask razard's
+``Status`` method on the manager's bus from this process: the same D-Bus call and
+the same JSON shape as ``razarctl status --json``, without starting a Python
+interpreter per poll. What an operator types goes through the real binary
+(`Razard.ctl`); `Razard.status_via_ctl` is the status as razarctl prints it, and
+tests compare the two.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,9 +20,15 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from razard.control import BUS_NAME, INTERFACE, OBJECT_PATH
+from razard.ctl.components import status_json
 from razard.usermanager import UserManager
 from tests import canary
 
@@ -24,6 +39,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def _call_status(address: str, deadline_s: float) -> tuple[bool, str]:
+    """(True, razard's status JSON) or (False, why not) from one ``Status`` call."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            bus = await MessageBus(bus_address=address).connect()
+            try:
+                reply = await bus.call(
+                    Message(
+                        destination=BUS_NAME,
+                        path=OBJECT_PATH,
+                        interface=INTERFACE,
+                        member="Status",
+                    )
+                )
+            finally:
+                bus.disconnect()
+    except (OSError, EOFError, TimeoutError) as e:
+        return False, f"no answer on {address}: {e!r}"
+    assert reply is not None
+    if reply.message_type is MessageType.ERROR:
+        return False, f"{reply.error_name}: {reply.body[0] if reply.body else ''}"
+    return True, str(reply.body[0])
+
+
+def bus_status(address: str, timeout: float = 30.0) -> tuple[bool, str]:
+    """`_call_status` from synchronous code, also where an event loop runs already."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_call_status(address, timeout))
+    with ThreadPoolExecutor(1) as pool:  # an async test: a loop of our own, in a thread
+        return pool.submit(asyncio.run, _call_status(address, timeout)).result()
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -121,6 +170,19 @@ class Razard:
         return p
 
     def status(self, check: bool = True) -> dict[str, Any] | None:
+        """What ``razarctl status --json`` prints, read from razard's ``Status`` method
+        on the bus in this process; None (or AssertionError when ``check``) if razard
+        does not answer."""
+        ok, text = bus_status(self.um.bus_address)
+        canary.assert_no_token(text, "razard's Status reply")
+        if not ok:
+            if check:
+                raise AssertionError(f"razard's Status call failed: {text}")
+            return None
+        return status_json(json.loads(text))
+
+    def status_via_ctl(self, check: bool = True) -> dict[str, Any] | None:
+        """``razarctl status --json``, run as the operator runs it."""
         p = self.ctl("status", "--json", check=check)
         if p.returncode != 0:
             return None
@@ -136,13 +198,18 @@ class Razard:
         raise AssertionError(f"{name} not in status: {st}")
 
     def wait_state(self, name: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
-        return dict(
-            wait_for(
-                lambda: (c := self.component(name))["state"] == state and c,
-                timeout,
-                f"{name} to be {state}",
-            )
-        )
+        """``name``'s status row once it is in ``state`` (also waits for razard to list
+        it, as after a reload)."""
+
+        def row() -> dict[str, Any] | None:
+            st = self.status()
+            assert st is not None
+            for c in st["components"]:
+                if c["name"] == name and c["state"] == state:
+                    return dict(c)
+            return None
+
+        return dict(wait_for(row, timeout, f"{name} to be {state}"))
 
     def events(self, component: str | None = None) -> list[dict[str, Any]]:
         path = self.state_dir / "razar.log"

@@ -24,7 +24,7 @@ SYSTEMS = ("razard", "systemd", "supervisord")
 IDLE = ("razard", "razard+probes", "systemd", "supervisord")
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.bench]
 
 
 def _number(x: Any) -> bool:

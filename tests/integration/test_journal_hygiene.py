@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from tests.integration.conftest import Factory
@@ -123,9 +124,11 @@ def test_every_component_line_names_its_component(razard: Factory, tmp_path: Pat
     r.wait_state(looping, "quarantined")
     assert r.proc is not None
     razard_pid = r.proc.pid
+    # this razard's entries: _PID alone also finds earlier processes that had its pid
+    since = f"--since=@{int(psutil.Process(razard_pid).create_time())}"
 
     def entries() -> list[dict[str, Any]]:
-        got = _journal(f"_PID={razard_pid}")
+        got = _journal(since, f"_PID={razard_pid}")
         events = {(e.get("RAZAR_COMPONENT"), e.get("RAZAR_EVENT")) for e in got}
         need = {
             (killed, "state_restarting"),

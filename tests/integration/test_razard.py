@@ -232,6 +232,8 @@ def test_razarctl_drives_razard_over_dbus(razard: Factory) -> None:
     r.wait_state("it-ctl", "healthy")
     table = r.ctl("status").stdout
     assert "it-ctl" in table and "healthy" in table and "razar-it-ctl.service" in table
+    # the harness polls razard's Status method in process: what razarctl prints, no less
+    assert r.status_via_ctl() == r.status()
 
     r.ctl("stop", "it-ctl")
     assert r.component("it-ctl")["state"] == "stopped"
@@ -268,8 +270,13 @@ def test_metrics_are_scraped_over_http(razard: Factory) -> None:
     )
     r.start(wait_ready=False)
     wait_for(lambda: r.status(check=False), 30, "razard up")
-    text = httpx.get(f"http://127.0.0.1:{r.metrics_port}/metrics", timeout=5).text
-    assert 'razar_component_up{component="it-metrics",layer="crown"} 1.0' in text
+    up = 'razar_component_up{component="it-metrics",layer="crown"} 1.0'
+
+    def page_with_it_up() -> str | None:
+        text = httpx.get(f"http://127.0.0.1:{r.metrics_port}/metrics", timeout=5).text
+        return text if up in text else None
+
+    text = wait_for(page_with_it_up, 30, "the metrics page to show it-metrics up")
     assert 'razar_probe_duration_seconds_count{component="it-metrics",probe="tcp"}' in text
     assert 'razar_probe_failures_total{component="it-metrics",probe="tcp"}' in text
     assert "process_resident_memory_bytes" in text

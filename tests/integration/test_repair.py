@@ -66,6 +66,19 @@ def run_razard(
         )
 
 
+def healed_record(r: Razard) -> list[dict[str, Any]]:
+    """The invocation records once the "healed" one is written: razard writes it after the
+    patch is kept, so a probe may show the component healthy a moment before."""
+    path = r.state_dir / "razar_ai_invocations.json"
+
+    def with_healed() -> list[dict[str, Any]] | None:
+        inv = _jsonl(path) if path.exists() else []
+        return inv if any(i["status"] == "healed" for i in inv) else None
+
+    found: list[dict[str, Any]] = wait_for(with_healed, 30, "the healed invocation record")
+    return found
+
+
 def test_registry_heals_known_fault_and_rollback_restores_it(
     user_manager: UserManager, tmp_path: Path, app_dir: Path, run_razard: list[Razard]
 ) -> None:
@@ -83,7 +96,7 @@ def test_registry_heals_known_fault_and_rollback_restores_it(
     assert c["state"] == "healthy"
     history = _jsonl(r.state_dir / "patch_history.jsonl")
     assert [h["status"] for h in history] == ["applied", "kept"]
-    inv = _jsonl(r.state_dir / "razar_ai_invocations.json")
+    inv = healed_record(r)
     healed = [i for i in inv if i["status"] == "healed"]
     assert healed and healed[0]["agent"] == "registry"
     assert healed[0]["signature"] == "demo-unknown-mode"
@@ -166,11 +179,7 @@ def test_openai_rung_reverts_bad_refuses_outside_keeps_good(
         r.wait_state("it-ai", "healthy", 90)
         assert (app_dir / "app.conf").read_text() == "# app settings\nmode = ok\n"
         assert not (tmp_path / "escape.txt").exists()
-        statuses = [
-            i["status"]
-            for i in _jsonl(r.state_dir / "razar_ai_invocations.json")
-            if i["status"] != "started"
-        ]
+        statuses = [i["status"] for i in healed_record(r) if i["status"] != "started"]
         assert statuses == ["reverted", "refused", "healed"]
         hist = [h["status"] for h in _jsonl(r.state_dir / "patch_history.jsonl")]
         assert hist == ["applied", "reverted", "applied", "kept"]
@@ -331,9 +340,7 @@ def test_openai_rung_survives_hang_garbage_and_throttling(
         run_razard.append(r)
         r.start(wait_ready=False)
         r.wait_state("it-ai", "healthy", 90)
-        done = [
-            i for i in _jsonl(r.state_dir / "razar_ai_invocations.json") if i["status"] != "started"
-        ]
+        done = [i for i in healed_record(r) if i["status"] != "started"]
         assert [i["status"] for i in done] == ["failed", "failed", "healed"]
         assert "no reply within" in done[0]["reason"]
         assert "malformed reply" in done[1]["reason"]

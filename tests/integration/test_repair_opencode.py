@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from razard.usermanager import UserManager
-from tests.integration.harness import Razard, py, script
+from tests.integration.harness import Razard, py, script, wait_for
 from tests.integration.test_opencode_agent import ModelServer
 from tests.integration.test_repair import APP
 
@@ -178,7 +178,13 @@ def test_razard_heals_with_the_real_opencode_cli(
     history = _jsonl(r.state_dir / "patch_history.jsonl")
     assert [h["status"] for h in history] == ["applied", "kept"]
     assert {h["agent"] for h in history} == {"opencode"}
-    invocations = _jsonl(r.state_dir / "razar_ai_invocations.json")
+    # razard writes the "healed" record after keeping the patch: a probe may be first
+    log = r.state_dir / "razar_ai_invocations.json"
+    invocations = wait_for(
+        lambda: [i for i in _jsonl(log) if i["status"] == "healed"] and _jsonl(log),
+        30,
+        "the healed invocation record",
+    )
     done = [i for i in invocations if i["status"] != "started"]
     assert [(i["status"], i["agent"]) for i in done] == [("healed", "opencode")]
     assert done[0]["rationale"] == RATIONALE  # opencode's final text, read from its events

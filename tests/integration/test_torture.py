@@ -140,13 +140,21 @@ def test_razard_killed_anywhere_loses_and_repeats_nothing(
     sleeper_pids: dict[str, int] = {}
     counts: Counter[str] = Counter()
     try:
-        for _ in range(iterations):
+        for it in range(iterations):
             healed = (app / "app.conf").read_text() == "mode = ok\n"
             if healed and rng.random() < 0.5:
                 (app / "app.conf").write_text("mode = brokn\n")  # the fault comes back
                 r.um.systemctl("kill", "--signal=SIGKILL", f"razar-{patched}.service", check=False)
                 counts["faults reintroduced"] += 1
             r.start(wait_ready=False)
+            if it == iterations - 1 and not sleeper_pids:
+                # the adoption check below needs the sleepers up at one kill at least; the
+                # random kills alone may all come too early on a loaded machine
+                wait_for(
+                    lambda: all(r.main_pid(f"razar-{n}.service") for n in sleepers),
+                    60,
+                    "every sleeper running before the last kill",
+                )
             time.sleep(rng.uniform(0.0, 4.0))
             assert r.proc is not None
             os.killpg(r.proc.pid, signal.SIGKILL)

@@ -5,25 +5,34 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import Factory
+from razard.usermanager import UserManager
 from tests.integration.harness import Razard, crash_loop
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def quarantined(razard: Factory, tmp_path: Path) -> tuple[Razard, str]:
-    """A razard whose one component crash-loops into quarantine (a fresh name per test, so
-    records of earlier runs in the same journal do not count)."""
+@pytest.fixture(scope="module")
+def quarantined(
+    user_manager: UserManager, journald: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Razard, str]]:
+    """A razard whose one component crash-loops into quarantine (a fresh name per run, so
+    records of earlier runs in the same journal do not count). The tests only read its
+    logs and incident, so the module shares it."""
+    base = tmp_path_factory.mktemp("triage")
     name = f"tri-{uuid.uuid4().hex[:8]}"
-    r = razard(crash_loop(tmp_path, name, "fatal: shard 3 corrupt at offset 0x7f3a"))
-    r.start()
-    r.wait_state(name, "quarantined")
-    return r, name
+    loop = crash_loop(base, name, "fatal: shard 3 corrupt at offset 0x7f3a")
+    r = Razard(user_manager, base, loop)
+    try:
+        r.start()
+        r.wait_state(name, "quarantined")
+        yield r, name
+    finally:
+        r.stop()
+        r.cleanup_units([f"razar-{name}.service"])
 
 
 def json_lines(text: str) -> list[dict[str, str]]:
