@@ -349,17 +349,22 @@ class Runner:
             # both calls go out back to back (systemd handles them in order): one round
             # trip instead of two before the unit's process is forked
             loop = asyncio.get_running_loop()
-            reset = loop.create_task(sd.reset_failed(cfg.unit))
+            calls: list[asyncio.Task[Any]] = []
+            if not (cfg.owned and status.active_state == "inactive" and status.result == "success"):
+                # nothing to reset on an owned unit (no start limit) that is cleanly stopped:
+                # a boot skips one call per unit
+                calls.append(loop.create_task(sd.reset_failed(cfg.unit)))
             begin = sd.restart if status.running else sd.start
             started = loop.create_task(begin(cfg.unit, job_timeout=cfg.start_timeout + 30))
+            calls.append(started)
             # after the calls are queued: their first step puts them on the wire before the
             # state write this queues; "starting" only says so, what the ladder must not lose
             # (a restart counted) was saved before
             self.sup.set_state(self, State.STARTING)
             try:
-                await asyncio.gather(reset, started)
+                await asyncio.gather(*calls)
             finally:
-                for t in (reset, started):
+                for t in calls:
                     t.cancel()
                     t.add_done_callback(_retrieve)  # the other call's error is not lost silently
             job = started.result()
