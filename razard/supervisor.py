@@ -313,9 +313,7 @@ class Supervisor:
         #: called after a config reload was applied (the layer agents follow it)
         self.on_config: tuple[Callable[[Config], Awaitable[None]], ...] = tuple(on_config)
         self.ready = False  # the first boot wave has settled
-        #: runners exist for every component and every unit is watched (`start` returns
-        #: once the first wave's are; the others follow while it boots)
-        self.started = False
+        self.started = False  # `start` is done: runners exist for every component
         #: held by every change to the set of runners or an operator's intent
         self.lock = asyncio.Lock()
         self._on_change = on_change
@@ -323,9 +321,6 @@ class Supervisor:
         self._stale: set[str] = set()  # owned units whose file predates a config change
         self._tasks: set[asyncio.Task[None]] = set()
         self._change_queued = False
-        #: the watches `start` began, by component, until every one is in place
-        self._watching: dict[str, asyncio.Task[None]] = {}
-        self._adopting = False  # `boot` has begun: a unit found running is adopted at once
         self.unit_dir = config.daemon.unit_dir or default_unit_dir(config.daemon.bus)
 
     # ------------------------------------------------------------ what runners ask
@@ -392,7 +387,6 @@ class Supervisor:
         error: str | None = None,
         note: str | None = None,
         priority: int = Priority.NOTICE,
-        lazy: bool = False,
     ) -> None:
         rec = runner.rec
         if error is not None:
@@ -403,7 +397,7 @@ class Supervisor:
             rec.since = time.time()
             self.components.changed()
         self.metrics.set_state(runner.cfg.name, runner.cfg.layer, state)
-        if lazy or state in LAZY_STATES:
+        if state in LAZY_STATES:
             self.components.save_soon()
         else:
             self.save()
@@ -453,54 +447,19 @@ class Supervisor:
             and read_fingerprint(self.unit_dir / c.unit) != fingerprint(c)
         } | (self._restart_on_boot & {c.name for c in self.config.components})
         await self.write_units(self.config.components)
-        # watched concurrently (a round trip each, which for hundreds of components one
-        # after the other would hold up the first wave for seconds) and in wave order: only
-        # the first wave's watches are awaited here; the later waves' go on while the first
-        # starts, and each wave waits for its own (see `boot`)
+        # watched concurrently: five bus round trips each, which for hundreds of components
+        # one after the other would hold up the first wave for seconds
         gate = asyncio.Semaphore(WATCH_CONCURRENCY)
 
         async def watch(runner: Runner) -> None:
             async with gate:
                 await self._watch_unit(runner)
-            self._not_running_now([runner])
-            if self._adopting:
-                self._adopt(runner)
 
-        for cfg in self.config.components:  # made in config order, whatever answers first
-            self._new_runner(cfg)
-        waves = plan_waves({c.name: c.priority for c in self.config.components})
-        loop = asyncio.get_running_loop()
-        self._watching = {
-            name: loop.create_task(watch(self.runners[name]), name=f"watch:{name}")
-            for wave in waves
-            for name in wave
-        }
-        all_watched = loop.create_task(self.watched())
-        all_watched.add_done_callback(self._watch_done)
-        self._tasks.add(all_watched)
-        await self.watched(waves[0] if waves else ())
-
-    async def watched(self, names: Iterable[str] | None = None) -> None:
-        """Until the watch that `start` began for ``names`` (default: every component) is
-        in place: their unit status is known and kept current."""
-        tasks = [
-            t for n, t in self._watching.items() if (names is None or n in names) and not t.done()
-        ]
-        if tasks:
-            await asyncio.gather(*tasks)
-
-    def _watch_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is None:
-            self._watching = {}
-            self.started = True
-
-    def _adopt(self, runner: Runner) -> None:
-        """A unit already running (razard restarted) is supervised at once, whatever its
-        wave, unless its unit file changed (its wave restarts it)."""
-        st = runner.unit_status
-        if st is not None and st.active_state == "active" and runner.cfg.name not in self._stale:
-            runner.spawn(adopt=True)
+        # made in config order, whatever answers first
+        runners = [self._new_runner(cfg) for cfg in self.config.components]
+        await asyncio.gather(*(watch(r) for r in runners))
+        self._not_running_now(runners)
+        self.started = True
 
     def _not_running_now(self, runners: Sequence[Runner]) -> None:
         """A saved status that says a unit runs (``healthy``, ``restarting``...) is what the last
@@ -512,10 +471,7 @@ class Supervisor:
             if was in RUNNING_STATES and (st is None or st.active_state != "active"):
                 now = st.describe() if st else "unknown to systemd"
                 self.set_state(
-                    runner,
-                    State.PENDING,
-                    note=f"unit {runner.cfg.unit} is {now} (was {was})",
-                    lazy=True,
+                    runner, State.PENDING, note=f"unit {runner.cfg.unit} is {now} (was {was})"
                 )
 
     async def write_units(self, comps: Sequence[ComponentConfig]) -> None:
@@ -559,16 +515,17 @@ class Supervisor:
         if not resuming:
             boot.waves, boot.settled_waves, boot.done, boot.started = waves, 0, False, time.time()
         self.save()
-        # units already running (razard restarted) are supervised at once, whatever their
-        # wave: those watched by now here, the others as their watch is in place
-        self._adopting = True
-        for name, runner in self.runners.items():
-            task = self._watching.get(name)
-            if task is None or task.done():
-                self._adopt(runner)
+        # units already running (razard restarted) are supervised at once, whatever their wave
+        for runner in self.runners.values():
+            st = runner.unit_status
+            if (
+                st is not None
+                and st.active_state == "active"
+                and runner.cfg.name not in self._stale
+            ):
+                runner.spawn(adopt=True)
         for i, planned in enumerate(waves):
             wave = [n for n in planned if n in self.runners]  # a reload may have removed some
-            await self.watched(wave)
             self.event(
                 None,
                 "boot_wave_started",
@@ -590,10 +547,8 @@ class Supervisor:
                 wave=i + 1,
             )
             if i == 0 and on_first_wave is not None:
-                await self.watched()  # READY counts every component as systemd sees it
                 await on_first_wave()
         if not waves and on_first_wave is not None:
-            await self.watched()
             await on_first_wave()
         boot.done = True
         self.save()
@@ -615,8 +570,6 @@ class Supervisor:
         """Stop supervising; units keep running (a restarted razard adopts them)."""
         if self._stop_watch:
             self._stop_watch()
-        for task in self._watching.values():
-            task.cancel()
         for runner in list(self.runners.values()):
             await runner.cancel()
         await self.prober.aclose()
@@ -652,7 +605,6 @@ class Supervisor:
     async def apply(self, new: Config) -> None:
         """Apply a new config: start added components, stop removed, restart changed."""
         async with self.lock:
-            await self.watched()  # every unit `start` began to watch is watched
             old = {c.name: c for c in self.config.components}
             fresh = {c.name: c for c in new.components}
             if new.daemon != self.config.daemon:
