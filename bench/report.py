@@ -226,6 +226,13 @@ def markdown(res: dict[str, Any]) -> str:
                 "",
                 timeline.markdown(sc["load_timeline"], meta["command"]),
             ]
+    if bt.get("razard_waves"):
+        lines += [
+            "",
+            "## Where razard's boot goes, wave by wave (its last trial; ms after razard_starting)",
+            "",
+            timeline.boot_markdown(bt["razard_waves"]),
+        ]
     if sc.get("timeline"):
         lines += [
             "",

@@ -38,6 +38,7 @@ from bench.systems import (
     kill_leftovers,
 )
 from bench.timeline import Trial
+from razard.layout import LOG_FILE
 
 log = logging.getLogger("bench")
 T = TypeVar("T")
@@ -360,6 +361,10 @@ def boot(b: Bench) -> dict[str, Any]:
                 took = _errors_to(out, kind, partial(_boot_once, b, system, cs))
                 if took is not None:
                     times[kind].append(took)
+        razard = systems.get("razard")
+        if razard is not None and isinstance(razard[0], Razard):
+            # the last trial's razar.log (each boot starts from an empty state directory)
+            out["razard_waves"] = timeline.boot_waves(razard[0].state_dir / LOG_FILE)
     finally:
         for system, _cs in systems.values():
             system.close()

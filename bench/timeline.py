@@ -247,3 +247,64 @@ def markdown(per_system: dict[str, dict[str, Any]], command: str) -> str:
                 f"| {s['max']:.1f} | {s['n']} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def boot_waves(log: Path) -> dict[str, Any]:
+    """Where razard's last boot spent its time, wave by wave, from its ``razar.log``: in ms
+    after ``razard_starting`` (the daemon's first event, after its imports), each wave's
+    start, its first and last ``state_starting`` (the calls queued), its first and last
+    ``state_healthy`` (job done and up for the startsecs) and its settling; the waves
+    after the last one the harness waited for may be missing (it stops razard once every
+    component is ready)."""
+    events: list[tuple[str, float]] = []
+    try:
+        for line in log.read_text().splitlines():
+            with_time = json.loads(line)
+            events.append((str(with_time.get("event")), float(with_time["unix"])))
+    except (OSError, ValueError, KeyError):
+        return {}
+    start = next((t for e, t in events if e == "razard_starting"), None)
+    if start is None:
+        return {}
+    waves: list[dict[str, Any]] = []
+    marks: dict[str, list[float]] = {}
+    for event, t in events:
+        if event == "boot_wave_started":
+            marks = {"started": [t], "starting": [], "healthy": []}
+        elif event == "state_starting" and marks:
+            marks["starting"].append(t)
+        elif event == "state_healthy" and marks:
+            marks["healthy"].append(t)
+        elif event == "boot_wave_settled" and marks:
+            row = {"wave": len(waves) + 1, "units": len(marks["starting"])}
+            for key in ("started", "starting", "healthy"):
+                if marks[key]:
+                    row[f"{key}_first"] = round((min(marks[key]) - start) * 1000)
+                    row[f"{key}_last"] = round((max(marks[key]) - start) * 1000)
+            row["settled"] = round((t - start) * 1000)
+            waves.append(row)
+            marks = {}
+    ready = next((t for e, t in events if e == "razard_ready"), None)
+    return {
+        "waves": waves,
+        "ready": None if ready is None else round((ready - start) * 1000),
+    }
+
+
+def boot_markdown(waves: dict[str, Any]) -> str:
+    """`boot_waves` as a table."""
+    lines = [
+        "| wave | units | started | calls queued (first–last) | healthy (first–last) "
+        "| settled | wave took |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w in waves.get("waves", []):
+        lines.append(
+            f"| {w['wave']} | {w['units']} | {w.get('started_first', '–')} "
+            f"| {w.get('starting_first', '–')}–{w.get('starting_last', '–')} "
+            f"| {w.get('healthy_first', '–')}–{w.get('healthy_last', '–')} "
+            f"| {w['settled']} | {w['settled'] - w.get('started_first', w['settled'])} |"
+        )
+    if waves.get("ready") is not None:
+        lines.append(f"\nREADY (first wave settled, every unit watched) at {waves['ready']} ms.")
+    return "\n".join(lines)

@@ -180,6 +180,8 @@ class Runner:
         self.heal_task: asyncio.Task[dict[str, Any]] | None = None  # a razarctl heal
         self.last_failure: Failure | None = None
         self.cycle_started: float | None = None
+        #: the config the probe's metric series were looked up for, and those series
+        self._probe_series: tuple[ComponentConfig, Any, Any, Any, Any] | None = None
 
     @property
     def rec(self) -> ComponentRecord:
@@ -349,17 +351,22 @@ class Runner:
             # both calls go out back to back (systemd handles them in order): one round
             # trip instead of two before the unit's process is forked
             loop = asyncio.get_running_loop()
-            reset = loop.create_task(sd.reset_failed(cfg.unit))
+            calls: list[asyncio.Task[Any]] = []
+            if not (cfg.owned and status.active_state == "inactive" and status.result == "success"):
+                # nothing to reset on an owned unit (no start limit) that is cleanly stopped:
+                # a boot skips one call per unit
+                calls.append(loop.create_task(sd.reset_failed(cfg.unit)))
             begin = sd.restart if status.running else sd.start
             started = loop.create_task(begin(cfg.unit, job_timeout=cfg.start_timeout + 30))
+            calls.append(started)
             # after the calls are queued: their first step puts them on the wire before the
             # state write this queues; "starting" only says so, what the ladder must not lose
             # (a restart counted) was saved before
             self.sup.set_state(self, State.STARTING)
             try:
-                await asyncio.gather(reset, started)
+                await asyncio.gather(*calls)
             finally:
-                for t in (reset, started):
+                for t in calls:
                     t.cancel()
                     t.add_done_callback(_retrieve)  # the other call's error is not lost silently
             job = started.result()
@@ -435,18 +442,44 @@ class Runner:
         result = await self.sup.prober.run(
             probe, cwd=self.cfg.working_directory or None, user=self.cfg.user or None
         )
-        m = self.sup.metrics
-        m.probe_duration.labels(self.cfg.name, probe.kind).observe(result.duration)
+        series = self._probe_series
+        if series is None or series[0] is not self.cfg:
+            # looked up once per config, not per probe (a reload gives the runner a new one)
+            m, name = self.sup.metrics, self.cfg.name
+            series = self._probe_series = (
+                self.cfg,
+                m.probe_duration.labels(name, probe.kind),
+                m.probes.labels(name, probe.kind, "ok"),
+                m.probes.labels(name, probe.kind, "failed"),
+                m.healthy.labels(name, self.cfg.layer),
+            )
+        series[1].observe(result.duration)
         if result.ours:
             return result
-        m.probes.labels(self.cfg.name, probe.kind, "ok" if result.ok else "failed").inc()
-        if not result.ok:
-            m.probe_failures.labels(self.cfg.name, probe.kind).inc()
+        if result.ok:
+            series[2].inc()
+        else:
+            series[3].inc()
+            self.sup.metrics.probe_failures.labels(self.cfg.name, probe.kind).inc()
         return result
 
     def _healthy(self, result: ProbeResult | None) -> None:
         now = time.time()
         rec = self.rec
+        series = self._probe_series
+        if (
+            rec.status == State.HEALTHY
+            and rec.healthy_since is not None
+            and not rec.restarts
+            and not rec.escalations
+            and series is not None
+            and series[0] is self.cfg
+        ):
+            # healthy and passing again (nearly every probe): no budget to settle, no state
+            # to write (the time of the last passing check goes out with the next write)
+            rec.last_healthy = now
+            series[4].set(1)
+            return
         if rec.status != State.HEALTHY or rec.healthy_since is None:
             rec.healthy_since = now
         rec.last_healthy = now

@@ -50,12 +50,15 @@ from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, rem
 WATCH_CONCURRENCY = 32
 #: At most this many seconds pass before a change only worth keeping lazily is written.
 LAZY_SAVE = 30.0
-#: States saved lazily (within LAZY_SAVE, or with the next urgent write): each is an fsync'd
-#: write of the whole state, and a boot or crash storm makes one per component per state,
-#: one after the other. They report progress; a crash that loses one loses nothing the
-#: ladder counts (a restart is saved as "restarting" before it is carried out), and a lost
+#: States saved soon (within SOON_SAVE, or with the next urgent write) rather than at the
+#: end of the turn: each write is an fsync'd write of the whole state, and a boot or crash
+#: storm makes one per component per state, one after the other; within a second they
+#: share one. They report progress; a crash that loses one loses nothing the ladder
+#: counts (a restart is saved as "restarting" before it is carried out), and a lost
 #: "healthy" only leaves the restart budget as spent as it was (the safe side).
 LAZY_STATES: Final = frozenset({State.STARTING, State.HEALTHY})
+#: Seconds within which a state in LAZY_STATES is written.
+SOON_SAVE = 1.0
 
 
 class Components:
@@ -120,6 +123,22 @@ class Components:
             return
         self._save_due = loop.time() + LAZY_SAVE
         self._save_handle = loop.call_later(LAZY_SAVE, self.save_now)
+
+    def save_soon(self) -> None:
+        """Persist state within `SOON_SAVE` seconds (a write due earlier is kept): for
+        progress many components report at once (a boot wave turning healthy)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.save_now()
+            return
+        due = loop.time() + SOON_SAVE
+        if self._save_handle is not None:
+            if self._save_due <= due:
+                return  # an earlier write is queued (0: this turn's)
+            self._save_handle.cancel()
+        self._save_due = due
+        self._save_handle = loop.call_later(SOON_SAVE, self.save_now)
 
     def save_now(self) -> None:
         """Persist state now; a full disk is reported once and does not stop supervision."""
@@ -379,7 +398,7 @@ class Supervisor:
             self.components.changed()
         self.metrics.set_state(runner.cfg.name, runner.cfg.layer, state)
         if state in LAZY_STATES:
-            self.save_later()
+            self.components.save_soon()
         else:
             self.save()
         if changed:
