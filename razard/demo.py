@@ -475,6 +475,10 @@ class Demo:
 
     def where_to_look(self) -> None:
         self.heading("(e) where to look")
+        # inference's own ladder ends a little after its layer is back (the healer rung's
+        # verdict waits out its settle time): show the table once it has, as an operator
+        # would run it again
+        wait_until(self._states_ok, 30, 0.2)
         out = self.show_ctl("status")
         self.check(
             "razarctl status: api, inference healthy; gateway, broken-indexer quarantined",

@@ -271,13 +271,14 @@ def test_metrics_are_scraped_over_http(razard: Factory) -> None:
     r.start(wait_ready=False)
     wait_for(lambda: r.status(check=False), 30, "razard up")
     up = 'razar_component_up{component="it-metrics",layer="crown"} 1.0'
+    probed = 'razar_probe_duration_seconds_count{component="it-metrics",probe="tcp"}'
 
-    def page_with_it_up() -> str | None:
+    def page_with_it_probed() -> str | None:
+        # a probe's series appear with its first run, which may come after the unit is up
         text = httpx.get(f"http://127.0.0.1:{r.metrics_port}/metrics", timeout=5).text
-        return text if up in text else None
+        return text if up in text and probed in text else None
 
-    text = wait_for(page_with_it_up, 30, "the metrics page to show it-metrics up")
-    assert 'razar_probe_duration_seconds_count{component="it-metrics",probe="tcp"}' in text
+    text = wait_for(page_with_it_probed, 30, "the metrics page to show it-metrics up and probed")
     assert 'razar_probe_failures_total{component="it-metrics",probe="tcp"}' in text
     assert "process_resident_memory_bytes" in text
     assert 'razar_component_healthy{component="it-metrics",layer="crown"} 0.0' in text
