@@ -138,15 +138,18 @@ def make_notifier(
     return n
 
 
-async def passes_until(n: EscalationNotifier, pred: Any, tries: int = 100) -> PassResult:
-    """Run passes until ``pred(result)``: journald hands entries to journalctl asynchronously."""
+async def passes_until(n: EscalationNotifier, pred: Any, within: float = 60.0) -> PassResult:
+    """Run passes until ``pred(result)``: journald hands entries to journalctl asynchronously,
+    and a journald shared with parallel test workers can take its time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
     async with n.client() as client:
-        for _ in range(tries):
+        while loop.time() < deadline:
             r = await n.run_once(client)
             if pred(r):
                 return r
             await asyncio.sleep(0.1)
-    raise AssertionError("the notifier never saw it")
+    raise AssertionError(f"the notifier never saw it within {within:g}s")
 
 
 def assert_no_token(state_dir: Path) -> None:
