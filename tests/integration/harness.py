@@ -24,11 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from dbus_fast import Message, MessageType
-from dbus_fast.aio import MessageBus
-
-from razard.control import BUS_NAME, INTERFACE, OBJECT_PATH
+from razard.control import ControlClient, SupervisorControl
 from razard.ctl.components import status_json
+from razard.errors import ControlError
 from razard.usermanager import UserManager
 from tests import canary
 
@@ -42,27 +40,14 @@ def free_port() -> int:
 
 
 async def _call_status(address: str, deadline_s: float) -> tuple[bool, str]:
-    """(True, razard's status JSON) or (False, why not) from one ``Status`` call."""
+    """(True, razard's status reply as JSON) or (False, why not) from one ``Status`` call
+    through razarctl's own client."""
     try:
-        async with asyncio.timeout(deadline_s):
-            bus = await MessageBus(bus_address=address).connect()
-            try:
-                reply = await bus.call(
-                    Message(
-                        destination=BUS_NAME,
-                        path=OBJECT_PATH,
-                        interface=INTERFACE,
-                        member="Status",
-                    )
-                )
-            finally:
-                bus.disconnect()
-    except (OSError, EOFError, TimeoutError) as e:
-        return False, f"no answer on {address}: {e!r}"
-    assert reply is not None
-    if reply.message_type is MessageType.ERROR:
-        return False, f"{reply.error_name}: {reply.body[0] if reply.body else ''}"
-    return True, str(reply.body[0])
+        client = await ControlClient.connect(address=address, deadline_s=deadline_s)
+        async with client:
+            return True, json.dumps(await client.call(SupervisorControl.status))
+    except ControlError as e:
+        return False, str(e)
 
 
 def bus_status(address: str, timeout: float = 30.0) -> tuple[bool, str]:
