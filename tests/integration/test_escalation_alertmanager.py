@@ -128,13 +128,17 @@ async def test_alertmanager_receives_dedups_and_resolves(
     )
     async with n.client() as client:
 
-        async def until(pred: Any) -> None:
-            for _ in range(100):
+        async def until(pred: Any, within: float = 60.0) -> None:
+            # by a deadline, not a count of passes: a journald shared with parallel test
+            # workers can be slow to hand the entry to the notifier's journalctl
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + within
+            while loop.time() < deadline:
                 await n.run_once(client)
                 if await asyncio.to_thread(pred):
                     return
                 await asyncio.sleep(0.1)
-            raise AssertionError("not reached")
+            raise AssertionError(f"not reached within {within:g}s")
 
         await until(lambda: alerts_of(alertmanager, comp))
         (alert,) = alerts_of(alertmanager, comp)
