@@ -299,6 +299,8 @@ def test_razard_killed_while_verifying_restores_the_artifacts(
     # back (the registry then heals again, through a new patch that is verified and kept)
     assert any(e["event"] == "patch_recovered" for e in r.events())
     r.wait_state("it-kill9", "healthy", 90)
+    # "kept" is written once the new patch is verified, which may come after it is healthy
+    wait_for(lambda: _jsonl(history)[-1]["status"] == "kept", 30, "the new patch kept")
     statuses = [h["status"] for h in _jsonl(history)]
     assert statuses[:2] == ["applied", "reverted"] and statuses[-1] == "kept"
     assert original != (app_dir / "app.conf").read_bytes()
