@@ -337,7 +337,7 @@ class Runner:
             # model that is still warming up
             self._expect_running = True
             self._died.clear()
-            failure = await self._await_healthy()
+            failure = await self._await_healthy(since=0.0)
             if failure is None:
                 self.sup.event(
                     self,
@@ -357,6 +357,8 @@ class Runner:
                 # a boot skips one call per unit
                 calls.append(loop.create_task(sd.reset_failed(cfg.unit)))
             begin = sd.restart if status.running else sd.start
+            # the process this start execs cannot have been exec'd before this moment
+            sent = time.monotonic()
             started = loop.create_task(begin(cfg.unit, job_timeout=cfg.start_timeout + 30))
             calls.append(started)
             # after the calls are queued: their first step puts them on the wire before the
@@ -386,15 +388,27 @@ class Runner:
             with contextlib.suppress(SystemdError):
                 current = await sd.status(cfg.unit)
             return self._unit_failure(current, f"start job {job}")
-        return await self._await_healthy()
+        return await self._await_healthy(since=sent)
 
-    async def _await_healthy(self) -> Failure | None:
-        """Wait for the first passing probe within the component's start timeout."""
+    async def _await_healthy(self, *, since: float) -> Failure | None:
+        """Wait for the first passing probe within the component's start timeout.
+
+        ``since``: the earliest moment (monotonic) the unit's main process can have been
+        exec'd; an exec time systemd reports before it belongs to an earlier process."""
         cfg = self.cfg
         if cfg.probe is None:
-            # no probe: healthy once the unit has stayed up (like supervisord's startsecs)
+            # no probe: healthy once the main process has stayed up (like supervisord's
+            # startsecs), counted from its exec as systemd reports it: with Type=exec the
+            # start job ends after the exec, and in a wave of many units systemd forks
+            # them one by one, so the first ones are up long before their job is done
+            st = self.unit_status
+            up = min(NO_PROBE_UPTIME, cfg.start_timeout)
+            now = time.monotonic()
+            began = now
+            if st is not None and since <= st.exec_main_start <= now:
+                began = st.exec_main_start
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(NO_PROBE_UPTIME, cfg.start_timeout)):
+                async with asyncio.timeout(max(0.0, began + up - now)):
                     await self._died.wait()
             if self._died.is_set():
                 return self._unit_failure(self.unit_status, "died while starting")
@@ -592,7 +606,8 @@ class Runner:
             return await self.verify()
         self._expect_running = True
         self._died.clear()
-        return await self._await_healthy() is None
+        # verification counts the up-time from now, not from the healer's restart
+        return await self._await_healthy(since=time.monotonic()) is None
 
     async def _climb(self, failure: Failure) -> str | None:
         """Carry out the ladder's decisions for ``failure``.

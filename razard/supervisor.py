@@ -46,8 +46,6 @@ from razard.systemd import Systemd
 from razard.ticker import Ticker
 from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, remove_unit, write_unit
 
-#: Units watched at once while razard starts.
-WATCH_CONCURRENCY = 32
 #: At most this many seconds pass before a change only worth keeping lazily is written.
 LAZY_SAVE = 30.0
 #: States saved soon (within SOON_SAVE, or with the next urgent write) rather than at the
@@ -447,17 +445,18 @@ class Supervisor:
             and read_fingerprint(self.unit_dir / c.unit) != fingerprint(c)
         } | (self._restart_on_boot & {c.name for c in self.config.components})
         await self.write_units(self.config.components)
-        # watched concurrently: five bus round trips each, which for hundreds of components
-        # one after the other would hold up the first wave for seconds
-        gate = asyncio.Semaphore(WATCH_CONCURRENCY)
-
-        async def watch(runner: Runner) -> None:
-            async with gate:
-                await self._watch_unit(runner)
-
-        # made in config order, whatever answers first
+        # made in config order; every unit watched at once (one listing of all of them,
+        # not a round trip per unit, which for hundreds would hold up the first wave)
         runners = [self._new_runner(cfg) for cfg in self.config.components]
-        await asyncio.gather(*(watch(r) for r in runners))
+        try:
+            got = await self.systemd.watch_all([(r.cfg.unit, r.on_unit) for r in runners])
+        except SystemdError as e:
+            got = [e] * len(runners)
+        for runner, status in zip(runners, got, strict=True):
+            if isinstance(status, SystemdError):
+                self.event(runner, "unit_unavailable", str(status), priority=Priority.ERR)
+            else:
+                runner.on_unit(status)
         self._not_running_now(runners)
         self.started = True
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -49,7 +49,14 @@ _DONE_JOBS_KEPT: Final = 256
 
 #: The unit properties razard follows, by the interface that carries them.
 _UNIT_PROPS: Final = {"ActiveState", "SubState", "LoadState", "InvocationID", "Job"}
-_SERVICE_PROPS: Final = {"Result", "NRestarts", "MainPID", "ExecMainStatus", "ExecMainCode"}
+_SERVICE_PROPS: Final = {
+    "Result",
+    "NRestarts",
+    "MainPID",
+    "ExecMainStatus",
+    "ExecMainCode",
+    "ExecMainStartTimestampMonotonic",
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class UnitStatus:
     exec_main_code: int = 0  # CLD_EXITED=1, CLD_KILLED=2, CLD_DUMPED=3
     invocation_id: str = ""
     job: int = 0  # the id of the job systemd is running on the unit (start, stop, restart); 0: none
+    #: when the main process was exec'd, CLOCK_MONOTONIC seconds (time.monotonic()); 0: never
+    exec_main_start: float = 0.0
 
     @property
     def running(self) -> bool:
@@ -143,6 +152,8 @@ def _apply(status: UnitStatus, props: dict[str, Any]) -> UnitStatus:
     if "Job" in props:
         raw = _unwrap(props["Job"])  # (id, object path); (0, "/") when there is none
         fields["job"] = int(raw[0]) if isinstance(raw, list | tuple) and raw else 0
+    if "ExecMainStartTimestampMonotonic" in props:
+        fields["exec_main_start"] = int(_unwrap(props["ExecMainStartTimestampMonotonic"])) / 1e6
     if "InvocationID" in props:
         raw = _unwrap(props["InvocationID"])
         fields["invocation_id"] = bytes(raw).hex() if isinstance(raw, bytes | list) else str(raw)
@@ -506,6 +517,58 @@ class Systemd:
             match = self._add_match(self._props_rule(path))
         self._watch.setdefault(unit, []).append(callback)
         return await self._read(unit, path, match)
+
+    async def watch_all(
+        self, watches: Sequence[tuple[str, UnitCallback]]
+    ) -> list[UnitStatus | SystemdError]:
+        """`watch` for many units at once: each unit's status, or the error that unit got.
+
+        What every unit is, is read in one ``ListUnitsByNames`` call (sent after the
+        matches, as in `watch`); a service's own properties (main PID, result, exec
+        times) only for the units that are not cleanly stopped: a stopped unit's come
+        with the signals of its next start. At boot, when hundreds of units are all
+        stopped, that is one round trip instead of two property dumps per unit."""
+        units = [unit for unit, _ in watches]
+        matches: list[Awaitable[Any]] = []
+        for unit, callback in watches:
+            path = unit_path(unit)
+            if path not in self._paths:
+                self._paths[path] = unit
+                matches.append(self._add_match(self._props_rule(path)))
+            self._watch.setdefault(unit, []).append(callback)
+        listing = self._call(MANAGER_PATH, MANAGER, "ListUnitsByNames", "as", [units])
+        *_, (rows,) = await _together([*matches, listing])
+        found: dict[str, UnitStatus] = {}
+        for row in rows:
+            name, _desc, load_state, active_state, sub_state, _following, _path, job = row[:8]
+            found[str(name)] = UnitStatus(
+                str(name),
+                load_state=str(load_state),
+                active_state=str(active_state),
+                sub_state=str(sub_state),
+                job=int(job),
+            )
+        out: list[UnitStatus | SystemdError] = []
+        reads: dict[int, Awaitable[UnitStatus]] = {}
+        for i, unit in enumerate(units):
+            st = found.get(unit)
+            if st is None or st.load_state == "not-found":
+                out.append(UnitNotFound("no such unit (LoadState=not-found)", unit))
+                continue
+            out.append(st)
+            if unit.endswith(".service") and st.active_state != "inactive":
+                reads[i] = self._read(unit, unit_path(unit))
+            else:
+                self._status[unit] = st
+        results = await asyncio.gather(*reads.values(), return_exceptions=True)
+        for i, got in zip(reads, results, strict=True):
+            if isinstance(got, SystemdError):
+                out[i] = got
+            elif isinstance(got, BaseException):
+                raise got
+            else:
+                out[i] = got
+        return out
 
     async def unwatch(self, unit: str, callback: UnitCallback | None = None) -> None:
         """Stop calling ``callback`` (or every callback) for ``unit``."""

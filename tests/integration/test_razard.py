@@ -411,6 +411,102 @@ def test_waves_start_in_priority_order(razard: Factory, tmp_path: Path) -> None:
     assert float(lines[1][1]) - float(lines[0][1]) >= 0.5
 
 
+def test_waves_without_probes_wait_for_the_up_time_from_exec(
+    razard: Factory, tmp_path: Path
+) -> None:
+    """Without a probe, a wave settles once its units' processes have been up for the
+    up-time (start_timeout here, 0.5 s) counted from their exec: the next wave's process
+    starts no sooner."""
+    stamp = tmp_path / "order"
+    s = script(
+        tmp_path / "stamp.sh",
+        f"""\
+        #!/bin/sh
+        echo "$1 $(date +%s.%N)" >> {stamp}
+        exec sleep 100000
+        """,
+    )
+    r = razard(f"""
+        [[component]]
+        name = "it-upw-db"
+        layer = "root"
+        priority = 1
+        start_timeout = 0.5
+        command = ["{s}", "db"]
+
+        [[component]]
+        name = "it-upw-app"
+        layer = "crown"
+        priority = 2
+        command = ["{s}", "app"]
+        """)
+    r.start()
+    r.wait_state("it-upw-app", "healthy")
+    lines = [line.split() for line in stamp.read_text().splitlines()]
+    assert [w for w, _ in lines] == ["db", "app"]
+    # db's stamp is written a little after its exec, app's a little after its own
+    assert float(lines[1][1]) - float(lines[0][1]) >= 0.45
+
+
+def test_dying_before_the_up_time_is_not_healthy(razard: Factory, tmp_path: Path) -> None:
+    """A process that exits 0.3 s after its exec, short of the 1 s up-time, is a failed
+    start (restarted), never counted healthy; the next start that stays up is."""
+    marker = tmp_path / "started-once"
+    s = script(
+        tmp_path / "short.py",
+        f"""\
+        import pathlib, sys, time
+        m = pathlib.Path("{marker}")
+        if not m.exists():
+            m.write_text("x"); time.sleep(0.3); sys.exit(5)
+        time.sleep(100000)
+        """,
+    )
+    r = razard(f"""
+        [[component]]
+        name = "it-short"
+        layer = "crown"
+        priority = 10
+        command = ["{py()}", "{s}"]
+        restart = {{ attempts = 3, backoff_base = 0.1, backoff_cap = 0.5, jitter = 0.0 }}
+        """)
+    r.start()
+    c = r.wait_state("it-short", "healthy")
+    assert c["restarts"] == 1
+    evs = r.events("it-short")
+    failed = [e for e in evs if e["event"] == "component_failed"]
+    assert failed and "died while starting" in failed[0]["message"]
+    assert "status=5" in failed[0]["message"]
+    states = [e["event"] for e in evs if e["event"].startswith("state_")]
+    # healthy only after the failure, never before it
+    assert states.index("state_healthy") > states.index("state_restarting")
+
+
+def test_boot_reports_a_unit_systemd_does_not_know(razard: Factory) -> None:
+    """Every unit is listed at once at start; one that does not exist is reported for that
+    component alone, and the others boot."""
+    r = razard(
+        sleeper("it-known", priority=1)
+        + """
+        [[component]]
+        name = "it-unknown"
+        layer = "crown"
+        priority = 20
+        unit = "it-no-such-unit-anywhere.service"
+        restart = { attempts = 1, backoff_base = 0.05, backoff_cap = 0.1 }
+        """
+    )
+    r.start()
+    r.wait_state("it-known", "healthy")
+    gone = wait_for(
+        lambda: [e for e in r.events("it-unknown") if e["event"] == "unit_unavailable"],
+        30,
+        "unit_unavailable for it-unknown",
+    )
+    assert "it-no-such-unit-anywhere.service" in gone[0]["message"]
+    assert not [e for e in r.events("it-known") if e["event"] == "unit_unavailable"]
+
+
 def test_invalid_config_changes_nothing(user_manager: UserManager, tmp_path: Path) -> None:
     """razard refuses an invalid config with the key named, exit 2, and touches nothing."""
     cfg = tmp_path / "bad.toml"
