@@ -41,7 +41,7 @@ from bench.stats import summary
 MARKS = (
     ("exited", "systemd sees the main process die (SIGCHLD)"),
     ("decided", "supervisor decides: razard's component_failed / systemd's restart scheduled"),
-    ("start_sent", "razard sends ResetFailed + StartUnit (state_starting)"),
+    ("start_sent", "razard has sent StartUnit (its state_starting, written right after)"),
     ("starting", "systemd runs the start job (its Starting)"),
     ("started", "the unit's new process is exec'd (systemd's Started)"),
     ("ready", "the component's ready note (its own clock)"),

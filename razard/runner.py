@@ -361,11 +361,12 @@ class Runner:
             sent = time.monotonic()
             started = loop.create_task(begin(cfg.unit, job_timeout=cfg.start_timeout + 30))
             calls.append(started)
-            # after the calls are queued: their first step puts them on the wire before the
-            # state write this queues; "starting" only says so, what the ladder must not lose
-            # (a restart counted) was saved before
-            self.sup.set_state(self, State.STARTING)
             try:
+                # the calls' first step puts them on the wire: let them (and those of the
+                # rest of a boot wave) go before "starting" is written down; it only says
+                # so, what the ladder must not lose (a restart counted) was saved before
+                await asyncio.sleep(0)
+                self.sup.set_state(self, State.STARTING)
                 await asyncio.gather(*calls)
             finally:
                 for t in calls:
@@ -661,7 +662,11 @@ class Runner:
                     self, State.RESTARTING, note=f"{decision.reason} in {decision.delay:.2f}s"
                 )
                 sup.metrics.restarts.labels(cfg.name, cfg.layer).inc()
-                await asyncio.sleep(decision.delay)
+                if decision.delay > 0:
+                    # no backoff, no yield: a turn of the loop here is a turn of everything
+                    # else that is ready (the dying unit's own signals, status updates)
+                    # before the StartUnit goes out
+                    await asyncio.sleep(decision.delay)
                 return "restart"
             if decision.rung is Rung.QUARANTINE:
                 await self.quarantine(decision.reason, self.ladder_log)
