@@ -406,7 +406,7 @@ class Runner:
             up = min(NO_PROBE_UPTIME, cfg.start_timeout)
             now = time.monotonic()
             began = now
-            if st is not None and since <= st.exec_main_start <= now:
+            if st is not None and 0 < st.exec_main_start and since <= st.exec_main_start <= now:
                 began = st.exec_main_start
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, began + up - now)):
