@@ -665,7 +665,9 @@ class Runner:
                 if decision.delay > 0:
                     # no backoff, no yield: a turn of the loop here is a turn of everything
                     # else that is ready (the dying unit's own signals, status updates)
-                    # before the StartUnit goes out
+                    # before the StartUnit goes out. The restart counted is still written
+                    # before that call: the save set_state queued for the end of this turn
+                    # runs ahead of the call tasks _bring_up creates after it (FIFO)
                     await asyncio.sleep(decision.delay)
                 return "restart"
             if decision.rung is Rung.QUARANTINE:
