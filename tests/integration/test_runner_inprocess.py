@@ -360,6 +360,42 @@ async def test_an_inapplicable_rung_is_not_a_failed_one_in_the_quarantine(
         assert run.unit(name)["ActiveState"] in ("inactive", "failed")
 
 
+async def test_each_restart_is_on_disk_before_its_process_starts(
+    user_manager: UserManager, journald: object, tmp_path: Path, names: Callable[[str], str]
+) -> None:
+    """With no backoff at all, each restart is counted in the state file before the
+    StartUnit that carries it out reaches systemd: every start of the component reads
+    the file and finds its own restart already there (a razard killed at any moment
+    after the start has it saved)."""
+    name = names("ip-durable")
+    state = tmp_path / "state" / STATE_FILE
+    seen = tmp_path / "seen"
+    s = script(
+        tmp_path / "durable.py",
+        f"""\
+        import json, pathlib, sys, time
+        seen = pathlib.Path("{seen}")
+        try:
+            rec = json.loads(pathlib.Path("{state}").read_text())["components"]["{name}"]
+            n = rec["restarts_total"]
+        except (OSError, ValueError, KeyError):
+            n = -1
+        with seen.open("a") as f:
+            f.write(f"{{n}}\\n")
+        if len(seen.read_text().split()) <= 3:
+            sys.exit(9)
+        time.sleep(100000)
+        """,
+    )
+    zero = "attempts = 5, backoff_base = 0.0, backoff_cap = 0.0, jitter = 0.0"
+    async with supervising(user_manager, tmp_path, component(name, str(s), zero)) as run:
+        await until(lambda: run.record(name).get("status") == "healthy", 30, "healthy")
+    starts = [int(x) for x in seen.read_text().split()]
+    # the first start may come before any save; start k (k >= 2) is restart k - 1
+    assert len(starts) == 4, starts
+    assert starts[1:] == [1, 2, 3], starts
+
+
 async def test_a_second_supervisor_adopts_the_running_unit(
     user_manager: UserManager, journald: object, tmp_path: Path, names: Callable[[str], str]
 ) -> None:
