@@ -389,7 +389,12 @@ def test_a_fix_kept_on_one_node_heals_another_without_asking_a_remote_agent(
             finally:
                 await s.close()
 
-        (fix,) = asyncio.run(shared())
+        # node b reports its keep to etcd after its own record: wait for it there too
+        (fix,) = wait_for(
+            lambda: (got := asyncio.run(shared())) and got[0].kept == ("n0", "n1") and got,
+            15,
+            "both nodes recorded as keeping the fix in etcd",
+        )
         assert fix.kept == ("n0", "n1") and not fix.failures
 
 

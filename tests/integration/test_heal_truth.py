@@ -119,7 +119,8 @@ def test_a_crash_elsewhere_is_restarted_while_a_layer_healer_runs(
     wait_for(lambda: _events(r, "heal_result", layer="heart"), what="the heart healer's result")
 
 
-LEAK = 2048 << 20  # what the leaking component really allocates (bytes)
+LEAK = 4096 << 20  # what the leaking component really allocates (bytes): the threshold sits
+# 2 GiB below what was free, a margin other work on a shared machine does not use up
 
 LEAKER = """\
     import pathlib, time
