@@ -11,8 +11,9 @@ places what the supervisors wrote down, each converted to the same clock:
 - razard's events from its JSON-lines log (``razar.log``, the same events it sends
   to the journal, stamped with ``time.time()`` at the moment razard emits them):
   ``component_failed`` (razard saw the unit die on D-Bus and the ladder decided),
-  ``state_starting`` (emitted right before razard sends ``ResetFailed`` and
-  ``StartUnit``) and ``state_healthy`` (razard's healthy rule passed).
+  ``state_starting`` (emitted right after razard sent ``StartUnit``, with
+  ``ResetFailedUnit`` ahead of it for a unit razard did not write) and
+  ``state_healthy`` (razard's healthy rule passed).
 
 Where the journal has no entry (journald drops what a busy sender sends when its
 queue is full), the unit's own transition times fill in: ``ActiveExit`` (death seen),
@@ -144,8 +145,8 @@ _MANAGER_MARKS = (
     ("started", "Started "),
 )
 #: Marks from the unit's properties (``systemctl show``): when it left "active" (the
-#: manager saw the death; razard's ResetFailedUnit clears this one, so razard's trials
-#: have it from the journal only), left "inactive"/"failed" (its start job ran) and
+#: manager saw the death; a ResetFailedUnit clears it, which razard sends only for units
+#: it did not write), left "inactive"/"failed" (its start job ran) and
 #: entered "active" (exec'd).
 _UNIT_MARKS = (
     ("exited", "ActiveExitTimestampMonotonic"),

@@ -352,9 +352,11 @@ class Runner:
             # trip instead of two before the unit's process is forked
             loop = asyncio.get_running_loop()
             calls: list[asyncio.Task[Any]] = []
-            if not (cfg.owned and status.active_state == "inactive" and status.result == "success"):
-                # nothing to reset on an owned unit (no start limit) that is cleanly stopped:
-                # a boot skips one call per unit
+            if not cfg.owned:
+                # a unit razard did not write may have a start limit its failures count
+                # against; razard's own units have none (StartLimitIntervalSec=0) and a
+                # StartUnit takes a failed one as it is: one call fewer for systemd to read
+                # before it runs the start job (a crash storm: a hundred fewer)
                 calls.append(loop.create_task(sd.reset_failed(cfg.unit)))
             begin = sd.restart if status.running else sd.start
             # the process this start execs cannot have been exec'd before this moment
