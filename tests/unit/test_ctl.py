@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from rich.console import Console
 from rich.text import Text
 
+from razard import controlsync
 from razard.control import HEAL_CALL_TIMEOUT, SupervisorControl, bus_address
 from razard.ctl import app, main
 from razard.ctl.components import (
@@ -446,19 +447,22 @@ def test_heal_line_healed_and_not() -> None:
 
 
 class _FakeClient:
-    """Stands in for ControlClient: records heal's deadline, or raises what it is told."""
+    """Stands in for SyncControlClient: records heal's deadline, or raises what it is told."""
 
     deadlines: list[float | None] = []
     raise_on_heal: BaseException | None = None
 
     @classmethod
-    async def connect(cls, *args: Any, **kwargs: Any) -> _FakeClient:
+    def connect(cls, *args: Any, **kwargs: Any) -> _FakeClient:
         return cls()
 
-    async def close(self) -> None:
+    def __enter__(self) -> _FakeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
-    async def call_within(
+    def call_within(
         self, deadline_s: float | None, op: Callable[..., Any], *args: Any
     ) -> dict[str, Any]:
         assert op is SupervisorControl.heal
@@ -471,7 +475,7 @@ class _FakeClient:
 @pytest.fixture
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[_FakeClient]:
     """razarctl talking to a _FakeClient instead of a bus."""
-    monkeypatch.setattr(app, "ControlClient", _FakeClient)
+    monkeypatch.setattr(controlsync, "SyncControlClient", _FakeClient)
     monkeypatch.setattr(_FakeClient, "deadlines", [])
     monkeypatch.setattr(_FakeClient, "raise_on_heal", None)
     return _FakeClient
