@@ -11,7 +11,8 @@ the quick, repeatable view of where razard's own memory goes, for work on it:
   settled, split into the heap, other anonymous memory (thread stacks, malloc
   arenas), and file-backed pages, with its thread count;
 - ``razarctl --help`` and ``razarctl status`` start-to-exit against that razard,
-  median of ``--ctl-runs`` runs.
+  median of ``--ctl-runs`` runs, their CPU time, and how many modules each imports
+  (one more run with ``PYTHONPROFILEIMPORTTIME``).
 
 Needs root, like ``bench run``. Prints a markdown table; ``--json`` for the figures.
 razard's and agents' bytecode caches are written first (``compileall``), as an
@@ -23,6 +24,7 @@ in a development shell does that).
 from __future__ import annotations
 
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -120,7 +122,19 @@ def time_ctl(system: Razard, args: list[str], runs: int) -> dict[str, Any]:
         times.append(1000 * (time.perf_counter() - t0))
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(1000 * (c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime))
+    # one more run with Python's import log: how many modules the command imports
+    log = subprocess.run(
+        argv,
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stderr
+    imports = sum(1 for line in log.splitlines() if re.match(r"import time:\s+\d", line))
     return {
+        "imports": imports,
         "median_ms": statistics.median(times),
         "min_ms": min(times),
         "max_ms": max(times),
@@ -195,8 +209,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
             f"razarctl start to exit against that razard (probes off), ms over "
             f"{len(res['ctl_status']['samples'])} runs:",
             "",
-            "| command | median | min | max | CPU (user+sys) median |",
-            "|---|---|---|---|---|",
+            "| command | median | min | max | CPU (user+sys) median | modules imported |",
+            "|---|---|---|---|---|---|",
         ]
         for key, cmd in (
             ("ctl_help", "razarctl --help"),
@@ -206,7 +220,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
             t = res[key]
             lines.append(
                 f"| `{cmd}` | **{t['median_ms']:.0f}** | {t['min_ms']:.0f} | {t['max_ms']:.0f} | "
-                f"{t['cpu_median_ms']:.0f} |"
+                f"{t['cpu_median_ms']:.0f} | {t.get('imports', '-')} |"
             )
     return "\n".join(lines) + "\n"
 
