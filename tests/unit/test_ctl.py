@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from razard import controlsync
@@ -24,6 +25,7 @@ from razard.ctl.components import (
     status_json,
     status_lines,
     status_table,
+    status_text,
 )
 from razard.ctl.repairs import (
     heal_line,
@@ -257,6 +259,53 @@ def test_piped_status_never_folds_a_row_and_shows_no_control_characters() -> Non
     assert lines[2].startswith("a ") and long_error in lines[2]
     assert lines[3].startswith("b ") and "one ?[2Jtwo" in lines[3]
     assert "\x1b" not in "\n".join(lines)
+
+
+def _seen(renderable: Table | Text, width: int) -> list[list[tuple[str, bool, str | None]]]:
+    """What a terminal ``width`` columns wide shows: each character with its boldness and
+    colour (not the escape sequences, which rich may split differently)."""
+    console = Console(width=width, force_terminal=True, color_system="standard")
+    return [
+        [
+            (
+                ch,
+                bool(seg.style and seg.style.bold),
+                seg.style.color.name if seg.style and seg.style.color else None,
+            )
+            for seg in line
+            for ch in seg.text
+        ]
+        for line in console.render_lines(renderable, console.options, pad=False)
+    ]
+
+
+@pytest.mark.parametrize("width", [127, 200])  # 127: the table's own width
+def test_terminal_status_looks_as_rich_s_table(width: int) -> None:
+    """On a terminal `status` lays out the table itself when it fits (rich's table costs a
+    quarter of a second at 500 rows): the same characters, bold headers and coloured
+    state and health, column for column, as rich's table."""
+    fast = status_text(STATUS, width)
+    assert fast is not None
+    assert _seen(fast, width) == _seen(status_table(STATUS), width)
+    empty = {"summary": "none", "components": []}
+    fast = status_text(empty, width)
+    assert fast is not None and _seen(fast, width) == _seen(status_table(empty), width)
+    assert status_text(STATUS, 126) is None  # narrower: rich folds the last error
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["x" * 150, "[bold]not markup[/bold]", "disk :warning: full", "caf\u00e9", "one\ntwo"],
+)
+def test_terminal_status_leaves_to_rich_what_rich_lays_out_otherwise(error: str) -> None:
+    """A table wider than the terminal (rich folds the error), or a cell rich reads
+    (markup, an emoji code, non-ASCII, a control character): rich's table prints it."""
+    status = {
+        "summary": "1 failed",
+        "components": [{"name": "a", "unit": "a.service", "state": "failed", "last_error": error}],
+    }
+    assert status_text(status, 120) is None
+    assert status_text({**status, "components": []}, 120) is not None
 
 
 def test_status_table_colours_states() -> None:
