@@ -11,7 +11,8 @@ the quick, repeatable view of where razard's own memory goes, for work on it:
   settled, split into the heap, other anonymous memory (thread stacks, malloc
   arenas), and file-backed pages, with its thread count;
 - ``razarctl --help`` and ``razarctl status`` start-to-exit against that razard,
-  median of ``--ctl-runs`` runs.
+  median of ``--ctl-runs`` runs, their CPU time, and how many modules each imports
+  (one more run with ``PYTHONPROFILEIMPORTTIME``).
 
 Needs root, like ``bench run``. Prints a markdown table; ``--json`` for the figures.
 razard's and agents' bytecode caches are written first (``compileall``), as an
@@ -23,10 +24,12 @@ in a development shell does that).
 from __future__ import annotations
 
 import json
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,24 @@ def settled_memory(pid: int, seconds: float) -> dict[str, float]:
     return best
 
 
+def run_to_exit(argv: list[str], env: dict[str, str], limit_s: float = 60.0) -> None:
+    """Run ``argv`` and return the moment it exits; fail unless it exits 0.
+
+    Not ``subprocess.run(..., timeout=)``: with a timeout it polls for the exit with
+    sleeps growing to 50 ms, so a run is timed to the next poll (64, 114, 164 ms...).
+    A blocking wait returns at the exit; a timer kills a run past ``limit_s``.
+    """
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    killer = threading.Timer(limit_s, proc.kill)
+    killer.start()
+    try:
+        rc = proc.wait()
+    finally:
+        killer.cancel()
+    if rc != 0:
+        raise subprocess.CalledProcessError(rc, argv)
+
+
 def time_ctl(system: Razard, args: list[str], runs: int) -> dict[str, Any]:
     """Wall-clock ms of ``razarctl --bus user ARGS`` against ``system`` (median, min, max)."""
     assert system.um is not None
@@ -116,11 +137,23 @@ def time_ctl(system: Razard, args: list[str], runs: int) -> dict[str, Any]:
     for _ in range(runs):
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True, timeout=60)
+        run_to_exit(argv, env)
         times.append(1000 * (time.perf_counter() - t0))
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(1000 * (c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime))
+    # one more run with Python's import log: how many modules the command imports
+    log = subprocess.run(
+        argv,
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stderr
+    imports = sum(1 for line in log.splitlines() if re.match(r"import time:\s+\d", line))
     return {
+        "imports": imports,
         "median_ms": statistics.median(times),
         "min_ms": min(times),
         "max_ms": max(times),
@@ -195,8 +228,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
             f"razarctl start to exit against that razard (probes off), ms over "
             f"{len(res['ctl_status']['samples'])} runs:",
             "",
-            "| command | median | min | max | CPU (user+sys) median |",
-            "|---|---|---|---|---|",
+            "| command | median | min | max | CPU (user+sys) median | modules imported |",
+            "|---|---|---|---|---|---|",
         ]
         for key, cmd in (
             ("ctl_help", "razarctl --help"),
@@ -206,7 +239,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
             t = res[key]
             lines.append(
                 f"| `{cmd}` | **{t['median_ms']:.0f}** | {t['min_ms']:.0f} | {t['max_ms']:.0f} | "
-                f"{t['cpu_median_ms']:.0f} |"
+                f"{t['cpu_median_ms']:.0f} | {t.get('imports', '-')} |"
             )
     return "\n".join(lines) + "\n"
 

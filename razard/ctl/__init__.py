@@ -2,8 +2,9 @@
 
 Every control command is one operation of razard's control interface,
 ``client.call(Op.<operation>, ...)`` (the operations are defined once, in
-:mod:`razard.control`); this package only parses arguments and formats what
-comes back. Its modules, one per group of commands:
+:mod:`razard.controlapi`; the client is the blocking
+:class:`razard.controlsync.SyncControlClient`); this package only parses arguments and
+formats what comes back. Its modules, one per group of commands:
 
 - :mod:`razard.ctl.app`: the ``main`` group, its global options, `call`, errors;
 - :mod:`razard.ctl.components`: ``status``, ``start``/``stop``/``restart``, ``reload``,

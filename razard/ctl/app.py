@@ -4,28 +4,30 @@
 operation of razard's control interface, disconnect), how errors and lines are
 printed, and the cell formats the tables share. rich is imported only where a table
 or a coloured line is printed on a terminal: a piped ``razarctl status`` never loads
-it (issue 18: razarctl's start-to-exit).
+it; and razard is reached through the blocking client, without asyncio or dbus-fast's
+buses (issue 18: razarctl's start-to-exit).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
 
-from razard.control import BUSES, DEFAULT_CALL_TIMEOUT, ControlClient
+from razard.controlapi import BUSES, DEFAULT_CALL_TIMEOUT
 from razard.errors import RazarError, UnknownComponent
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from razard.controlsync import SyncControlClient
 
 T = TypeVar("T")
 
@@ -208,20 +210,18 @@ class _Group(click.Group):
         return super().get_command(ctx, name)
 
 
-def call(ctx: click.Context, action: Callable[[ControlClient], Awaitable[T]]) -> T:
-    """Connect as the global options say, run ``action``, disconnect."""
+def call(ctx: click.Context, action: Callable[[SyncControlClient], T]) -> T:
+    """Connect as the global options say, run ``action``, disconnect.
+
+    The blocking client: no event loop, nor dbus-fast's asyncio bus, to start.
+    """
+    from razard.controlsync import SyncControlClient
+
     opts: dict[str, Any] = ctx.find_root().obj
-
-    async def run() -> T:
-        client = await ControlClient.connect(
-            opts["bus"], opts["address"], deadline_s=opts["timeout"]
-        )
-        try:
-            return await action(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(run())
+    with SyncControlClient.connect(
+        opts["bus"], opts["address"], deadline_s=opts["timeout"]
+    ) as client:
+        return action(client)
 
 
 @click.group(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from razard.control import SupervisorControl as Op  # the operations, each one D-Bus method
+from razard.controlapi import SupervisorControl as Op  # the operations, each one D-Bus method
 from razard.ctl.app import call, cell, say, stdout, warn
 from razard.errors import ConfigError, ControlError, UnknownComponent
 from razard.layers import LAYERS

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from razard import storage
-from razard.control import HEAL_CALL_TIMEOUT, RazardNotRunning
-from razard.control import SupervisorControl as Op  # the operations, each one D-Bus method
+from razard.controlapi import HEAL_CALL_TIMEOUT, RazardNotRunning
+from razard.controlapi import SupervisorControl as Op  # the operations, each one D-Bus method
 from razard.ctl.app import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,

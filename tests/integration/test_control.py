@@ -409,6 +409,22 @@ async def test_status_table_shows_every_component_and_its_state(served: Served) 
     assert "probe http://127.0.0.1:8000/health: timed out" in run.out
 
 
+async def test_status_reaches_razard_without_asyncio(served: Served) -> None:
+    """The real `razarctl status`, with Python's import log on, prints the table having
+    imported neither asyncio nor dbus-fast's buses: it calls razard through its blocking
+    client (issue 18: razarctl's start-to-exit)."""
+    run = await razarctl(served.address, "status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert run.rc == 0, run.err
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in run.err.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"razard.controlsync", "dbus_fast.message"} <= imported  # the log is read
+    assert sorted(imported & {"asyncio", "ssl", "dbus_fast.aio", "razard.control"}) == []
+    assert "gpu-worker" in run.out
+
+
 async def test_status_json_has_stable_keys_sorted_by_priority(served: Served) -> None:
     """`razarctl status --json` prints the summary and stable component records in order."""
     run = await razarctl(served.address, "status", "--json")

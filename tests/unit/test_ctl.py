@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
+from razard import controlsync
 from razard.control import HEAL_CALL_TIMEOUT, SupervisorControl, bus_address
 from razard.ctl import app, main
 from razard.ctl.components import (
@@ -23,6 +25,7 @@ from razard.ctl.components import (
     status_json,
     status_lines,
     status_table,
+    status_text,
 )
 from razard.ctl.repairs import (
     heal_line,
@@ -258,6 +261,53 @@ def test_piped_status_never_folds_a_row_and_shows_no_control_characters() -> Non
     assert "\x1b" not in "\n".join(lines)
 
 
+def _seen(renderable: Table | Text, width: int) -> list[list[tuple[str, bool, str | None]]]:
+    """What a terminal ``width`` columns wide shows: each character with its boldness and
+    colour (not the escape sequences, which rich may split differently)."""
+    console = Console(width=width, force_terminal=True, color_system="standard")
+    return [
+        [
+            (
+                ch,
+                bool(seg.style and seg.style.bold),
+                seg.style.color.name if seg.style and seg.style.color else None,
+            )
+            for seg in line
+            for ch in seg.text
+        ]
+        for line in console.render_lines(renderable, console.options, pad=False)
+    ]
+
+
+@pytest.mark.parametrize("width", [127, 200])  # 127: the table's own width
+def test_terminal_status_looks_as_rich_s_table(width: int) -> None:
+    """On a terminal `status` lays out the table itself when it fits (rich's table costs a
+    quarter of a second at 500 rows): the same characters, bold headers and coloured
+    state and health, column for column, as rich's table."""
+    fast = status_text(STATUS, width)
+    assert fast is not None
+    assert _seen(fast, width) == _seen(status_table(STATUS), width)
+    empty = {"summary": "none", "components": []}
+    fast = status_text(empty, width)
+    assert fast is not None and _seen(fast, width) == _seen(status_table(empty), width)
+    assert status_text(STATUS, 126) is None  # narrower: rich folds the last error
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["x" * 150, "[bold]not markup[/bold]", "disk :warning: full", "caf\u00e9", "one\ntwo"],
+)
+def test_terminal_status_leaves_to_rich_what_rich_lays_out_otherwise(error: str) -> None:
+    """A table wider than the terminal (rich folds the error), or a cell rich reads
+    (markup, an emoji code, non-ASCII, a control character): rich's table prints it."""
+    status = {
+        "summary": "1 failed",
+        "components": [{"name": "a", "unit": "a.service", "state": "failed", "last_error": error}],
+    }
+    assert status_text(status, 120) is None
+    assert status_text({**status, "components": []}, 120) is not None
+
+
 def test_status_table_colours_states() -> None:
     """healthy is green, restarting yellow, quarantined red."""
     table = status_table(STATUS)
@@ -446,19 +496,22 @@ def test_heal_line_healed_and_not() -> None:
 
 
 class _FakeClient:
-    """Stands in for ControlClient: records heal's deadline, or raises what it is told."""
+    """Stands in for SyncControlClient: records heal's deadline, or raises what it is told."""
 
     deadlines: list[float | None] = []
     raise_on_heal: BaseException | None = None
 
     @classmethod
-    async def connect(cls, *args: Any, **kwargs: Any) -> _FakeClient:
+    def connect(cls, *args: Any, **kwargs: Any) -> _FakeClient:
         return cls()
 
-    async def close(self) -> None:
+    def __enter__(self) -> _FakeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
-    async def call_within(
+    def call_within(
         self, deadline_s: float | None, op: Callable[..., Any], *args: Any
     ) -> dict[str, Any]:
         assert op is SupervisorControl.heal
@@ -471,7 +524,7 @@ class _FakeClient:
 @pytest.fixture
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[_FakeClient]:
     """razarctl talking to a _FakeClient instead of a bus."""
-    monkeypatch.setattr(app, "ControlClient", _FakeClient)
+    monkeypatch.setattr(controlsync, "SyncControlClient", _FakeClient)
     monkeypatch.setattr(_FakeClient, "deadlines", [])
     monkeypatch.setattr(_FakeClient, "raise_on_heal", None)
     return _FakeClient

@@ -10,7 +10,10 @@ cycle is still the cycle). The rules (docs/ARCHITECTURE.md, "Layout"):
 - the escalation subsystem does not import the repair subsystem;
 - the bottom layer (`BOTTOM`) imports nothing of razard/ or agents/ but what it lists;
 - the supervisor's seams point one way (`SUPERVISOR_SEAMS`): the operations razarctl
-  calls import the supervisor, which imports the runner, never back.
+  calls import the supervisor, which imports the runner, never back;
+- razarctl's path to razard (`CTL_PATH`) does not import razard.control, asyncio or
+  dbus-fast but through razard.dbuswire, which loads dbus-fast's wire layer without its
+  asyncio bus (issue 18: razarctl's start-to-exit).
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ BOTTOM: Mapping[str, frozenset[str]] = {
 #: The supervisor's seams point one way: operations -> supervisor -> runner (each may
 #: import those after it, never those before it).
 SUPERVISOR_SEAMS = ("razard.operations", "razard.supervisor", "razard.runner")
+
+#: razarctl's path to razard: its commands, the control interface's definition, the
+#: blocking client and the wire layer it loads.
+CTL_PATH = ("razard.ctl", "razard.controlapi", "razard.controlsync", "razard.dbuswire")
+#: Libraries `CTL_PATH` must not import (razard.dbuswire alone imports dbus_fast's modules).
+CTL_PATH_NOT = ("asyncio", "dbus_fast")
 
 Graph = dict[str, set[str]]
 
@@ -180,6 +189,34 @@ def test_the_supervisor_seams_point_one_way(graph: Graph) -> None:
 def test_bottom_layer_imports_nothing_above_it(graph: Graph, module: str) -> None:
     assert module in graph, f"{module} is gone: update BOTTOM"
     assert graph[module] <= BOTTOM[module], f"{module} imports {sorted(graph[module])}"
+
+
+def imported_names(source: str) -> set[str]:
+    """Every absolute module name ``source`` imports, anywhere in it."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module)
+    return out
+
+
+def test_razarctl_path_does_not_import_the_asyncio_bus(graph: Graph) -> None:
+    assert [a for m in CTL_PATH for a in _offending(graph, m, "razard.control")] == []
+    mods = module_names()
+    found = []
+    for name, path in mods.items():
+        if not any(name == m or name.startswith(m + ".") for m in CTL_PATH):
+            continue
+        for imported in imported_names(path.read_text(encoding="utf-8")):
+            top = imported.split(".")[0]
+            if top in CTL_PATH_NOT and not (name == "razard.dbuswire" and top == "dbus_fast"):
+                found.append(f"{name} -> {imported}")
+    assert found == []
+    # the rule reads the arrows: the asyncio client is razard.control, and it is seen
+    assert "razard.controlapi" in graph["razard.control"]
+    assert "asyncio" in imported_names(mods["razard.control"].read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- the reader itself

@@ -150,7 +150,8 @@ def test_razarctl_loads_no_syntax_highlighter_or_config_parser() -> None:
 def test_piped_razarctl_status_loads_only_its_own_command() -> None:
     """`razarctl status` into a pipe (scripts, monitoring) runs without rich, the journal
     reader, the patch engine or etcd's client: each command loads its own module, and a
-    piped table is laid out without rich. Its error line is printed the same way."""
+    piped table is laid out without rich. Its error line is printed the same way. It
+    reaches razard through the blocking client: no asyncio (nor ssl), no dbus-fast bus."""
     code = textwrap.dedent("""
         import sys
         from razard.ctl import main
@@ -161,6 +162,7 @@ def test_piped_razarctl_status_loads_only_its_own_command() -> None:
         print(" ".join(m for m in (
             "rich", "razard.triage", "razard.ctl.repairs", "razard.ctl.incidents",
             "razard.fleet.ctl", "razard.repair.patch", "httpx", "agents.monitoring",
+            "asyncio", "ssl", "dbus_fast.aio", "dbus_fast.message_bus", "razard.control",
         ) if m in sys.modules))
     """)
     out = subprocess.run(
