@@ -141,6 +141,14 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{fmt(zm)} vs {fmt(sm)} MiB",
             zm <= sm if judged(zm, sm) else None,
         )
+    ctl = sc.get("idle", {}).get("ctl_status", {})
+    if ctl:
+        m = ctl.get("median_ms", math.nan)
+        add(
+            "`razarctl status` start to exit under 150 ms (issue 18)",
+            f"{fmt(m)} ms",
+            m < 150.0 if judged(m) else None,
+        )
     scr = sc.get("scrape", {})
     for label in ("razard", "razard+probes"):
         m = _med(scr, label)
@@ -274,6 +282,15 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{fmt(floor['daemon_mib'])} MiB ({floor['modules']} modules), of which "
                 f"asyncio, dbus-fast and prometheus-client alone take {fmt(floor['libs_mib'])} "
                 "MiB.",
+            ]
+        ctl = idle.get("ctl_status", {})
+        if "median_ms" in ctl:
+            lines += [
+                "",
+                f"`razarctl status` against razard at {ctl['comps']} components (probes off), "
+                f"start to exit over {len(ctl['samples'])} runs: **{fmt(ctl['median_ms'])} ms** "
+                f"[{fmt(ctl['min_ms'])}–{fmt(ctl['max_ms'])}], CPU (user + system) "
+                f"{fmt(ctl['cpu_median_ms'])} ms, {ctl['imports']} modules imported.",
             ]
     scr = sc.get("scrape", {})
     if scr.get("systems"):

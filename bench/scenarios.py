@@ -65,6 +65,7 @@ class Sizes:
     idle_window: float = 10.0
     idle_settle: float = 10.0
     scrape_trials: int = 200
+    ctl_runs: int = 20  # razarctl status against razard at the largest idle size
     notifier_lines: int = 1_000_000
     notifier_trials: int = 3
     timeout: float = 120.0
@@ -84,6 +85,7 @@ class Sizes:
             idle_seconds=max(2.0, self.idle_seconds * trials),
             idle_window=max(1.0, self.idle_window * trials),
             scrape_trials=n(self.scrape_trials, trials),
+            ctl_runs=n(self.ctl_runs, trials),
             notifier_lines=n(self.notifier_lines, trials),
             notifier_trials=max(2, n(self.notifier_trials, trials)),
             recovery_comps=n(self.recovery_comps, comps),
@@ -110,6 +112,7 @@ SMOKE = Sizes(
     idle_window=1.0,
     idle_settle=0.5,
     scrape_trials=5,
+    ctl_runs=2,
     notifier_lines=2000,
     notifier_trials=2,
     timeout=60.0,
@@ -445,6 +448,14 @@ def idle_and_scrape(b: Bench) -> dict[str, Any]:
                         scrape["systems"][label] = measure_scrape(
                             system.metrics_port, sz.scrape_trials
                         )
+                        if not probes and sz.ctl_runs:
+                            # what an operator waits for: razarctl status, start to exit
+                            from bench.footprint import time_ctl
+
+                            idle["ctl_status"] = {
+                                "comps": size,
+                                **time_ctl(system, ["status"], sz.ctl_runs),
+                            }
 
             _errors_to(idle, f"{label}@{size}", one)
     return {"idle": idle, "scrape": scrape}
