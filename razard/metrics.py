@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import socketserver
 import threading
 import time
 from collections.abc import Sequence
@@ -282,6 +283,14 @@ class _BoundedServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # not HTTPServer's own, which asks the resolver for the address's host name
+        # (socket.getfqdn): a reverse lookup nothing here uses, that can stall razard's
+        # start when DNS does not answer and loads the idna codec and unicodedata for good
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):

@@ -7,6 +7,8 @@ prometheus_client's own exposition of the same registry.
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.request
 
 import pytest
 from prometheus_client import generate_latest
@@ -113,3 +115,19 @@ def test_component_families_write_what_prometheus_client_writes() -> None:
     assert sample("razar_component_restarts_total", {"component": odd, "layer": "crown"}) == 2
     assert sample("razar_component_up", {"component": "c", "layer": "crown"}) is None
     assert sample("t_zulu_mike_bucket", {"zulu": "v0,", "mike": "v1,", "le": "+Inf"}) == 1.0
+
+
+def test_metrics_server_starts_without_a_reverse_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics server binds and serves without asking the resolver for its host name
+    (HTTPServer's getfqdn: a lookup that can stall the start and loads the idna codec)."""
+
+    def no_lookup(name: str = "") -> str:
+        raise AssertionError(f"reverse lookup of {name!r}")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    m = Metrics("0")
+    m.up.labels("a", "crown").set(1)
+    port = m.serve("127.0.0.1", 0)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        body = reply.read().decode()
+    assert 'razar_component_up{component="a",layer="crown"} 1.0' in body
