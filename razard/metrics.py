@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import socketserver
 import threading
 import time
 from collections.abc import Sequence
@@ -88,20 +89,36 @@ class Metrics:
         PlatformCollector(registry=r)
         Info("razar_build", "razard build information", registry=r).info({"version": version})
         lbl = ["component", "layer"]
+        by_layer: list[_Family] = []  # families whose series share label values and texts
         self.up = _Family(
-            "gauge", "razar_component_up", "1 when the component's unit is active", lbl, r
+            "gauge",
+            "razar_component_up",
+            "1 when the component's unit is active",
+            lbl,
+            r,
+            peers=by_layer,
         )
         self.healthy = _Family(
-            "gauge", "razar_component_healthy", "1 when the component passes its probe", lbl, r
+            "gauge",
+            "razar_component_healthy",
+            "1 when the component passes its probe",
+            lbl,
+            r,
+            peers=by_layer,
         )
         self.quarantined = _Family(
-            "gauge", "razar_component_quarantined", "1 when quarantined", lbl, r
+            "gauge", "razar_component_quarantined", "1 when quarantined", lbl, r, peers=by_layer
         )
         self.state = _StateFamily(
             "razar_component_state", "1 for the component's current state", STATES, r
         )
         self.restarts = _Family(
-            "counter", "razar_component_restarts_total", "Restarts razard performed", lbl, r
+            "counter",
+            "razar_component_restarts_total",
+            "Restarts razard performed",
+            lbl,
+            r,
+            peers=by_layer,
         )
         self.failures = _Family(
             "counter",
@@ -113,6 +130,7 @@ class Metrics:
         self.rungs = _Family(
             "counter", "razar_ladder_rung_total", "Ladder rungs taken", ["component", "rung"], r
         )
+        by_probe: list[_Family] = []
         self.probe_duration = _Family(
             "histogram",
             "razar_probe_duration_seconds",
@@ -120,6 +138,7 @@ class Metrics:
             ["component", "probe"],
             r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            peers=by_probe,
         )
         self.probes = _Family(
             "counter",
@@ -134,6 +153,7 @@ class Metrics:
             "Failed health probes",
             ["component", "probe"],
             r,
+            peers=by_probe,
         )
         # repair rung; the three razar_ai_* names are kept from the original runbooks
         self.ai_success = Counter(
@@ -264,6 +284,14 @@ class _BoundedServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, handler)
 
+    def server_bind(self) -> None:
+        # not HTTPServer's own, which asks the resolver for the address's host name
+        # (socket.getfqdn): a reverse lookup nothing here uses, that can stall razard's
+        # start when DNS does not answer and loads the idna codec and unicodedata for good
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self.shutdown_request(request)  # full: this one is closed, not queued
@@ -330,15 +358,17 @@ def _use_created() -> bool:
 
 
 class _Series:
-    """One labelled series of a gauge or counter."""
+    """One labelled series of a gauge or counter; ``text`` is its labels as the text format
+    writes them (``k="v",...``)."""
 
-    __slots__ = ("value", "created", "created_text", "labels")
+    __slots__ = ("value", "created", "created_text", "labels", "text")
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
+    def __init__(self, labels: tuple[str, ...], text: str) -> None:
         self.value = 0.0
         self.created = time.time()
         self.created_text = floatToGoString(self.created)  # it never changes: format it once
         self.labels = labels
+        self.text = text
 
     def set(self, value: float) -> None:
         self.value = float(value)
@@ -355,11 +385,12 @@ class _GaugeSeries(_Series):
 
     __slots__ = ()
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
+    def __init__(self, labels: tuple[str, ...], text: str) -> None:
         self.value = 0.0
         self.created = 0.0
         self.created_text = ""
         self.labels = labels
+        self.text = text
 
     def inc(self, amount: float = 1.0) -> None:
         self.value += amount
@@ -369,16 +400,24 @@ class _GaugeSeries(_Series):
 
 
 class _HistogramSeries:
-    """One labelled series of a histogram: per-bucket counts (not cumulative) and the sum."""
+    """One labelled series of a histogram: per-bucket counts (not cumulative) and the sum.
 
-    __slots__ = ("counts", "sum", "created", "created_text", "labels", "_bounds")
+    A bucket's labels are ``text`` with its ``le`` label put in at ``split`` (where the
+    name ``le`` sorts), so no label text is kept per bucket: fourteen strings a series
+    were about 1.3 KiB per component."""
 
-    def __init__(self, labels: tuple[str, ...], bounds: tuple[float, ...]) -> None:
+    __slots__ = ("counts", "sum", "created", "created_text", "labels", "text", "split", "_bounds")
+
+    def __init__(
+        self, labels: tuple[str, ...], text: str, split: int, bounds: tuple[float, ...]
+    ) -> None:
         self.counts = [0.0] * len(bounds)
         self.sum = 0.0
         self.created = time.time()
         self.created_text = floatToGoString(self.created)
         self.labels = labels
+        self.text = text
+        self.split = split
         self._bounds = bounds
 
     def observe(self, amount: float) -> None:
@@ -401,7 +440,11 @@ class _Family:
         labelnames: Sequence[str],
         registry: CollectorRegistry,
         buckets: Sequence[float] = (),
+        peers: list[_Family] | None = None,
     ) -> None:
+        """``peers``: families with the same label names (this one joins them); a series
+        takes the label values and text of a peer's series for the same values rather than
+        a copy of its own (four families per component share them)."""
         self.kind = kind
         self.name = name.removesuffix("_total") if kind == "counter" else name
         self.documentation = documentation
@@ -410,8 +453,16 @@ class _Family:
         if self.bounds and self.bounds[-1] != math.inf:
             self.bounds += (math.inf,)
         self._series: dict[tuple[str, ...], _AnySeries] = {}
-        self._text: dict[tuple[str, ...], str] = {}  # label text of each series
-        self._le_text: dict[tuple[str, ...], list[str]] = {}  # ... and of each of its buckets
+        # a bucket's label text is the series' with ``le`` put in where its name sorts:
+        # after the first `_le_at` labels, as one of these pieces (commas included)
+        self._le_at = sum(1 for n in self.labelnames if n < "le")
+        if self._le_at < len(self.labelnames):
+            piece = 'le="{}",'  # labels follow
+        else:
+            piece = ',le="{}"' if self.labelnames else 'le="{}"'
+        self._le_pieces = tuple(piece.format(floatToGoString(b)) for b in self.bounds)
+        self._peers = peers if peers is not None else []
+        self._peers.append(self)
         self._lock = threading.Lock()
         registry.register(self)
 
@@ -426,37 +477,37 @@ class _Family:
         with self._lock:
             series = self._series.get(values)
             if series is None:
-                pairs = list(zip(self.labelnames, values, strict=True))
-                self._text[values] = _label_text(pairs)
-                if self.kind == "histogram":
-                    self._le_text[values] = [
-                        _label_text([*pairs, ("le", floatToGoString(b))]) for b in self.bounds
-                    ]
                 series = self._series[values] = self._new(values)
         return series
 
     def _new(self, values: tuple[str, ...]) -> _AnySeries:
+        for peer in self._peers:
+            twin = peer._series.get(values)  # a dict read: atomic, no lock of the peer's needed
+            if twin is not None:
+                values, text = twin.labels, twin.text
+                break
+        else:
+            text = ""
+        pairs = sorted(zip(self.labelnames, values, strict=True))
+        text = text or _label_text(pairs)
         if self.kind == "histogram":
-            return _HistogramSeries(values, self.bounds)
-        return _GaugeSeries(values) if self.kind == "gauge" else _Series(values)
+            at = self._le_at
+            # where a bucket's ``le`` piece goes: after the first ``at`` labels (and their comma)
+            if at == len(pairs):
+                split = len(text)
+            else:
+                split = len(_label_text(pairs[:at])) + 1 if at else 0
+            return _HistogramSeries(values, text, split, self.bounds)
+        return _GaugeSeries(values, text) if self.kind == "gauge" else _Series(values, text)
 
     def remove(self, *values: str) -> None:
         """Drop one series; KeyError when there is none."""
         with self._lock:
             del self._series[tuple(values)]
-            self._text.pop(tuple(values), None)
-            self._le_text.pop(tuple(values), None)
 
-    def _snapshot(self) -> list[tuple[str, _AnySeries]]:
+    def _snapshot(self) -> list[_AnySeries]:
         with self._lock:
-            return [(self._text[k], s) for k, s in self._series.items()]
-
-    def _bucket_texts(self, series: _HistogramSeries) -> list[str]:
-        with self._lock:
-            return self._le_text.get(series.labels) or [
-                _label_text([*zip(self.labelnames, series.labels, strict=True), ("le", le)])
-                for le in map(floatToGoString, self.bounds)
-            ]
+            return list(self._series.values())
 
     # --------------------------------------------------------- collector (registry API)
 
@@ -472,7 +523,7 @@ class _Family:
 
     def collect(self) -> list[Metric]:
         created = _use_created()
-        series = [s for _text, s in self._snapshot()]
+        series = self._snapshot()
         if self.kind == "gauge":
             gauge = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
             for s in series:
@@ -508,23 +559,27 @@ class _Family:
         series = self._snapshot()
         if self.kind == "gauge":
             out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
-            for text, s in series:
-                out.append(f"{name}{{{text}}} {_go_float(s.value)}\n")  # type: ignore[union-attr]
+            for s in series:
+                out.append(f"{name}{{{s.text}}} {_go_float(s.value)}\n")  # type: ignore[union-attr]
             return
         if self.kind == "counter":
             out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total counter\n")
-            for text, s in series:
+            for s in series:
+                text = s.text
                 out.append(f"{name}_total{{{text}}} {_go_float(s.value)}\n")  # type: ignore[union-attr]
                 if created:
                     late.append(f"{name}_created{{{text}}} {s.created_text}\n")
         else:
             out.append(f"# HELP {name} {doc}\n# TYPE {name} histogram\n")
-            for text, s in series:
+            pieces = self._le_pieces
+            for s in series:
                 assert isinstance(s, _HistogramSeries)
+                text = s.text
+                head, tail = text[: s.split], text[s.split :]
                 acc = 0.0
-                for le_text, n in zip(self._bucket_texts(s), s.counts, strict=True):
+                for piece, n in zip(pieces, s.counts, strict=True):
                     acc += n
-                    out.append(f"{name}_bucket{{{le_text}}} {_go_float(acc)}\n")
+                    out.append(f"{name}_bucket{{{head}{piece}{tail}}} {_go_float(acc)}\n")
                 out.append(f"{name}_count{{{text}}} {_go_float(acc)}\n")
                 out.append(f"{name}_sum{{{text}}} {_go_float(s.sum)}\n")
                 if created:

@@ -370,16 +370,17 @@ class Connector:
             raise OSError(err, os.strerror(err))
         # on loopback the kernel runs the whole handshake inside connect(): the socket is
         # connected (or refused) already, and one getpeername() settles it without the
-        # epoll entry, timer, future and task switch below (most of a probe's own CPU)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise OSError(err, os.strerror(err))
+        # epoll entry, timer, future and task switch below (most of a probe's own CPU);
+        # only a socket that is not connected is asked why (refused, or still under way)
         try:
             sock.getpeername()
             return
         except OSError as e:
             if e.errno != errno.ENOTCONN:
                 raise
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
         fd = sock.fileno()
         fut: asyncio.Future[None] = self.loop.create_future()
         self._waiting[fd] = (sock, fut)

@@ -7,12 +7,14 @@ prometheus_client's own exposition of the same registry.
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.request
 
 import pytest
 from prometheus_client import generate_latest
 
 from razard.aio import LazyEvent
-from razard.metrics import STATES, Metrics
+from razard.metrics import STATES, Metrics, _Family
 
 
 @pytest.mark.parametrize("make", [asyncio.Event, LazyEvent])
@@ -78,3 +80,54 @@ def test_state_family_writes_what_prometheus_client_writes() -> None:
     )
     lines = [ln for ln in ours.splitlines() if ln.startswith("razar_component_state{")]
     assert len(lines) == 3 * len(STATES)
+
+
+def test_component_families_write_what_prometheus_client_writes() -> None:
+    """Series made without per-bucket label texts (``le`` put in where it sorts) and sharing
+    label texts between families render, and collect, as prometheus_client would."""
+    m = Metrics("0")
+    odd = 'we"ird\\na,me'
+    for name in ("a", odd, "c"):
+        m.set_state(name, "crown", "healthy")
+        m.up.labels(name, "crown").set(1)
+        m.healthy.labels(name, "crown").set(1)
+        m.probe_duration.labels(name, "tcp").observe(0.0004)
+        m.probe_duration.labels(name, "tcp").observe(3.0)
+        m.probes.labels(name, "tcp", "ok").inc()
+        m.probes.labels(name, "tcp", "failed")
+    m.probe_failures.labels(odd, "tcp").inc()
+    m.restarts.labels(odd, "crown").inc(2)
+    # label names on both sides of "le", before it only, after it only
+    for names in (["alpha", "zulu"], ["alpha"], ["zulu", "mike"]):
+        fam = _Family("histogram", "t_" + "_".join(names), "doc", names, m.registry, (0.5, 2))
+        fam.labels(*(f"v{i}," for i in range(len(names)))).observe(1.0)
+    m.forget("c", "crown")
+    ours = m.render().decode()
+    theirs = generate_latest(m.registry).decode()
+    assert _without_process_lines(ours) == _without_process_lines(theirs)
+    assert [ln for ln in ours.splitlines() if "_created" in ln] == [
+        ln for ln in theirs.splitlines() if "_created" in ln
+    ]
+    sample = m.registry.get_sample_value
+    bucket = {"component": odd, "probe": "tcp", "le": "0.001"}
+    assert sample("razar_probe_duration_seconds_bucket", bucket) == 1.0
+    assert sample("razar_probe_duration_seconds_count", {"component": odd, "probe": "tcp"}) == 2
+    assert sample("razar_component_restarts_total", {"component": odd, "layer": "crown"}) == 2
+    assert sample("razar_component_up", {"component": "c", "layer": "crown"}) is None
+    assert sample("t_zulu_mike_bucket", {"zulu": "v0,", "mike": "v1,", "le": "+Inf"}) == 1.0
+
+
+def test_metrics_server_starts_without_a_reverse_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics server binds and serves without asking the resolver for its host name
+    (HTTPServer's getfqdn: a lookup that can stall the start and loads the idna codec)."""
+
+    def no_lookup(name: str = "") -> str:
+        raise AssertionError(f"reverse lookup of {name!r}")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    m = Metrics("0")
+    m.up.labels("a", "crown").set(1)
+    port = m.serve("127.0.0.1", 0)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        body = reply.read().decode()
+    assert 'razar_component_up{component="a",layer="crown"} 1.0' in body
