@@ -260,6 +260,7 @@ class Chakra:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.runner.aclose()  # healers still running: stopped, their units discarded
 
     # ------------------------------------------------------------ beats
 

@@ -172,8 +172,18 @@ class HealerRunner:
         self.last: dict[str, HealRun] = {}
         self.counts: dict[str, dict[str, int]] = {layer: {} for layer in LAYERS}
         self._cleanups: set[asyncio.Task[None]] = set()  # cancelled healers' units to discard
+        self._in_units: set[asyncio.Task[Any]] = set()  # runs waiting on a healer's unit
         #: with a fleet: its budget gate around each healer run (razard.fleet.node)
         self.gate: HealerGate | None = None
+
+    async def aclose(self) -> None:
+        """razard is stopping: cancel every healer still running in its unit (whoever asked
+        for it, the ladder or an operator) and wait until their units are stopped and
+        discarded, before the bus connection closes (else a unit would stay loaded)."""
+        for task in list(self._in_units):
+            task.cancel()
+        while self._in_units or self._cleanups:
+            await asyncio.gather(*self._in_units, *self._cleanups, return_exceptions=True)
 
     def reconfigure(self, chakra: ChakraConfig) -> None:
         """A reloaded ``[chakra]``: the next healer run of each layer uses its new settings
@@ -301,7 +311,13 @@ class HealerRunner:
         )
         env.update(extra or {})  # the fleet's limits on a healer that got no budget slot
         if self.systemd is not None:
-            return await self._execute_in_unit(layer, healer, limit, argv, env)
+            task = asyncio.current_task()
+            assert task is not None
+            self._in_units.add(task)
+            try:
+                return await self._execute_in_unit(layer, healer, limit, argv, env)
+            finally:
+                self._in_units.discard(task)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,

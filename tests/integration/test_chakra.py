@@ -17,7 +17,7 @@ import pytest
 from agents.healing.units import controller_support
 from razard.usermanager import UserManager
 from tests.integration.conftest import Factory
-from tests.integration.harness import Razard, py, script, wait_for
+from tests.integration.harness import BIN, Razard, py, script, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -441,3 +441,48 @@ def test_each_healer_runs_in_its_own_sandboxed_transient_unit(
     unit = report["cgroup_unit"]
     left = r.um.systemctl("list-units", "--all", "--plain", unit, check=False).stdout
     assert unit not in left
+
+
+def test_razard_stopped_during_a_heal_leaves_no_healer_unit(
+    razard: Factory, tmp_path: Path
+) -> None:
+    """SIGTERM while a layer's healer runs: razard stops and discards the healer's
+    transient unit before it exits; nothing of it is left loaded in systemd."""
+    healer = script(
+        tmp_path / "slow.sh",
+        """\
+        #!/bin/sh
+        touch "$RAZAR_STATE_DIR/healer-started"
+        exec sleep 300
+        """,
+    )
+    r = razard(f"""
+        [chakra]
+        runtime_dir = "{tmp_path / "run"}"
+
+        [chakra.heart]
+        healer = ["{healer}"]
+        healer_timeout = 600
+        """)
+    r.start()
+    started = r.state_dir / "healer-started"  # the sandbox lets a healer write only there
+    ctl = subprocess.Popen(
+        [str(BIN / "razarctl"), "--bus", "user", "--address", r.um.bus_address]
+        + ["chakra", "heal", "heart"],
+        env=r.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(started.exists, 30, "the healer to start")
+
+        def heal_units() -> str:
+            out = r.um.systemctl("list-units", "--all", "--plain", "razar-heal-heart-*")
+            return "\n".join(x for x in out.stdout.splitlines() if "razar-heal-heart-" in x)
+
+        assert heal_units()  # running now, in its own unit
+        assert r.stop() == 0
+        assert heal_units() == ""
+    finally:
+        ctl.kill()
+        ctl.wait()
