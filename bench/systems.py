@@ -150,6 +150,8 @@ class Razard(System):
     name = "razard"
     #: the nice value razard runs at (0: as the harness)
     nice = 0
+    #: each component's start_timeout without a probe: its up-time before it counts healthy
+    start_timeout = START_TIMEOUT
 
     def __init__(self, base: Path, ready_socket: Path) -> None:
         super().__init__(base, ready_socket)
@@ -181,7 +183,7 @@ class Razard(System):
                 layer = "crown"
                 priority = {c.wave * 10}
                 command = [{argv}]
-                start_timeout = {PROBED_START_TIMEOUT if probes and c.port else START_TIMEOUT}
+                start_timeout = {PROBED_START_TIMEOUT if probes and c.port else self.start_timeout}
                 [component.restart]
                 attempts = 10000
                 backoff_base = 0.0
@@ -263,6 +265,15 @@ class RazardNice(Razard):
 
     name = "razard-nice"
     nice = -5
+
+
+class RazardNoUptime(Razard):
+    """razard whose components count healthy as soon as they run (start_timeout 1 ms): no
+    up-time, as systemd's ``Type=exec`` ordering and supervisord's ``startsecs=0`` have
+    none. For the boot scenario: what razard's own up-time rule costs there."""
+
+    name = "razard-no-uptime"
+    start_timeout = 0.001
 
 
 class SystemdNative(System):
@@ -398,13 +409,20 @@ class Supervisord(System):
 SYSTEMS: dict[str, type[System]] = {
     "razard": Razard,
     "razard-nice": RazardNice,
+    "razard-no-uptime": RazardNoUptime,
     "systemd": SystemdNative,
     "supervisord": Supervisord,
 }
 
 
 #: Component name prefixes per system: names are unique across the systems of a run.
-PREFIX = {"razard": "ra", "razard-nice": "rn", "systemd": "sy", "supervisord": "su"}
+PREFIX = {
+    "razard": "ra",
+    "razard-nice": "rn",
+    "razard-no-uptime": "ru",
+    "systemd": "sy",
+    "supervisord": "su",
+}
 
 
 def kill_leftovers(pids: set[int]) -> int:
