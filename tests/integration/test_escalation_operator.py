@@ -233,10 +233,18 @@ async def test_recurring_failure_is_raised_once_then_resolved_on_recovery(
     comp = f"esc-{uuid.uuid4().hex[:8]}"
     config = load_config(write_config(tmp_path, comp, console.port))
     console.up()
-    # the component's own output, from its unit: journald's cgroup says whose it is
-    lines = "".join(
-        f"echo 'worker[{4000 + i}]: connect to 10.0.0.{i}:5432 failed: connection refused'\n"
-        for i in range(7)
+    # the component's own output, from its unit: journald's cgroup says whose it is. It
+    # reads the cgroup from /proc of the writer, so the writer stays alive around its
+    # lines, as a real component does: one that exits at once can be gone before a busy
+    # journald gets to its stream, and its lines then carry no cgroup at all (no unit:
+    # not the component's, by design) - the test failed that way under load
+    lines = (
+        "sleep 1\n"
+        + "".join(
+            f"echo 'worker[{4000 + i}]: connect to 10.0.0.{i}:5432 failed: connection refused'\n"
+            for i in range(7)
+        )
+        + "sleep 3\n"
     )
     proc = await asyncio.create_subprocess_exec(
         *["systemd-run", "--user", "--quiet", "--wait", f"--unit=razar-{comp}"],
