@@ -128,9 +128,10 @@ async def test_alertmanager_receives_dedups_and_resolves(
     )
     async with n.client() as client:
 
-        async def until(pred: Any, within: float = 60.0) -> None:
+        async def until(pred: Any, within: float = 120.0) -> None:
             # by a deadline, not a count of passes: a journald shared with parallel test
-            # workers can be slow to hand the entry to the notifier's journalctl
+            # workers can be slow to hand the entry to the notifier's journalctl (and
+            # Alertmanager to take a resolve); 60 s was missed once
             loop = asyncio.get_running_loop()
             deadline = loop.time() + within
             while loop.time() < deadline:
