@@ -42,7 +42,7 @@ from razard.runner import EscalationRung, Failure, Runner
 from razard.state import StateStore
 from razard.states import RUNNING_STATES
 from razard.states import ComponentState as State
-from razard.systemd import Systemd
+from razard.systemd import Systemd, UnitStatus
 from razard.ticker import Ticker
 from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, remove_unit, write_unit
 
@@ -453,10 +453,7 @@ class Supervisor:
         except SystemdError as e:
             got = [e] * len(runners)
         for runner, status in zip(runners, got, strict=True):
-            if isinstance(status, SystemdError):
-                self.event(runner, "unit_unavailable", str(status), priority=Priority.ERR)
-            else:
-                runner.on_unit(status)
+            self._watched(runner, status)
         self._not_running_now(runners)
         self.started = True
 
@@ -496,9 +493,19 @@ class Supervisor:
 
     async def _watch_unit(self, runner: Runner) -> None:
         try:
-            runner.on_unit(await self.systemd.watch(runner.cfg.unit, runner.on_unit))
+            status: UnitStatus | SystemdError = await self.systemd.watch(
+                runner.cfg.unit, runner.on_unit
+            )
         except SystemdError as e:
-            self.event(runner, "unit_unavailable", str(e), priority=Priority.ERR)
+            status = e
+        self._watched(runner, status)
+
+    def _watched(self, runner: Runner, status: UnitStatus | SystemdError) -> None:
+        """A watch has begun: the runner learns the unit's status, or the error is said."""
+        if isinstance(status, SystemdError):
+            self.event(runner, "unit_unavailable", str(status), priority=Priority.ERR)
+        else:
+            runner.on_unit(status)
 
     async def boot(self, on_first_wave: Callable[[], Awaitable[None]] | None = None) -> None:
         """Start components in priority waves; adopt what is already running and healthy."""

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
+    from razard.controlsync import SyncControlClient
+
 COMPONENT_KEYS = (
     "name",
     "unit",
@@ -303,8 +305,12 @@ def start(ctx: click.Context, component: str) -> None:
 @click.pass_context
 def stop(ctx: click.Context, component: str) -> None:
     """Stop COMPONENT and keep razard from healing it (until `start`)."""
-    call(ctx, lambda c: c.call(Op.stop_component, component))
-    status = call(ctx, lambda c: c.call(Op.status))
+
+    def stop_then_status(c: SyncControlClient) -> dict[str, Any]:
+        c.call(Op.stop_component, component)
+        return c.call(Op.status)
+
+    status = call(ctx, stop_then_status)  # one connection for both calls
     state = next(
         (x.get("state") for x in status.get("components", []) if x.get("name") == component), None
     )
