@@ -1,5 +1,5 @@
 """``python -m razard`` is ``razard``."""
 
-from razard.cli import main
+from razard.launch import main
 
 main()

@@ -12,7 +12,6 @@ Exit codes: 0 ok, 1 runtime error, 2 invalid config or arguments.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -26,21 +25,6 @@ from razard.layout import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
     from razard.config import Config
-
-#: razard's own loggers: INFO by default. Every other logger (httpx logs each probe's
-#: request at INFO, dbus-fast, asyncio, watchdog...) stays at WARNING, or it floods the journal.
-OWN_LOGGERS = ("razard", "agents")
-
-
-def setup_logging(debug: bool = False) -> None:
-    """Log to stderr (the journal under systemd): razard's loggers at INFO and everything
-    else at WARNING; with ``debug`` everything at DEBUG."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    for name in OWN_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _fail(message: str, code: int) -> None:
@@ -95,20 +79,14 @@ def cli(
     """Self-healing supervisor for GPU/AI nodes."""
     if ctx.invoked_subcommand is not None:
         return
-    setup_logging(debug)
-    from razard.daemon import run
+    # (`razard` itself runs this without click when its arguments are plain: razard.launch)
+    from razard.daemon import run_main
 
-    try:
-        code = asyncio.run(
-            run(config_path, retries, remote_attempts=remote_attempts, long_task=long_task)
+    sys.exit(
+        run_main(
+            config_path, retries, remote_attempts=remote_attempts, long_task=long_task, debug=debug
         )
-    except ConfigError as e:
-        _fail(f"invalid config, not starting:\n{e}", 2)
-    except RazarError as e:
-        _fail(str(e), 1)
-    except KeyboardInterrupt:
-        code = 0
-    sys.exit(code)
+    )
 
 
 @cli.command("check-config")

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,54 @@ class Notifier:
         if not usec or (pid and pid != str(os.getpid())):
             return None
         return max(int(usec) / 2_000_000, 0.05)
+
+
+#: razard's own loggers: INFO by default. Every other logger (httpx logs each probe's
+#: request at INFO, dbus-fast, asyncio, watchdog...) stays at WARNING, or it floods the journal.
+OWN_LOGGERS = ("razard", "agents")
+
+
+def setup_logging(debug: bool = False) -> None:
+    """Log to stderr (the journal under systemd): razard's loggers at INFO and everything
+    else at WARNING; with ``debug`` everything at DEBUG."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def run_main(
+    config_path: Path,
+    retries: int | None = None,
+    *,
+    remote_attempts: int | None = None,
+    long_task: bool = False,
+    debug: bool = False,
+) -> int:
+    """``razard`` itself: run until SIGTERM and return the exit code (0 ok, 1 runtime
+    error, 2 invalid config), the reason for a failure on stderr."""
+    setup_logging(debug)
+    try:
+        return asyncio.run(
+            run(config_path, retries, remote_attempts=remote_attempts, long_task=long_task)
+        )
+    except ConfigError as e:
+        return _failed(f"invalid config, not starting:\n{e}", 2)
+    except RazarError as e:
+        return _failed(str(e), 1)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _failed(message: str, code: int) -> int:
+    """Say why razard stops, as its other failures are said (red on a terminal)."""
+    line = f"razard: {message}"
+    if sys.stderr.isatty():
+        line = f"\x1b[31m{line}\x1b[0m"
+    print(line, file=sys.stderr, flush=True)
+    return code
 
 
 def load(path: Path, retries: int | None) -> Config:

@@ -106,7 +106,7 @@ include-system-site-packages = false
 version = 3.11
 executable = /usr/bin/python3.11
 EOF
-for cmd in razard:razard.cli razarctl:razard.ctl; do
+for cmd in razard:razard.launch razarctl:razard.ctl; do
     cat >"$venv/bin/${cmd%%:*}" <<EOF
 #!/opt/razar/bin/python
 import sys

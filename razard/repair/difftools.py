@@ -19,7 +19,6 @@ would cost more than `DIFF_WORK`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -451,6 +450,10 @@ def _opcodes(a: list[str], b: list[str]) -> list[Opcode]:
     ops: list[Opcode] = [("equal", 0, head, 0, head)] if head else []
     if am or bm:
         if _work(am, bm) <= DIFF_WORK:
+            # here, not at the top: razard's memory holds only what it has used (a repair
+            # may never come), and difflib with its imports is ~0.2 MiB
+            import difflib
+
             middle: list[Opcode] = list(difflib.SequenceMatcher(None, am, bm).get_opcodes())
         else:
             tag = "replace" if am and bm else ("delete" if am else "insert")

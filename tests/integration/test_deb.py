@@ -124,7 +124,7 @@ def test_bundle_loads_in_debians_python(built: Built) -> None:
         pytest.skip("no /usr/bin/python3.11 here (not Debian 12)")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import razard.cli, razard.ctl, dbus_fast.message_bus, psutil;"
+        "import razard.launch, razard.cli, razard.ctl, dbus_fast.message_bus, psutil;"
         "assert dbus_fast.message_bus.__file__.endswith('.so'), dbus_fast.message_bus.__file__;"
         "print(razard.__version__, razard.__file__, dbus_fast.message_bus.__file__)"
     )
