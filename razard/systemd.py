@@ -38,6 +38,14 @@ UNIT_IFACE: Final = "org.freedesktop.systemd1.Unit"
 SERVICE_IFACE: Final = "org.freedesktop.systemd1.Service"
 PROPS_IFACE: Final = "org.freedesktop.DBus.Properties"
 DBUS: Final = "org.freedesktop.DBus"
+#: The one match rule for every unit's property changes (units live under this path):
+#: razard follows hundreds of units, and a rule per unit costs a round trip each and
+#: meets the system bus's default of 512 rules per connection (dbus-daemon's
+#: ``max_match_rules_per_connection``).
+UNITS_RULE: Final = (
+    f"type='signal',sender='{SYSTEMD}',interface='{PROPS_IFACE}',member='PropertiesChanged',"
+    f"path_namespace='{MANAGER_PATH}/unit'"
+)
 
 DEFAULT_CALL_TIMEOUT: Final = 30.0
 #: D-Bus calls in flight at once. dbus-fast (5.2) writes each message straight into the
@@ -258,8 +266,9 @@ class Systemd:
             f"type='signal',sender='{DBUS}',interface='{DBUS}',member='NameOwnerChanged',"
             f"arg0='{SYSTEMD}'"
         )
-        # pipelined (at most MAX_CALLS_IN_FLIGHT out at once), not one round trip after another
-        await _together(self._add_match(self._props_rule(path)) for path in list(self._paths))
+        # before any unit is read, so no change after a read can be missed; `_on_message`
+        # keeps the watched units' signals and drops the others'
+        await self._add_match(UNITS_RULE)
         await self._refresh_owner()
         await self._subscribe()
 
@@ -361,19 +370,8 @@ class Systemd:
             if "AlreadySubscribed" not in str(e):  # kept across a plain reload: fine
                 raise
 
-    @staticmethod
-    def _props_rule(path: str) -> str:
-        return (
-            f"type='signal',sender='{SYSTEMD}',path='{path}',"
-            f"interface='{PROPS_IFACE}',member='PropertiesChanged'"
-        )
-
     async def _add_match(self, rule: str) -> None:
         await self._call("/org/freedesktop/DBus", DBUS, "AddMatch", "s", [rule], dest=DBUS)
-
-    async def _remove_match(self, rule: str) -> None:
-        with contextlib.suppress(SystemdError):
-            await self._call("/org/freedesktop/DBus", DBUS, "RemoveMatch", "s", [rule], dest=DBUS)
 
     # ----------------------------------------------------------- raw calls
 
@@ -486,16 +484,15 @@ class Systemd:
         """Current status of ``unit`` read from systemd (and cached for the watchers)."""
         return await self._read(unit, unit_path(unit))
 
-    async def _read(self, unit: str, path: str, first: Awaitable[Any] | None = None) -> UnitStatus:
+    async def _read(self, unit: str, path: str) -> UnitStatus:
         """The unit's status at ``path``: both property sets asked for at once (one round
-        trip, not two), after ``first`` (a call that must reach the bus before them)."""
-        calls: list[Awaitable[Any]] = [first] if first is not None else []
-        calls.append(self._call(path, PROPS_IFACE, "GetAll", "s", [UNIT_IFACE], unit=unit))
+        trip, not two)."""
+        calls = [self._call(path, PROPS_IFACE, "GetAll", "s", [UNIT_IFACE], unit=unit)]
         if unit.endswith(".service"):
             calls.append(self._call(path, PROPS_IFACE, "GetAll", "s", [SERVICE_IFACE], unit=unit))
         replies = await _together(calls)
         st = UnitStatus(unit)
-        for (props,) in replies[1 if first is not None else 0 :]:
+        for (props,) in replies:
             st = _apply(st, props)
         if st.load_state == "not-found":
             raise UnitNotFound("no such unit (LoadState=not-found)", unit)
@@ -509,14 +506,11 @@ class Systemd:
     async def watch(self, unit: str, callback: UnitCallback) -> UnitStatus:
         """Call ``callback`` with the unit's status on every change; returns the current status."""
         path = unit_path(unit)
-        match = None
-        if path not in self._paths:
-            self._paths[path] = unit
-            # sent before the reads on the same connection: the bus daemon adds the match
-            # before it routes them, so no change after the read can be missed
-            match = self._add_match(self._props_rule(path))
+        # every unit's changes already come (`UNITS_RULE`, added at connect, before any
+        # read): none after the read can be missed
+        self._paths.setdefault(path, unit)
         self._watch.setdefault(unit, []).append(callback)
-        return await self._read(unit, path, match)
+        return await self._read(unit, path)
 
     async def watch_all(
         self, watches: Sequence[tuple[str, UnitCallback]]
@@ -529,15 +523,10 @@ class Systemd:
         with the signals of its next start. At boot, when hundreds of units are all
         stopped, that is one round trip instead of two property dumps per unit."""
         units = [unit for unit, _ in watches]
-        matches: list[Awaitable[Any]] = []
         for unit, callback in watches:
-            path = unit_path(unit)
-            if path not in self._paths:
-                self._paths[path] = unit
-                matches.append(self._add_match(self._props_rule(path)))
+            self._paths.setdefault(unit_path(unit), unit)
             self._watch.setdefault(unit, []).append(callback)
-        listing = self._call(MANAGER_PATH, MANAGER, "ListUnitsByNames", "as", [units])
-        *_, (rows,) = await _together([*matches, listing])
+        (rows,) = await self._call(MANAGER_PATH, MANAGER, "ListUnitsByNames", "as", [units])
         found: dict[str, UnitStatus] = {}
         for row in rows:
             name, _desc, load_state, active_state, sub_state, _following, _path, job = row[:8]
@@ -580,8 +569,6 @@ class Systemd:
             for path, name in list(self._paths.items()):
                 if name == unit:
                     del self._paths[path]
-                    if self.connected:
-                        await self._remove_match(self._props_rule(path))
 
     async def _job(self, member: str, unit: str, wait: bool, deadline: float) -> str:
         (job,) = await self._call(MANAGER_PATH, MANAGER, member, "ss", [unit, "replace"], unit=unit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 
@@ -18,6 +19,47 @@ from tests.integration.harness import Razard, sleepers, wait_for
 pytestmark = pytest.mark.integration
 
 N = 12
+#: razard's own match rules (JobRemoved, Reloading, NameOwnerChanged, every unit's
+#: PropertiesChanged): a fixed few, whatever the number of units (issue 18; the system
+#: bus allows 512 per connection by default)
+MAX_RULES = 6
+
+
+def match_rules(r: Razard) -> int:
+    """How many match rules razard's bus connection holds, from the bus daemon's stats."""
+    assert r.proc is not None
+    env = r.um.env()
+    names = subprocess.run(
+        ["busctl", "--user", "--json=short", "list", "--unique"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    mine = [n["name"] for n in json.loads(names.stdout) if n.get("pid") == r.proc.pid]
+    assert len(mine) == 1, f"razard's connection: {mine}"
+    stats = subprocess.run(
+        [
+            "busctl",
+            "--user",
+            "--json=short",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.Debug.Stats",
+            "GetConnectionStats",
+            "s",
+            mine[0],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    (table,) = json.loads(stats.stdout)["data"]
+    return int(table["MatchRules"]["data"])
 
 
 @pytest.fixture
@@ -39,6 +81,7 @@ def test_no_component_is_lost_when_the_bus_drops_and_systemd_reexecs_mid_storm(
     r.start()
     for n in names:
         r.wait_state(n, "healthy")
+    assert match_rules(r) <= MAX_RULES < N  # not one rule per unit
     units = [f"razar-{n}.service" for n in names]
     before = {u: r.main_pid(u) for u in units}
 
@@ -72,6 +115,7 @@ def test_no_component_is_lost_when_the_bus_drops_and_systemd_reexecs_mid_storm(
     )
     status = json.loads(r.ctl("status", "--json").stdout)
     assert sorted(c["name"] for c in status["components"]) == sorted(names)
+    assert match_rules(r) <= MAX_RULES  # re-added once after the reconnect, not per unit
     print(f"storm: {N} components, 3 kill waves, {len(resyncs)} resyncs, none lost")
 
 
