@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from razard.aio import LazyEvent
@@ -135,6 +136,7 @@ class RunnerHost(Protocol):
         error: str | None = None,
         note: str | None = None,
         priority: int = Priority.NOTICE,
+        later: list[Callable[[], None]] | None = None,
     ) -> None: ...
 
     def event(
@@ -148,7 +150,7 @@ class RunnerHost(Protocol):
 
     def save_later(self) -> None: ...
 
-    def save_now(self) -> None: ...
+    def save_now(self, *, durable: bool = False) -> None: ...
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
@@ -182,6 +184,9 @@ class Runner:
         self.cycle_started: float | None = None
         #: the config the probe's metric series were looked up for, and those series
         self._probe_series: tuple[ComponentConfig, Any, Any, Any, Any] | None = None
+        #: what a restart without backoff says once its StartUnit is on the wire
+        #: (`_announce`): the failure and the restart decided, recorded and saved before
+        self._unsaid: list[Callable[[], None]] = []
 
     @property
     def rec(self) -> ComponentRecord:
@@ -293,10 +298,12 @@ class Runner:
             )
         while True:
             if self.sup.quarantine.is_quarantined(name):
+                self._announce()
                 self.sup.set_state(self, State.QUARANTINED)
                 self.settled.set()
                 return  # a release replaces this runner
             if self.rec.operator_stopped:
+                self._announce()
                 self.sup.set_state(self, State.STOPPED)
                 self.settled.set()
                 return
@@ -314,9 +321,23 @@ class Runner:
 
     # ------------------------------------------------------------ bring up
 
+    def _announce(self) -> None:
+        """Say what a restart without backoff deferred (`_unsaid`), in its order."""
+        unsaid, self._unsaid = self._unsaid, []
+        for say in unsaid:
+            say()
+
     async def _bring_up(self, *, adopt: bool, force_restart: bool) -> Failure | None:
+        try:
+            return await self._bring_up_unit(adopt=adopt, force_restart=force_restart)
+        finally:
+            self._announce()  # whatever happened, nothing deferred is left unsaid
+
+    async def _bring_up_unit(self, *, adopt: bool, force_restart: bool) -> Failure | None:
         sd, cfg = self.sup.systemd, self.cfg
         while True:
+            if not sd.connected:
+                self._announce()  # not held up by a bus outage
             await sd.wait_connected()  # a bus outage is razard's problem, not the component's
             # a watched unit's status is read when the watch begins and kept current by its
             # signals since: bringing it up needs no round trips to read it again
@@ -324,6 +345,7 @@ class Runner:
             if cached is not None and cached.load_state == "loaded":
                 status = cached
                 break
+            self._announce()
             try:
                 status = await sd.status(cfg.unit)
                 break
@@ -365,9 +387,11 @@ class Runner:
             calls.append(started)
             try:
                 # the calls' first step puts them on the wire: let them (and those of the
-                # rest of a boot wave) go before "starting" is written down; it only says
-                # so, what the ladder must not lose (a restart counted) was saved before
+                # rest of a boot wave) go before "starting" is written down, and before
+                # the failure and the restart a restart without backoff deferred: they only
+                # say so, what the ladder must not lose (a restart counted) was saved before
                 await asyncio.sleep(0)
+                self._announce()
                 self.sup.set_state(self, State.STARTING)
                 await asyncio.gather(*calls)
             finally:
@@ -377,7 +401,7 @@ class Runner:
             job = started.result()
         except SystemdError as e:
             if not sd.connected:
-                return await self._bring_up(adopt=False, force_restart=force_restart)
+                return await self._bring_up_unit(adopt=False, force_restart=force_restart)
             return Failure(cfg.name, "start", str(e))
         self._died.clear()
         self._expect_running = True
@@ -645,7 +669,8 @@ class Runner:
                     "time": iso(time.time()),
                 }
             )
-            sup.event(
+            failed = partial(
+                sup.event,
                 self,
                 "component_failed",
                 f"{failure.error}; next: {decision.reason}",
@@ -656,20 +681,29 @@ class Runner:
                 unit_result=failure.unit_result or None,
                 exit_status=failure.exit_status,
             )
+            # no backoff: nothing between the decision and the StartUnit but the save of
+            # the restart counted. No yield: a turn of the loop is a turn of everything else
+            # that is ready (the dying unit's own signals, status updates); the save that
+            # set_state queued for the end of this turn runs ahead of the call tasks
+            # _bring_up creates after it (FIFO). The failure and the restart are written
+            # down (razar.log, journald) right after the call is on the wire (`_announce`).
+            at_once = decision.rung is Rung.RESTART and decision.delay <= 0
+            if at_once:
+                self._unsaid.append(failed)
+            else:
+                failed()
             if decision.rung is Rung.RESTART:
                 rec.restarts += 1
                 rec.restarts_total += 1
                 rec.last_restart = now
                 sup.set_state(
-                    self, State.RESTARTING, note=f"{decision.reason} in {decision.delay:.2f}s"
+                    self,
+                    State.RESTARTING,
+                    note=f"{decision.reason} in {decision.delay:.2f}s",
+                    later=self._unsaid if at_once else None,
                 )
                 sup.metrics.restarts.labels(cfg.name, cfg.layer).inc()
-                if decision.delay > 0:
-                    # no backoff, no yield: a turn of the loop here is a turn of everything
-                    # else that is ready (the dying unit's own signals, status updates)
-                    # before the StartUnit goes out. The restart counted is still written
-                    # before that call: the save set_state queued for the end of this turn
-                    # runs ahead of the call tasks _bring_up creates after it (FIFO)
+                if not at_once:
                     await asyncio.sleep(decision.delay)
                 return "restart"
             if decision.rung is Rung.QUARANTINE:

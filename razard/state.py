@@ -106,7 +106,9 @@ class StateStore:
     def forget(self, name: str) -> None:
         self.components.pop(name, None)
 
-    def save(self) -> None:
+    def save(self, *, sync_dir: bool = True) -> None:
+        """Write the state file (`write_atomic`; ``sync_dir=False``: its directory's fsync
+        is the caller's, `storage.sync_directory`)."""
         write_json_atomic(
             self.path,
             {
@@ -118,4 +120,5 @@ class StateStore:
                 "components": {k: dict(vars(v)) for k, v in sorted(self.components.items())},
             },
             compact=True,  # `python3 -m json.tool razar_state.json` for a person
+            sync_dir=sync_dir,
         )

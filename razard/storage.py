@@ -235,12 +235,12 @@ def is_locked(path: Path) -> bool:
 
 
 def write_json_atomic(
-    path: Path, obj: object, *, compact: bool = False, mode: int = FILE_MODE
+    path: Path, obj: object, *, compact: bool = False, mode: int = FILE_MODE, sync_dir: bool = True
 ) -> None:
     """Replace ``path`` with ``obj`` as JSON so that no reader or crash sees a partial file.
 
     Parent directories are created (0750, the parent's group), and the file takes
-    its directory's group; the write itself is `write_atomic`'s. ``TypeError``/
+    its directory's group; the write itself is `write_atomic`'s (``sync_dir`` too). ``TypeError``/
     ``ValueError`` from an unserialisable ``obj`` propagate before anything on disk
     is touched.
 
@@ -259,7 +259,7 @@ def write_json_atomic(
     data = (text + "\n").encode("utf-8", "backslashreplace")
     try:
         make_dirs(path.parent)
-        write_atomic(path, data, mode=mode, inherit_group=True)
+        write_atomic(path, data, mode=mode, inherit_group=True, sync_dir=sync_dir)
     except OSError as exc:
         raise StateError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
@@ -277,6 +277,7 @@ def write_atomic(
     dir_fd: int | None = None,
     owner: tuple[int, int] | None = None,
     inherit_group: bool = False,
+    sync_dir: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` so that no reader or crash sees a partial file.
 
@@ -291,6 +292,11 @@ def write_atomic(
     The directory must exist. ``owner`` (uid, gid) is applied when it differs from
     our own and we may (not root: the file stays ours); ``inherit_group`` gives the
     file its directory's group instead. Nothing is left behind on failure.
+
+    ``sync_dir=False`` leaves the directory's fsync to the caller (`sync_directory`), who
+    has something to do first: the file is whole and visible to every reader and to a
+    restarted process when this returns; only a power cut before that fsync may bring
+    back the previous file (never a partial one: its data was fsynced before the rename).
 
     Raises:
         OSError: the file or its directory could not be written.
@@ -331,10 +337,24 @@ def write_atomic(
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-        os.fsync(dfd)
+        if sync_dir:
+            os.fsync(dfd)
     finally:
         if dir_fd is None:
             os.close(dfd)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync ``directory``: the renames made in it survive a power cut (see `write_atomic`).
+
+    Raises:
+        OSError: it could not be opened or synced.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path) -> Any | None:

@@ -27,9 +27,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+from razard import storage
 from razard.config import ComponentConfig, Config
 from razard.errors import StateError, SystemdError
 from razard.journal import EventLog, Priority
@@ -83,6 +85,7 @@ class Components:
         self._save_failed = False
         self._save_handle: asyncio.Handle | None = None  # a queued write of the state
         self._save_due = -1.0  # when it is due (loop time); 0: this turn; -1: none queued
+        self._dir_sync_queued = False  # the last save's directory fsync is queued
 
     def changed(self) -> None:
         """A status or the set of runners changed: the summary is counted again."""
@@ -138,28 +141,58 @@ class Components:
         self._save_due = due
         self._save_handle = loop.call_later(SOON_SAVE, self.save_now)
 
-    def save_now(self) -> None:
-        """Persist state now; a full disk is reported once and does not stop supervision."""
+    def save_now(self, *, durable: bool = False) -> None:
+        """Persist state now; a full disk is reported once and does not stop supervision.
+
+        The file is whole and visible (to a restarted razard, to a component reading it)
+        when this returns. Within the event loop the directory's fsync, which makes the
+        rename survive a power cut, follows in the next turn: the calls queued in this
+        turn (a restart's StartUnit, right after the save that counted it) go out first.
+        A power cut in between brings back the previous file, whole. ``durable``: the
+        directory too, before this returns (razard stopping)."""
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_handle = None
         self._save_due = -1.0
+        loop: asyncio.AbstractEventLoop | None = None
+        if not durable:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
         try:
-            self.state.save()
+            self.state.save(sync_dir=loop is None)
         except StateError as e:
+            self._saved(e)
+            return
+        if loop is None:
+            self._saved(None)
+        elif not self._dir_sync_queued:
+            self._dir_sync_queued = True
+            loop.call_soon(self._sync_dir)
+
+    def _sync_dir(self) -> None:
+        self._dir_sync_queued = False
+        try:
+            storage.sync_directory(self.state.path.parent)
+        except OSError as e:
+            self._saved(StateError(f"{self.state.path.parent}: cannot sync: {e.strerror or e}"))
+        else:
+            self._saved(None)
+
+    def _saved(self, error: StateError | None) -> None:
+        """Say once that saving fails (``error``), and once that it works again."""
+        if error is not None:
             if not self._save_failed:
                 self._save_failed = True
                 self.events.emit(
                     "state_save_failed",
-                    f"{e}; supervising on without saving",
+                    f"{error}; supervising on without saving",
                     priority=Priority.CRIT,
                 )
-        else:
-            if self._save_failed:
-                self._save_failed = False
-                self.events.emit(
-                    "state_save_recovered", "state is being saved again", priority=Priority.NOTICE
-                )
+        elif self._save_failed:
+            self._save_failed = False
+            self.events.emit(
+                "state_save_recovered", "state is being saved again", priority=Priority.NOTICE
+            )
 
     # ------------------------------------------------------------ the layer agents' view
 
@@ -345,8 +378,8 @@ class Supervisor:
     def save_later(self) -> None:
         self.components.save_later()
 
-    def save_now(self) -> None:
-        self.components.save_now()
+    def save_now(self, *, durable: bool = False) -> None:
+        self.components.save_now(durable=durable)
 
     def summary(self) -> str:
         return self.components.summary()
@@ -385,7 +418,11 @@ class Supervisor:
         error: str | None = None,
         note: str | None = None,
         priority: int = Priority.NOTICE,
+        later: list[Callable[[], None]] | None = None,
     ) -> None:
+        """Record ``runner``'s new state (saved at the end of this turn, or soon for
+        `LAZY_STATES`) and say so: its event now, or appended to ``later`` for the caller
+        to emit (a restart's, once its StartUnit is on the wire)."""
         rec = runner.rec
         if error is not None:
             rec.last_error = error
@@ -400,7 +437,8 @@ class Supervisor:
         else:
             self.save()
         if changed:
-            self.event(
+            say = partial(
+                self.event,
                 runner,
                 f"state_{state}",
                 note or error or state,
@@ -408,6 +446,10 @@ class Supervisor:
                 state=state,
                 restarts=rec.restarts,
             )
+            if later is None:
+                say()
+            else:
+                later.append(say)
         if self._on_change and not self._change_queued:
             # once per turn of the loop: the summary it reports counts every component
             try:
@@ -579,7 +621,7 @@ class Supervisor:
         for runner in list(self.runners.values()):
             await runner.cancel()
         await self.prober.aclose()
-        self.save_now()
+        self.save_now(durable=True)
 
     # ------------------------------------------------------------ quarantine
 

@@ -92,7 +92,7 @@ def test_recovery_has_a_timeline_for_razard_and_systemd(results: Path) -> None:
         steps = tl[system]["medians"]["steps"]
         assert _number(steps["kill->ready"]["median"]), (system, steps)
         assert len(tl[system]["trials"]) >= 1
-    assert _number(tl["razard"]["medians"]["steps"]["decided->start_sent"]["median"])
+    assert _number(tl["razard"]["medians"]["steps"]["exited->start_sent"]["median"])
     assert "Where recovery's time goes" in (results / "results.md").read_text()
 
 
