@@ -477,7 +477,9 @@ class _Family:
         with self._lock:
             series = self._series.get(values)
             if series is None:
-                series = self._series[values] = self._new(values)
+                series = self._new(values)
+                # keyed by the series' own label values: a peer's, where one has them
+                self._series[series.labels] = series
         return series
 
     def _new(self, values: tuple[str, ...]) -> _AnySeries:
