@@ -54,6 +54,33 @@ async def test_cancelled_waiter_leaves_the_others_waiting(make: type[asyncio.Eve
     assert "set" in repr(ev)
 
 
+@pytest.mark.parametrize("make", [asyncio.Event, LazyEvent])
+async def test_waiters_come_and_go_one_and_several_at_a_time(make: type[asyncio.Event]) -> None:
+    ev = make()
+    alone = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0)
+    alone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await alone
+    first, second = asyncio.create_task(ev.wait()), asyncio.create_task(ev.wait())
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    third = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0)
+    assert not second.done() and not third.done()
+    ev.set()
+    assert list(await asyncio.gather(second, third)) == [True, True]
+    ev.clear()
+    again = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0.01)
+    assert not again.done()
+    ev.set()
+    assert await asyncio.wait_for(again, 5) is True
+    assert "waiters:0" in repr(ev) or make is asyncio.Event
+
+
 def _without_process_lines(text: str) -> list[str]:
     # process_*/python_* and *_created lines change between two renders
     skip: tuple[str, ...] = ("process_", "python_", "# HELP process_", "# TYPE process_")
