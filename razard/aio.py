@@ -7,7 +7,7 @@ from typing import Literal
 
 
 class LazyEvent(asyncio.Event):
-    """An `asyncio.Event` that makes its list of waiters only while something waits.
+    """An `asyncio.Event` that keeps no list of waiters unless several wait at once.
 
     asyncio's keeps a deque (over 500 bytes) in every event from the start; razard
     holds three events per component that are idle almost always, 1,500 at 500
@@ -17,11 +17,19 @@ class LazyEvent(asyncio.Event):
 
     def __init__(self) -> None:  # not asyncio.Event's: its deque is what this saves
         self._value = False
-        self._waiting: list[asyncio.Future[bool]] | None = None
+        # the one future waiting (nearly always: a runner waits on its own events), a list
+        # of them when several wait, None when none does
+        self._waiting: asyncio.Future[bool] | list[asyncio.Future[bool]] | None = None
 
     def __repr__(self) -> str:
         state = "set" if self._value else "unset"
-        return f"<{type(self).__name__} [{state}, waiters:{len(self._waiting or ())}]>"
+        return f"<{type(self).__name__} [{state}, waiters:{len(self._futures())}]>"
+
+    def _futures(self) -> list[asyncio.Future[bool]]:
+        waiting = self._waiting
+        if waiting is None:
+            return []
+        return list(waiting) if isinstance(waiting, list) else [waiting]
 
     def is_set(self) -> bool:
         return self._value
@@ -29,7 +37,7 @@ class LazyEvent(asyncio.Event):
     def set(self) -> None:
         if not self._value:
             self._value = True
-            for fut in self._waiting or ():
+            for fut in self._futures():
                 if not fut.done():
                     fut.set_result(True)
 
@@ -40,14 +48,24 @@ class LazyEvent(asyncio.Event):
         if self._value:
             return True
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if self._waiting is None:
-            self._waiting = []
         waiting = self._waiting
-        waiting.append(fut)
+        if waiting is None:
+            self._waiting = fut
+        elif isinstance(waiting, list):
+            waiting.append(fut)
+        else:
+            self._waiting = [waiting, fut]
         try:
             await fut
             return True
         finally:
+            self._forget(fut)
+
+    def _forget(self, fut: asyncio.Future[bool]) -> None:
+        waiting = self._waiting
+        if waiting is fut:
+            self._waiting = None
+        elif isinstance(waiting, list):
             waiting.remove(fut)
-            if not waiting and self._waiting is waiting:
+            if not waiting:
                 self._waiting = None

@@ -53,7 +53,7 @@ UNIT_RE: Final = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|mount
 USER_RE: Final = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeConfig:
     """How to tell whether a running component is healthy."""
 
@@ -68,7 +68,7 @@ class ProbeConfig:
     port: int = 0  # tcp
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RestartPolicy:
     """Restart budget and exponential backoff; resets after a healthy window."""
 
@@ -79,7 +79,13 @@ class RestartPolicy:
     jitter: float = DEFAULT_JITTER
 
 
-@dataclass(frozen=True)
+#: The restart policy of a component without a ``[component.restart]`` table (immutable:
+#: every such component shares it).
+DEFAULT_RESTART: Final = RestartPolicy()
+
+
+# slots: razard holds one of each per component (hundreds); no per-instance __dict__
+@dataclass(frozen=True, slots=True)
 class ComponentConfig:
     """One supervised component: an existing unit, or a command razard wraps in a unit."""
 
@@ -92,7 +98,7 @@ class ComponentConfig:
     working_directory: str = ""
     user: str = ""
     probe: ProbeConfig | None = None
-    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    restart: RestartPolicy = DEFAULT_RESTART
     artifacts: tuple[str, ...] = ()  # relative to artifact_root: what a repair may change
     artifact_root: str = ""  # absolute; defaults to working_directory
     start_timeout: float = DEFAULT_START_TIMEOUT
@@ -136,10 +142,15 @@ class Config:
 
     def with_retries(self, attempts: int) -> Config:
         """The same config with every component's restart budget set to ``attempts``."""
-        comps = tuple(
-            replace(c, restart=replace(c.restart, attempts=attempts)) for c in self.components
-        )
-        return replace(self, components=comps)
+        # components that shared a policy (`Reader.shared`) share its replacement
+        policies: dict[int, RestartPolicy] = {}
+        comps = []
+        for c in self.components:
+            new = policies.get(id(c.restart))
+            if new is None:
+                new = policies[id(c.restart)] = replace(c.restart, attempts=attempts)
+            comps.append(replace(c, restart=new))
+        return replace(self, components=tuple(comps))
 
 
 def _default_chakra() -> ChakraConfig:
@@ -272,23 +283,25 @@ def _parse_probe(r: Reader, raw: Any, prefix: str) -> ProbeConfig | None:
     else:
         host = r.string(t, prefix, "host", "127.0.0.1") or "127.0.0.1"
         port = r.integer(t, prefix, "port", None, 1, 65535) or 0
-    return ProbeConfig(
-        kind=kind,  # type: ignore[arg-type]
-        interval=interval,
-        timeout=timeout,
-        failure_threshold=threshold or DEFAULT_PROBE_THRESHOLD,
-        command=command,
-        url=url,
-        expect_status=expect_status,
-        host=host,
-        port=port,
+    return r.shared(
+        ProbeConfig(
+            kind=kind,  # type: ignore[arg-type]
+            interval=interval,
+            timeout=timeout,
+            failure_threshold=threshold or DEFAULT_PROBE_THRESHOLD,
+            command=command,
+            url=url,
+            expect_status=expect_status,
+            host=host,
+            port=port,
+        )
     )
 
 
 def _parse_restart(r: Reader, raw: Any, prefix: str) -> RestartPolicy:
     t = r.table(raw, prefix)
     if t is None:
-        return RestartPolicy()
+        return DEFAULT_RESTART
     r.unknown(t, prefix, _RESTART_KEYS)
     attempts = r.integer(t, prefix, "attempts", DEFAULT_RESTART_ATTEMPTS, 0, 10000)
     base = r.number(t, prefix, "backoff_base", DEFAULT_BACKOFF_BASE, 0.0, 3600.0)
@@ -299,12 +312,14 @@ def _parse_restart(r: Reader, raw: Any, prefix: str) -> RestartPolicy:
         )
     window = r.number(t, prefix, "healthy_window", DEFAULT_HEALTHY_WINDOW, 0.0, 7 * 86400.0)
     jitter = r.number(t, prefix, "jitter", DEFAULT_JITTER, 0.0, 1.0)
-    return RestartPolicy(
-        attempts=attempts if attempts is not None else DEFAULT_RESTART_ATTEMPTS,
-        backoff_base=base,
-        backoff_cap=max(cap, base),
-        healthy_window=window,
-        jitter=jitter,
+    return r.shared(
+        RestartPolicy(
+            attempts=attempts if attempts is not None else DEFAULT_RESTART_ATTEMPTS,
+            backoff_base=base,
+            backoff_cap=max(cap, base),
+            healthy_window=window,
+            jitter=jitter,
+        )
     )
 
 
@@ -368,7 +383,7 @@ def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
             elif has_control(v):
                 r.problem(key, "value cannot contain control characters (newline, CR, NUL...)")
             else:
-                environment.append((k, v))
+                environment.append((r.shared(k), r.shared(v)))
     working_directory = r.string(t, prefix, "working_directory", "") or ""
     if working_directory and (
         not working_directory.startswith("/")
@@ -387,7 +402,7 @@ def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
     restart = (
         _parse_restart(r, t["restart"], join_key(prefix, "restart"))
         if "restart" in t
-        else RestartPolicy()
+        else DEFAULT_RESTART
     )
 
     artifacts: list[str] = []
@@ -406,7 +421,7 @@ def _parse_component(r: Reader, raw: Any, index: int) -> ComponentConfig | None:
                         "(not empty, not absolute, no '..')",
                     )
                 else:
-                    artifacts.append(a)
+                    artifacts.append(r.shared(a))
     artifact_root = r.string(t, prefix, "artifact_root", "") or ""
     if artifact_root and (not artifact_root.startswith("/") or has_control(artifact_root)):
         r.problem(join_key(prefix, "artifact_root"), "must be an absolute path")

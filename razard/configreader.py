@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from razard.errors import ConfigProblem
 
@@ -27,6 +27,8 @@ METRICS_PORT_ENV: Final = "RAZAR_METRICS_PORT"
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+T = TypeVar("T")
+
 
 class Reader:
     """Collects problems while reading typed values out of parsed TOML or JSON objects."""
@@ -34,6 +36,23 @@ class Reader:
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[ConfigProblem] = []
+        #: one object per distinct value read (see `shared`), for as long as the reading lasts
+        self._shared: dict[Hashable, Any] = {}
+
+    def shared(self, value: T) -> T:
+        """The first value read that equals ``value`` (and is of its type), else ``value``.
+
+        The parsed file has a copy of each string or number per place it appears; the
+        config keeps many (a layer name, a probe's host and timeouts, a program path per
+        component), so equal values are kept as one object. Floats equal only with the
+        same sign (-0.0 stays -0.0); other objects (frozen dataclasses) by their repr."""
+        if isinstance(value, str | int):
+            key: Hashable = (type(value), value)
+        elif isinstance(value, float):
+            key = (float, value, math.copysign(1.0, value))
+        else:
+            key = (type(value), repr(value))
+        return self._shared.setdefault(key, value)  # type: ignore[no-any-return]
 
     def problem(self, key: str, reason: str) -> None:
         self.problems.append(ConfigProblem(self.file, key, reason))
@@ -61,7 +80,7 @@ class Reader:
         if not isinstance(value, str):
             self.problem(join_key(prefix, key), f"expected a string, got {typename(value)}")
             return default
-        return value
+        return self.shared(value)
 
     def integer(
         self,
@@ -83,7 +102,7 @@ class Reader:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             self.problem(join_key(prefix, key), f"must be between {lo} and {hi}, got {value}")
             return default
-        return value
+        return self.shared(value)
 
     def number(
         self,
@@ -112,7 +131,7 @@ class Reader:
             op = ">" if lo_open else ">="
             self.problem(join_key(prefix, key), f"must be {op} {lo:g} and <= {hi:g}, got {value}")
             return default
-        return f
+        return self.shared(f)
 
     def argv(self, table: Mapping[str, Any], prefix: str, key: str) -> tuple[str, ...] | None:
         value = table[key]
@@ -134,7 +153,7 @@ class Reader:
         if not value[0]:
             self.problem(join_key(prefix, key), "the program (first element) is empty")
             return None
-        return tuple(value)
+        return tuple(map(self.shared, value))
 
 
 def has_control(text: str) -> bool:

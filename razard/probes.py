@@ -46,7 +46,7 @@ PROBE_ENV: Final[Mapping[str, str]] = {
 _REAP_GRACE: Final = 5.0  # seconds to wait for a killed probe to be reaped
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The outcome of one probe run.
 

@@ -143,7 +143,7 @@ def _inherit_group(fd: int, directory: Path) -> None:
         pass  # not ours to give: the file stays in our own group, no wider
 
 
-def open_lock(path: Path) -> int:
+def open_lock(path: str | os.PathLike[str]) -> int:
     """Open (creating) the lock file ``path``, mode 0600 and ours alone; its descriptor.
 
     ``flock`` works on any descriptor, read-only ones included: a lock file another
@@ -172,7 +172,7 @@ def open_lock(path: Path) -> int:
     raise OSError(f"{path}: lock file keeps being replaced by someone else")
 
 
-def take_lock(path: Path, *, wait: float | None = None) -> int:
+def take_lock(path: str | os.PathLike[str], *, wait: float | None = None) -> int:
     """The one lock helper: `open_lock` ``path`` (0600, ours alone) and ``flock`` it
     exclusively; its descriptor, which releases the lock when closed.
 
@@ -472,8 +472,12 @@ def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool, mode: int =
 def _take_append_lock(path: Path) -> int | None:
     """The descriptor of ``.<name>.lock`` beside ``path``, flocked; None if it stays busy
     (or cannot be made) for `APPEND_LOCK_WAIT_S`: the append goes ahead without it."""
+    # a str, not path.with_name(): a Path interns its name, and a name made afresh for each
+    # append (each of razard's events) took a new slot in the interpreter's table of interned
+    # strings every time, until the table doubled
+    lock = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{LOCK_SUFFIX}")
     try:
-        return take_lock(path.with_name(f".{path.name}{LOCK_SUFFIX}"), wait=APPEND_LOCK_WAIT_S)
+        return take_lock(lock, wait=APPEND_LOCK_WAIT_S)
     except OSError:
         return None
 

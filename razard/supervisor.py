@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -46,7 +47,14 @@ from razard.states import RUNNING_STATES
 from razard.states import ComponentState as State
 from razard.systemd import Systemd, UnitStatus
 from razard.ticker import Ticker
-from razard.unitfile import default_unit_dir, fingerprint, read_fingerprint, remove_unit, write_unit
+from razard.unitfile import (
+    default_unit_dir,
+    fingerprint,
+    read_fingerprint,
+    remove_unit,
+    unit_file,
+    write_unit,
+)
 
 #: At most this many seconds pass before a change only worth keeping lazily is written.
 LAZY_SAVE = 30.0
@@ -480,11 +488,7 @@ class Supervisor:
         self._stop_watch = self.quarantine.watch(asyncio.get_running_loop(), self._on_released)
         self.systemd.on_reconnect(self.reconcile)
         self._stale = {
-            c.name
-            for c in self.config.components
-            if c.owned
-            and (self.unit_dir / c.unit).exists()
-            and read_fingerprint(self.unit_dir / c.unit) != fingerprint(c)
+            c.name for c in self.config.components if c.owned and self._file_predates(c)
         } | (self._restart_on_boot & {c.name for c in self.config.components})
         await self.write_units(self.config.components)
         # made in config order; every unit watched at once (one listing of all of them,
@@ -498,6 +502,11 @@ class Supervisor:
             self._watched(runner, status)
         self._not_running_now(runners)
         self.started = True
+
+    def _file_predates(self, cfg: ComponentConfig) -> bool:
+        """The owned unit's file exists and was written for another config of it."""
+        path = unit_file(self.unit_dir, cfg.unit)
+        return os.path.exists(path) and read_fingerprint(path) != fingerprint(cfg)
 
     def _not_running_now(self, runners: Sequence[Runner]) -> None:
         """A saved status that says a unit runs (``healthy``, ``restarting``...) is what the last
@@ -516,8 +525,13 @@ class Supervisor:
         changed = False
         for cfg in comps:
             if cfg.owned:
-                beat = self.config.chakra.heartbeat_dir / cfg.layer / cfg.name
-                changed |= write_unit(self.unit_dir, cfg, str(beat) if cfg.heartbeat else "")
+                # a string: a Path would intern the component's name (see `unit_file`)
+                beat = (
+                    os.path.join(self.config.chakra.heartbeat_dir, cfg.layer, cfg.name)
+                    if cfg.heartbeat
+                    else ""
+                )
+                changed |= write_unit(self.unit_dir, cfg, beat)
         if changed:
             await self.systemd.daemon_reload()
 

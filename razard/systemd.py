@@ -67,9 +67,10 @@ _SERVICE_PROPS: Final = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UnitStatus:
-    """What systemd says about one unit right now."""
+    """What systemd says about one unit right now (one per watched unit, hundreds: slots,
+    and its state words shared through `_word`)."""
 
     name: str
     load_state: str = "stub"
@@ -142,19 +143,44 @@ def _unwrap(v: Any) -> Any:
     return v.value if isinstance(v, Variant) else v
 
 
+#: at most this many distinct words are shared (systemd's states and results are a few dozen)
+_WORDS_KEPT: Final = 256
+_words: dict[str, str] = {}
+
+
+def _word(value: Any) -> str:
+    """``value`` as a string, one object per distinct word: each message carries its own
+    copy of ``active``, ``running``, ``loaded``..., and every watched unit's status would
+    keep four of them."""
+    text = str(value)
+    word = _words.get(text)
+    if word is None:
+        if len(_words) >= _WORDS_KEPT:
+            return text
+        word = _words[text] = text
+    return word
+
+
+_WORD_PROPS: Final = {
+    "LoadState": "load_state",
+    "ActiveState": "active_state",
+    "SubState": "sub_state",
+    "Result": "result",
+}
+_NUMBER_PROPS: Final = {
+    "NRestarts": "n_restarts",
+    "MainPID": "main_pid",
+    "ExecMainStatus": "exec_main_status",
+    "ExecMainCode": "exec_main_code",
+}
+
+
 def _apply(status: UnitStatus, props: dict[str, Any]) -> UnitStatus:
     fields: dict[str, Any] = {}
-    mapping = {
-        "LoadState": "load_state",
-        "ActiveState": "active_state",
-        "SubState": "sub_state",
-        "Result": "result",
-        "NRestarts": "n_restarts",
-        "MainPID": "main_pid",
-        "ExecMainStatus": "exec_main_status",
-        "ExecMainCode": "exec_main_code",
-    }
-    for key, attr in mapping.items():
+    for key, attr in _WORD_PROPS.items():
+        if key in props:
+            fields[attr] = _word(_unwrap(props[key]))
+    for key, attr in _NUMBER_PROPS.items():
         if key in props:
             fields[attr] = _unwrap(props[key])
     if "Job" in props:
@@ -517,8 +543,8 @@ class Systemd:
     ) -> list[UnitStatus | SystemdError]:
         """`watch` for many units at once: each unit's status, or the error that unit got.
 
-        What every unit is, is read in one ``ListUnitsByNames`` call (sent after the
-        matches, as in `watch`); a service's own properties (main PID, result, exec
+        What every unit is, is read in one ``ListUnitsByNames`` call (`UNITS_RULE`, added
+        at connect, already brings their changes); a service's own properties (main PID, result, exec
         times) only for the units that are not cleanly stopped: a stopped unit's come
         with the signals of its next start. At boot, when hundreds of units are all
         stopped, that is one round trip instead of two property dumps per unit."""
@@ -527,20 +553,21 @@ class Systemd:
             self._paths.setdefault(unit_path(unit), unit)
             self._watch.setdefault(unit, []).append(callback)
         (rows,) = await self._call(MANAGER_PATH, MANAGER, "ListUnitsByNames", "as", [units])
-        found: dict[str, UnitStatus] = {}
-        for row in rows:
-            name, _desc, load_state, active_state, sub_state, _following, _path, job = row[:8]
-            found[str(name)] = UnitStatus(
-                str(name),
-                load_state=str(load_state),
-                active_state=str(active_state),
-                sub_state=str(sub_state),
-                job=int(job),
-            )
+        found = {str(row[0]): row for row in rows}
         out: list[UnitStatus | SystemdError] = []
         reads: dict[int, Awaitable[UnitStatus]] = {}
         for i, unit in enumerate(units):
-            st = found.get(unit)
+            row = found.get(unit)
+            st = None
+            if row is not None:
+                _name, _desc, load_state, active_state, sub_state, _following, _path, job = row[:8]
+                st = UnitStatus(
+                    unit,  # razard's own string for the name, not the message's copy
+                    load_state=_word(load_state),
+                    active_state=_word(active_state),
+                    sub_state=_word(sub_state),
+                    job=int(job),
+                )
             if st is None or st.load_state == "not-found":
                 out.append(UnitNotFound("no such unit (LoadState=not-found)", unit))
                 continue

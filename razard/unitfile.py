@@ -53,10 +53,19 @@ def _quote(arg: str, *, exec_line: bool = True) -> str:
     return f'"{escaped}"'
 
 
-def env_file(unit_dir: Path, unit: str) -> Path:
+def unit_file(unit_dir: str | os.PathLike[str], unit: str) -> str:
+    """The path of ``unit``'s file in ``unit_dir``.
+
+    A string, not a `Path`: a `Path` interns each of its parts for good, and one name per
+    component pushed razard's table of interned strings over a doubling (0.5 MiB at 500
+    components) for paths that are only opened and compared."""
+    return os.path.join(unit_dir, unit)
+
+
+def env_file(unit_dir: str | os.PathLike[str], unit: str) -> str:
     """Where a component's ``environment`` is kept (mode 0600): not in its unit file, which
     anyone may read (as anyone may ``systemctl show`` its ``Environment=``)."""
-    return unit_dir / f".{unit}.env"
+    return os.path.join(unit_dir, f".{unit}.env")
 
 
 def render_env_file(component: ComponentConfig) -> str:
@@ -121,10 +130,10 @@ def render_unit(
     return "\n".join(lines) + "\n"
 
 
-def read_fingerprint(path: Path) -> str | None:
+def read_fingerprint(path: str | os.PathLike[str]) -> str | None:
     """The fingerprint recorded in a unit file razard wrote, or None."""
     try:
-        with path.open(encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.startswith(FINGERPRINT_PREFIX):
                     return line[len(FINGERPRINT_PREFIX) :].strip()
@@ -138,53 +147,73 @@ def write_unit(unit_dir: Path, component: ComponentConfig, heartbeat_file: str =
 
     Its ``environment`` goes to a 0600 file beside it (`env_file`), written first."""
     envs = env_file(unit_dir, component.unit)
-    text = render_unit(component, heartbeat_file, str(envs) if component.environment else "")
-    path = unit_dir / component.unit
-    if path.exists() and read_fingerprint(path) is None:
+    text = render_unit(component, heartbeat_file, envs if component.environment else "")
+    path = unit_file(unit_dir, component.unit)
+    if os.path.exists(path) and read_fingerprint(path) is None:
         raise StateError(
             f"{path}: exists and was not written by razard; refusing to overwrite it "
             f'(rename the component, or use `unit = "{component.unit}"` to supervise it)'
         )
     try:
-        changed = _write_env(envs, component)
-        if path.exists() and path.read_text(encoding="utf-8") == text:
+        changed = _write_env(unit_dir, envs, component)
+        if _read_text(path) == text:
             return changed
         unit_dir.mkdir(parents=True, exist_ok=True)
         # 0644, as systemd unit files are (the environment, which may hold secrets, is apart)
-        storage.write_atomic(path, text.encode("utf-8"), mode=0o644)
+        _write_in(unit_dir, path, text.encode("utf-8"), 0o644)
     except OSError as e:
         raise StateError(f"{path}: cannot write unit file: {e.strerror or e}") from e
     return True
 
 
-def _write_env(path: Path, component: ComponentConfig) -> bool:
+def _read_text(path: str) -> str | None:
+    """The file's text, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _write_in(directory: Path, path: str, data: bytes, mode: int) -> None:
+    """`storage.write_atomic` of ``path``, a file directly in ``directory``, by its name in
+    that directory (`storage.write_atomic` would make a `Path` of it: see `unit_file`)."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        storage.write_atomic(os.path.basename(path), data, mode=mode, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def _write_env(unit_dir: Path, path: str, component: ComponentConfig) -> bool:
     """Write (or remove) the component's environment file, mode 0600; True when it changed."""
     if not component.environment:
         try:
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             return False
         return True
     data = render_env_file(component).encode("utf-8")
     try:
-        if path.read_bytes() == data and (path.stat().st_mode & 0o077) == 0:
-            return False
+        with open(path, "rb") as f:
+            if f.read() == data and (os.fstat(f.fileno()).st_mode & 0o077) == 0:
+                return False
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    storage.write_atomic(path, data, mode=storage.PRIVATE_MODE)
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    _write_in(unit_dir, path, data, storage.PRIVATE_MODE)
     return True
 
 
 def remove_unit(unit_dir: Path, unit: str) -> bool:
     """Remove a unit file razard owns (and its environment file); True when one was removed."""
-    path = unit_dir / unit
+    path = unit_file(unit_dir, unit)
     if read_fingerprint(path) is None:
         return False  # never delete a unit file razard did not write
     with contextlib.suppress(OSError):
-        env_file(unit_dir, unit).unlink()
+        os.unlink(env_file(unit_dir, unit))
     try:
-        path.unlink()
+        os.unlink(path)
     except FileNotFoundError:
         return False
     except OSError as e:

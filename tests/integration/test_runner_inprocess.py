@@ -68,7 +68,7 @@ class InProcess:
         """The component's record as razard holds it now (what ``razarctl status`` reports
         and the next state write saves), in the state file's form."""
         runner = self.sup.runners.get(name)
-        return json.loads(json.dumps(vars(runner.rec))) if runner is not None else {}
+        return json.loads(json.dumps(runner.rec.to_json())) if runner is not None else {}
 
     def saved(self, name: str) -> dict[str, Any]:
         """The component's record in ``razar_state.json`` as written (empty: none yet).

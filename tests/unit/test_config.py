@@ -262,6 +262,55 @@ def test_config_component_lookup_and_with_retries() -> None:
     assert [c.restart.attempts for c in cfg.components] == [5, 5]
 
 
+def test_equal_values_of_many_components_are_one_object_each() -> None:
+    """Hundreds of components keep one copy of what they have in common (the parsed file
+    has one per place): the layer, a program, a probe's timeouts, a restart policy."""
+    restart = {"attempts": 10, "backoff_base": 0.5}
+
+    def probed(name: str, port: int) -> dict[str, Any]:
+        return cmd_comp(
+            name=name,
+            # copies, as the TOML parser makes them: equal, not the same objects
+            layer="".join(["cr", "own"]),
+            command=["".join(["/usr/bin/", "app"]), name],
+            probe={"type": "tcp", "port": port, "timeout": float("1.5")},
+            restart=dict(restart),
+        )
+
+    cfg = parse_config({"component": [probed("a", 81), probed("b", 82)]}, SRC, env={})
+    a, b = cfg.components
+    assert a.layer == "crown" and a.layer is b.layer
+    assert a.command == ("/usr/bin/app", "a") and a.command[0] is b.command[0]
+    assert a.restart == b.restart == RestartPolicy(attempts=10, backoff_base=0.5)
+    assert a.restart is b.restart
+    assert a.probe is not None and b.probe is not None
+    assert (a.probe.port, b.probe.port) == (81, 82)
+    assert a.probe.timeout == 1.5 and a.probe.timeout is b.probe.timeout
+    # without a restart table: the defaults, one object for all
+    plain = parse_config({"component": [comp(name="c"), comp(name="d", unit="d.service")]}, SRC)
+    assert plain.components[0].restart is plain.components[1].restart == RestartPolicy()
+    # with_retries: shared policies stay shared, each component's budget is the new one
+    retried = cfg.with_retries(3)
+    assert [c.restart.attempts for c in retried.components] == [3, 3]
+    assert retried.components[0].restart is retried.components[1].restart
+    assert retried.components[0].restart.backoff_base == 0.5
+    assert not hasattr(a, "__dict__")  # slots: no per-instance dict
+
+
+def test_a_negative_zero_is_not_shared_with_a_zero() -> None:
+    """Sharing equal values never turns one into another that prints differently."""
+    data = {
+        "component": [
+            comp(name="a", unit="a.service", restart={"backoff_base": 0.0, "backoff_cap": 0.0}),
+            comp(name="b", unit="b.service", restart={"backoff_base": -0.0, "backoff_cap": 0.0}),
+        ]
+    }
+    a, b = parse_config(data, SRC, env={}).components
+    assert str(a.restart.backoff_base) == "0.0"
+    assert str(b.restart.backoff_base) == "-0.0"
+    assert a.restart is not b.restart
+
+
 # --------------------------------------------------------------------------- single mistakes
 
 P = "component[0] (api)"  # the prefix of a component whose name is valid

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
+from razard import storage, unitfile
 from razard.aio import LazyEvent
+from razard.config import ComponentConfig, unit_name_for
 from razard.metrics import STATES, Metrics, _Family
 
 
@@ -48,6 +52,33 @@ async def test_cancelled_waiter_leaves_the_others_waiting(make: type[asyncio.Eve
     ev.set()
     assert await asyncio.wait_for(kept, 5) is True
     assert "set" in repr(ev)
+
+
+@pytest.mark.parametrize("make", [asyncio.Event, LazyEvent])
+async def test_waiters_come_and_go_one_and_several_at_a_time(make: type[asyncio.Event]) -> None:
+    ev = make()
+    alone = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0)
+    alone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await alone
+    first, second = asyncio.create_task(ev.wait()), asyncio.create_task(ev.wait())
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    third = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0)
+    assert not second.done() and not third.done()
+    ev.set()
+    assert list(await asyncio.gather(second, third)) == [True, True]
+    ev.clear()
+    again = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0.01)
+    assert not again.done()
+    ev.set()
+    assert await asyncio.wait_for(again, 5) is True
+    assert "waiters:0" in repr(ev) or make is asyncio.Event
 
 
 def _without_process_lines(text: str) -> list[str]:
@@ -131,3 +162,41 @@ def test_metrics_server_starts_without_a_reverse_lookup(monkeypatch: pytest.Monk
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         body = reply.read().decode()
     assert 'razar_component_up{component="a",layer="crown"} 1.0' in body
+
+
+def test_appends_and_unit_writes_intern_no_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every event is an append to razar.log, and each owned component a unit file: none may
+    make a `Path` of a new name. pathlib interns each name it parses, and the interpreter's
+    table of interned strings takes a slot for each new one (freed names leave theirs used
+    until the table is resized): 500 components' names, or a few hundred events, made that
+    table double (0.5 MiB more, for good)."""
+    log = tmp_path / "state" / "razar.log"
+    storage.append_jsonl(log, {"event": "first"})  # the directory made, the file created
+    cfg = ComponentConfig(
+        name="app",
+        layer="crown",
+        priority=0,
+        unit=unit_name_for("app"),
+        command=("/usr/bin/app",),
+        environment=(("A", "1"),),
+    )
+    units = tmp_path / "units"
+    interned: list[str] = []
+    real = sys.intern
+
+    def recording(name: str) -> str:
+        interned.append(name)
+        return real(name)
+
+    monkeypatch.setattr(sys, "intern", recording)
+    for i in range(3):
+        storage.append_jsonl(log, {"event": f"e{i}"})
+    assert unitfile.write_unit(units, cfg, "/run/razard/heartbeat/crown/app")
+    assert not unitfile.write_unit(units, cfg, "/run/razard/heartbeat/crown/app")
+    assert unitfile.remove_unit(units, cfg.unit)
+    monkeypatch.undo()
+    assert interned == []
+    assert len(log.read_text().splitlines()) == 4
+    assert (tmp_path / "state" / ".razar.log.lock").exists()
