@@ -53,10 +53,11 @@ START_EXTENSION_S = 60.0
 
 def _recover(engine: PatchEngine, config: Config) -> tuple[list[str], set[str]]:
     """Undo unverified patches; returns what was done and which components it touched."""
-    pending = {
+    pending_dir = os.path.join(config.daemon.state_dir, PENDING_DIR)
+    pending = {  # string paths: a Path per component would intern each name
         c.name
         for c in config.components
-        if (config.daemon.state_dir / PENDING_DIR / (c.name + PENDING_SUFFIX)).exists()
+        if os.path.exists(os.path.join(pending_dir, c.name + PENDING_SUFFIX))
     }
     with engine.lock():
         # owed before any file is restored: a razard killed in between still restarts them

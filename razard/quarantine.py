@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -49,7 +50,9 @@ class QuarantineStore:
         return self.dir / f"{name}.json"
 
     def is_quarantined(self, name: str) -> bool:
-        return self.path(name).exists()
+        # a string path, not `path`: asked at every turn of every runner's loop, and a
+        # Path interns its parts (a slot of the interned-string table each time)
+        return os.path.exists(os.path.join(self.dir, f"{name}.json"))
 
     def put(
         self,

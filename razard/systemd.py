@@ -544,8 +544,8 @@ class Systemd:
         """`watch` for many units at once: each unit's status, or the error that unit got.
 
         What every unit is, is read in one ``ListUnitsByNames`` call (`UNITS_RULE`, added
-        at connect, already brings their changes); a service's own properties (main PID, result, exec
-        times) only for the units that are not cleanly stopped: a stopped unit's come
+        at connect, already brings their changes); a service's own properties (main PID,
+        result, exec times) only for the units that are not cleanly stopped: a stopped unit's come
         with the signals of its next start. At boot, when hundreds of units are all
         stopped, that is one round trip instead of two property dumps per unit."""
         units = [unit for unit, _ in watches]

@@ -682,6 +682,11 @@ class PatchEngine:
             self._restart_path(component).unlink()
 
     def _pending(self, component: str) -> dict[str, Any] | None:
+        # asked for every component at start: most have none, and a Path per component
+        # would intern each name
+        name = component + PENDING_SUFFIX
+        if not os.path.exists(os.path.join(self.state_dir, PENDING_DIR, name)):
+            return None
         value = read_json(self._pending_path(component))
         return value if isinstance(value, dict) else None
 

@@ -19,6 +19,7 @@ from razard import storage, unitfile
 from razard.aio import LazyEvent
 from razard.config import ComponentConfig, unit_name_for
 from razard.metrics import STATES, Metrics, _Family
+from razard.quarantine import QuarantineStore
 
 
 @pytest.mark.parametrize("make", [asyncio.Event, LazyEvent])
@@ -200,3 +201,27 @@ def test_appends_and_unit_writes_intern_no_names(
     assert interned == []
     assert len(log.read_text().splitlines()) == 4
     assert (tmp_path / "state" / ".razar.log.lock").exists()
+
+
+def test_the_runner_loops_quarantine_check_interns_no_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every turn of every runner's loop asks whether its component is quarantined: a Path of
+    ``<name>.json`` each time would take a slot of the interned-string table each time (see
+    above), and a node restarting components for weeks would double that table."""
+    store = QuarantineStore(tmp_path)
+    store.put(
+        "held", unit="razar-held.service", layer="crown", reason="t", last_error="x", attempts=1
+    )
+    interned: list[str] = []
+    real = sys.intern
+
+    def recording(name: str) -> str:
+        interned.append(name)
+        return real(name)
+
+    monkeypatch.setattr(sys, "intern", recording)
+    answers = [store.is_quarantined(n) for n in ("held", "free", "held")]
+    monkeypatch.undo()
+    assert answers == [True, False, True]
+    assert interned == []
