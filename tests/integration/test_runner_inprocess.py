@@ -390,6 +390,18 @@ async def test_each_restart_is_on_disk_before_its_process_starts(
     zero = "attempts = 5, backoff_base = 0.0, backoff_cap = 0.0, jitter = 0.0"
     async with supervising(user_manager, tmp_path, component(name, str(s), zero)) as run:
         await until(lambda: run.record(name).get("status") == "healthy", 30, "healthy")
+        # written down after the call (a restart without backoff), still in their order
+        said = [
+            e
+            for e in run.events(name)
+            if e["event"] in ("component_failed", "state_restarting", "state_starting")
+        ]
+    assert [e["event"] for e in said] == ["state_starting"] + [
+        "component_failed",
+        "state_restarting",
+        "state_starting",
+    ] * 3, [e["event"] for e in said]
+    assert [e["restarts"] for e in said if e["event"] == "state_restarting"] == [1, 2, 3]
     starts = [int(x) for x in seen.read_text().split()]
     # the first start may come before any save; start k (k >= 2) is restart k - 1
     assert len(starts) == 4, starts
