@@ -47,14 +47,7 @@ from razard.states import RUNNING_STATES
 from razard.states import ComponentState as State
 from razard.systemd import Systemd, UnitStatus
 from razard.ticker import Ticker
-from razard.unitfile import (
-    default_unit_dir,
-    fingerprint,
-    read_fingerprint,
-    remove_unit,
-    unit_file,
-    write_unit,
-)
+from razard.unitfile import default_unit_dir, remove_unit, sync_unit
 
 #: At most this many seconds pass before a change only worth keeping lazily is written.
 LAZY_SAVE = 30.0
@@ -487,10 +480,8 @@ class Supervisor:
                 self.state.forget(name)
         self._stop_watch = self.quarantine.watch(asyncio.get_running_loop(), self._on_released)
         self.systemd.on_reconnect(self.reconcile)
-        self._stale = {
-            c.name for c in self.config.components if c.owned and self._file_predates(c)
-        } | (self._restart_on_boot & {c.name for c in self.config.components})
-        await self.write_units(self.config.components)
+        predated = await self.write_units(self.config.components)
+        self._stale = predated | (self._restart_on_boot & {c.name for c in self.config.components})
         # made in config order; every unit watched at once (one listing of all of them,
         # not a round trip per unit, which for hundreds would hold up the first wave)
         runners = [self._new_runner(cfg) for cfg in self.config.components]
@@ -502,11 +493,6 @@ class Supervisor:
             self._watched(runner, status)
         self._not_running_now(runners)
         self.started = True
-
-    def _file_predates(self, cfg: ComponentConfig) -> bool:
-        """The owned unit's file exists and was written for another config of it."""
-        path = unit_file(self.unit_dir, cfg.unit)
-        return os.path.exists(path) and read_fingerprint(path) != fingerprint(cfg)
 
     def _not_running_now(self, runners: Sequence[Runner]) -> None:
         """A saved status that says a unit runs (``healthy``, ``restarting``...) is what the last
@@ -521,8 +507,11 @@ class Supervisor:
                     runner, State.PENDING, note=f"unit {runner.cfg.unit} is {now} (was {was})"
                 )
 
-    async def write_units(self, comps: Sequence[ComponentConfig]) -> None:
+    async def write_units(self, comps: Sequence[ComponentConfig]) -> set[str]:
+        """Write the owned components' units (one read of each file there); returns the
+        components whose file was written for another config of theirs."""
         changed = False
+        predated: set[str] = set()
         for cfg in comps:
             if cfg.owned:
                 # a string: a Path would intern the component's name (see `unit_file`)
@@ -531,9 +520,13 @@ class Supervisor:
                     if cfg.heartbeat
                     else ""
                 )
-                changed |= write_unit(self.unit_dir, cfg, beat)
+                wrote, was_other = sync_unit(self.unit_dir, cfg, beat)
+                changed |= wrote
+                if was_other:
+                    predated.add(cfg.name)
         if changed:
             await self.systemd.daemon_reload()
+        return predated
 
     async def add_runner(self, cfg: ComponentConfig) -> Runner:
         runner = self._new_runner(cfg)

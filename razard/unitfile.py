@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Final
@@ -130,40 +131,56 @@ def render_unit(
     return "\n".join(lines) + "\n"
 
 
+def _fingerprint_in(lines: Iterable[str]) -> str | None:
+    for line in lines:
+        if line.startswith(FINGERPRINT_PREFIX):
+            return line[len(FINGERPRINT_PREFIX) :].strip()
+    return None
+
+
 def read_fingerprint(path: str | os.PathLike[str]) -> str | None:
     """The fingerprint recorded in a unit file razard wrote, or None."""
     try:
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(FINGERPRINT_PREFIX):
-                    return line[len(FINGERPRINT_PREFIX) :].strip()
+            return _fingerprint_in(f)
     except OSError:
         return None
-    return None
 
 
 def write_unit(unit_dir: Path, component: ComponentConfig, heartbeat_file: str = "") -> bool:
     """Write the component's unit atomically; returns True when the file changed.
 
     Its ``environment`` goes to a 0600 file beside it (`env_file`), written first."""
+    return sync_unit(unit_dir, component, heartbeat_file)[0]
+
+
+def sync_unit(
+    unit_dir: Path, component: ComponentConfig, heartbeat_file: str = ""
+) -> tuple[bool, bool]:
+    """`write_unit`, reading the file there once: (whether the unit or its environment
+    changed, whether the file there was written for another config of the component: a
+    process it started may run the old one)."""
     envs = env_file(unit_dir, component.unit)
     text = render_unit(component, heartbeat_file, envs if component.environment else "")
     path = unit_file(unit_dir, component.unit)
-    if os.path.exists(path) and read_fingerprint(path) is None:
-        raise StateError(
-            f"{path}: exists and was not written by razard; refusing to overwrite it "
-            f'(rename the component, or use `unit = "{component.unit}"` to supervise it)'
-        )
     try:
+        old = _read_text(path)
+        was = None if old is None else _fingerprint_in(old.splitlines())
+        if old is not None and was is None:
+            raise StateError(
+                f"{path}: exists and was not written by razard; refusing to overwrite it "
+                f'(rename the component, or use `unit = "{component.unit}"` to supervise it)'
+            )
+        predates = was is not None and was != _fingerprint_in(text.splitlines())
         changed = _write_env(unit_dir, envs, component)
-        if _read_text(path) == text:
-            return changed
+        if old == text:
+            return changed, predates
         unit_dir.mkdir(parents=True, exist_ok=True)
         # 0644, as systemd unit files are (the environment, which may hold secrets, is apart)
         _write_in(unit_dir, path, text.encode("utf-8"), 0o644)
     except OSError as e:
         raise StateError(f"{path}: cannot write unit file: {e.strerror or e}") from e
-    return True
+    return True, predates
 
 
 def _read_text(path: str) -> str | None:

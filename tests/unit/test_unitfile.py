@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from razard.unitfile import (
     fingerprint,
     read_fingerprint,
     remove_unit,
+    sync_unit,
     unit_file,
     write_unit,
 )
@@ -91,3 +93,21 @@ def test_write_unit_names_the_file_it_cannot_write(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StateError, match=f"{blocker}/razar-app.service: cannot write unit file"):
         write_unit(blocker, comp())
+
+
+def test_sync_unit_says_when_the_file_there_was_written_for_another_config(
+    tmp_path: Path,
+) -> None:
+    """razard restarts a running unit at start when its file predates the config (the
+    process may run the old one): told from the same read that decides the write."""
+    c = comp()
+    assert sync_unit(tmp_path, c) == (True, False)  # new: nothing predates it
+    assert sync_unit(tmp_path, c) == (False, False)
+    # the heartbeat file is not the component's config: rewritten, not a new config
+    assert sync_unit(tmp_path, c, "/run/razard/heartbeat/crown/app") == (True, False)
+    other = replace(c, command=("/usr/bin/app", "--port", "81"))
+    assert sync_unit(tmp_path, other, "/run/razard/heartbeat/crown/app") == (True, True)
+    assert read_fingerprint(tmp_path / "razar-app.service") == fingerprint(other)
+    (tmp_path / "razar-app.service").write_text("[Service]\nExecStart=/bin/true\n")
+    with pytest.raises(StateError, match="not written by razard"):
+        sync_unit(tmp_path, c)
