@@ -379,8 +379,9 @@ def test_resubscribes_after_systemd_reexec(razard: Factory) -> None:
     assert r.wait_state("it-reexec", "healthy")["restarts"] == 1
 
 
-def test_waves_start_in_priority_order(razard: Factory, tmp_path: Path) -> None:
-    """A later wave starts only after the earlier wave passed its probe."""
+def stamper(tmp_path: Path) -> tuple[Path, Path]:
+    """A command that notes its first argument and the time it started in a file (both
+    returned), then sleeps."""
     stamp = tmp_path / "order"
     s = script(
         tmp_path / "stamp.sh",
@@ -390,6 +391,17 @@ def test_waves_start_in_priority_order(razard: Factory, tmp_path: Path) -> None:
         exec sleep 100000
         """,
     )
+    return s, stamp
+
+
+def stamps(stamp: Path) -> list[tuple[str, float]]:
+    """(argument, start time) for each start the stamper noted, in order."""
+    return [(w, float(t)) for w, t in (line.split() for line in stamp.read_text().splitlines())]
+
+
+def test_waves_start_in_priority_order(razard: Factory, tmp_path: Path) -> None:
+    """A later wave starts only after the earlier wave passed its probe."""
+    s, stamp = stamper(tmp_path)
     r = razard(f"""
         [[component]]
         name = "it-wave-db"
@@ -406,9 +418,9 @@ def test_waves_start_in_priority_order(razard: Factory, tmp_path: Path) -> None:
         """)
     r.start()
     r.wait_state("it-wave-app", "healthy")
-    lines = [line.split() for line in stamp.read_text().splitlines()]
+    lines = stamps(stamp)
     assert [w for w, _ in lines] == ["db", "app"]
-    assert float(lines[1][1]) - float(lines[0][1]) >= 0.5
+    assert lines[1][1] - lines[0][1] >= 0.5
 
 
 def test_waves_without_probes_wait_for_the_up_time_from_exec(
@@ -417,15 +429,7 @@ def test_waves_without_probes_wait_for_the_up_time_from_exec(
     """Without a probe, a wave settles once its units' processes have been up for the
     up-time (start_timeout here, 0.5 s) counted from their exec: the next wave's process
     starts no sooner."""
-    stamp = tmp_path / "order"
-    s = script(
-        tmp_path / "stamp.sh",
-        f"""\
-        #!/bin/sh
-        echo "$1 $(date +%s.%N)" >> {stamp}
-        exec sleep 100000
-        """,
-    )
+    s, stamp = stamper(tmp_path)
     r = razard(f"""
         [[component]]
         name = "it-upw-db"
@@ -442,10 +446,10 @@ def test_waves_without_probes_wait_for_the_up_time_from_exec(
         """)
     r.start()
     r.wait_state("it-upw-app", "healthy")
-    lines = [line.split() for line in stamp.read_text().splitlines()]
+    lines = stamps(stamp)
     assert [w for w, _ in lines] == ["db", "app"]
     # db's stamp is written a little after its exec, app's a little after its own
-    assert float(lines[1][1]) - float(lines[0][1]) >= 0.45
+    assert lines[1][1] - lines[0][1] >= 0.45
 
 
 def test_dying_before_the_up_time_is_not_healthy(razard: Factory, tmp_path: Path) -> None:

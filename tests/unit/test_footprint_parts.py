@@ -7,9 +7,11 @@ prometheus_client's own exposition of the same registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,9 +167,22 @@ def test_metrics_server_starts_without_a_reverse_lookup(monkeypatch: pytest.Monk
     assert 'razar_component_up{component="a",layer="crown"} 1.0' in body
 
 
-def test_appends_and_unit_writes_intern_no_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def interning() -> Iterator[list[str]]:
+    """The names `sys.intern` is asked for inside the block."""
+    names: list[str] = []
+    real = sys.intern
+
+    def recording(name: str) -> str:
+        names.append(name)
+        return real(name)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sys, "intern", recording)
+        yield names
+
+
+def test_appends_and_unit_writes_intern_no_names(tmp_path: Path) -> None:
     """Every event is an append to razar.log, and each owned component a unit file: none may
     make a `Path` of a new name. pathlib interns each name it parses, and the interpreter's
     table of interned strings takes a slot for each new one (freed names leave theirs used
@@ -184,28 +199,18 @@ def test_appends_and_unit_writes_intern_no_names(
         environment=(("A", "1"),),
     )
     units = tmp_path / "units"
-    interned: list[str] = []
-    real = sys.intern
-
-    def recording(name: str) -> str:
-        interned.append(name)
-        return real(name)
-
-    monkeypatch.setattr(sys, "intern", recording)
-    for i in range(3):
-        storage.append_jsonl(log, {"event": f"e{i}"})
-    assert unitfile.write_unit(units, cfg, "/run/razard/heartbeat/crown/app")
-    assert not unitfile.write_unit(units, cfg, "/run/razard/heartbeat/crown/app")
-    assert unitfile.remove_unit(units, cfg.unit)
-    monkeypatch.undo()
+    with interning() as interned:
+        for i in range(3):
+            storage.append_jsonl(log, {"event": f"e{i}"})
+        assert unitfile.write_unit(units, cfg, "/run/razard/heartbeat/crown/app")
+        assert not unitfile.write_unit(units, cfg, "/run/razard/heartbeat/crown/app")
+        assert unitfile.remove_unit(units, cfg.unit)
     assert interned == []
     assert len(log.read_text().splitlines()) == 4
     assert (tmp_path / "state" / ".razar.log.lock").exists()
 
 
-def test_the_runner_loops_quarantine_check_interns_no_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_runner_loops_quarantine_check_interns_no_names(tmp_path: Path) -> None:
     """Every turn of every runner's loop asks whether its component is quarantined: a Path of
     ``<name>.json`` each time would take a slot of the interned-string table each time (see
     above), and a node restarting components for weeks would double that table."""
@@ -213,15 +218,7 @@ def test_the_runner_loops_quarantine_check_interns_no_names(
     store.put(
         "held", unit="razar-held.service", layer="crown", reason="t", last_error="x", attempts=1
     )
-    interned: list[str] = []
-    real = sys.intern
-
-    def recording(name: str) -> str:
-        interned.append(name)
-        return real(name)
-
-    monkeypatch.setattr(sys, "intern", recording)
-    answers = [store.is_quarantined(n) for n in ("held", "free", "held")]
-    monkeypatch.undo()
+    with interning() as interned:
+        answers = [store.is_quarantined(n) for n in ("held", "free", "held")]
     assert answers == [True, False, True]
     assert interned == []

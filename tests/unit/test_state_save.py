@@ -30,9 +30,11 @@ def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def _components(tmp_path: Path) -> Components:
-    events = EventLog(tmp_path / "razar.log")
-    return Components(tmp_path, Systemd(bus="user"), events)
+def _components(tmp_path: Path, restarts: int) -> Components:
+    """A table of components whose record for ``api`` counts ``restarts``."""
+    comps = Components(tmp_path, Systemd(bus="user"), EventLog(tmp_path / "razar.log"))
+    comps.state.record("api").restarts = restarts
+    return comps
 
 
 def _saved_restarts(tmp_path: Path) -> int:
@@ -43,8 +45,7 @@ def _saved_restarts(tmp_path: Path) -> int:
 async def test_the_file_is_whole_at_once_and_its_directory_synced_next_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    comps = _components(tmp_path)
-    comps.state.record("api").restarts = 3
+    comps = _components(tmp_path, 3)
     seen = _fsyncs(monkeypatch)
     order: list[str] = []
     comps.save()  # queued for the end of this turn
@@ -62,8 +63,7 @@ async def test_the_file_is_whole_at_once_and_its_directory_synced_next_turn(
 async def test_a_durable_save_syncs_the_directory_before_it_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    comps = _components(tmp_path)
-    comps.state.record("api").restarts = 1
+    comps = _components(tmp_path, 1)
     seen = _fsyncs(monkeypatch)
     comps.save_now(durable=True)  # razard stopping
     assert len(seen) == 2 and seen[1] == "dir", seen
@@ -73,8 +73,7 @@ async def test_a_durable_save_syncs_the_directory_before_it_returns(
 def test_without_a_loop_the_save_is_durable_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    comps = _components(tmp_path)
-    comps.state.record("api").restarts = 2
+    comps = _components(tmp_path, 2)
     seen = _fsyncs(monkeypatch)
     comps.save_now()
     assert len(seen) == 2 and seen[1] == "dir", seen
@@ -84,8 +83,7 @@ def test_without_a_loop_the_save_is_durable_at_once(
 async def test_a_directory_that_cannot_be_synced_is_reported_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    comps = _components(tmp_path)
-    comps.state.record("api").restarts = 1
+    comps = _components(tmp_path, 1)
     real = os.fsync
 
     def fsync(fd: int) -> None:
