@@ -51,9 +51,12 @@ def test_make_demo_installs_only_what_the_demo_uses() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the demo starts a private systemd and needs root")
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_readme_demo_shows_the_whole_product() -> None:
+def test_readme_demo_shows_the_whole_product(journald: None) -> None:
     """`make demo` shows, each under its heading: a crash healed, a registry fix rolled back,
-    a layer down and healed, a crash loop quarantined, and status, incident and metrics."""
+    a layer down and healed, a crash loop quarantined, and status, incident and metrics.
+
+    The run's shared journald is up first, so the demo finds it and leaves it running:
+    a journald of the demo's own would stop with the demo, under other workers' tests."""
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme.split("##")[0], "the README must open with `make demo`"
     env = {**os.environ, "COLUMNS": "200"}  # as wide as an operator's terminal: rows unwrapped

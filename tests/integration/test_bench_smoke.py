@@ -32,8 +32,9 @@ def _number(x: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One smoke run of the whole harness; its output directory."""
+def results(tmp_path_factory: pytest.TempPathFactory, journald: None) -> Path:
+    """One smoke run of the whole harness; its output directory. The run's shared journald
+    is up first, so the harness uses it and does not start (and then stop) its own."""
     if os.geteuid() != 0:
         pytest.skip("needs root: the harness starts private systemd user managers")
     if not SYSTEMD.exists():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -22,7 +21,6 @@ from razard import journal, storage
 from razard.journal import EventLog, Priority, redact
 
 REAL_JOURNAL_SOCKET = "/run/systemd/journal/socket"
-JOURNALD = "/lib/systemd/systemd-journald"
 
 
 @pytest.fixture(autouse=True)
@@ -370,33 +368,14 @@ def _journald_listening(path: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
-def real_journald() -> Iterator[str]:
-    """A listening systemd-journald; started here (and stopped at the end) only if needed."""
+@pytest.fixture
+def real_journald(journald: None) -> str:
+    """The run's shared journald (tests/conftest.py): never one of this test's own, whose
+    stop at this worker's end would pull journald from under the other workers' tests."""
     if shutil.which("journalctl") is None:
         pytest.skip("journalctl is not installed")
-    if _journald_listening(REAL_JOURNAL_SOCKET):
-        yield REAL_JOURNAL_SOCKET
-        return
-    if not os.path.exists(JOURNALD) or os.geteuid() != 0:
-        pytest.skip("no running journald, and cannot start one (needs root and systemd-journald)")
-    proc = subprocess.Popen(
-        [JOURNALD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _journald_listening(REAL_JOURNAL_SOCKET):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"systemd-journald did not start (exit {proc.poll()})")
-            time.sleep(0.05)
-        yield REAL_JOURNAL_SOCKET
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    assert _journald_listening(REAL_JOURNAL_SOCKET)
+    return REAL_JOURNAL_SOCKET
 
 
 @pytest.mark.integration
