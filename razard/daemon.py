@@ -34,7 +34,14 @@ from razard.config import Config, load_config
 from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
 from razard.journal import EventLog, Priority
-from razard.layout import LOG_FILE, PENDING_DIR, PENDING_SUFFIX, STATE_LOCK
+from razard.layout import (
+    ESCALATION_DIR,
+    LOG_FILE,
+    PENDING_DIR,
+    PENDING_SUFFIX,
+    STATE_LOCK,
+    UNJOURNALED_FILE,
+)
 from razard.metrics import Metrics
 from razard.operations import Operations
 from razard.repair.handover import Handover
@@ -310,6 +317,10 @@ async def run(
     if config.escalation.enabled:
         from razard.escalation.metrics import NotifierMetrics
         from razard.escalation.notifier import EscalationNotifier
+        from razard.escalation.spool import Spool
+
+        # what journald refuses (stopped, restarting, full) still reaches the notifier
+        events.unjournaled = Spool(state_dir / ESCALATION_DIR / UNJOURNALED_FILE)
 
         escalations = EscalationNotifier(
             config.escalation,

@@ -21,7 +21,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
@@ -124,6 +124,9 @@ class EventLog:
         #: called with (event, message, component, fields) after each event is written
         #: (razard's fleet notes quarantines and failure signatures this way); never raise
         self.observers: list[Callable[[str, str, str | None, Mapping[str, FieldValue]], None]] = []
+        #: called with an event's journal fields and its time when journald did not take it
+        #: (razard's spool for its escalation notifier, `razard.escalation.spool`); never raise
+        self.unjournaled: Callable[[Sequence[tuple[str, str]], float], None] | None = None
 
     def emit(
         self,
@@ -157,7 +160,7 @@ class EventLog:
 
         if self.log_path is not None:
             _write_log_line(self.log_path, now, level, event, message, component, layer, extras)
-        self._send_journald(level, event, message, component, layer, extras)
+        self._send_journald(now, level, event, message, component, layer, extras)
         if self.mirror_to_stderr:  # its line names the component already
             one_line = bare.replace("\n", "\\n")
             print(
@@ -177,6 +180,7 @@ class EventLog:
 
     def _send_journald(
         self,
+        now: float,
         level: Priority,
         event: str,
         message: str,
@@ -195,16 +199,20 @@ class EventLog:
             tail.append(("RAZAR_LAYER", layer))
         tail.extend((f"RAZAR_{key.upper()}", _render(value)) for key, value in extras.items())
 
+        fields = [("MESSAGE", message), *tail]
         try:
             try:
-                self._send(encode_fields([("MESSAGE", message), *tail]))
+                self._send(encode_fields(fields))
             except OSError as exc:
                 if exc.errno != errno.EMSGSIZE:
                     raise
-                self._send(encode_fields([("MESSAGE", _truncate(message)), *tail]))
+                fields[0] = ("MESSAGE", _truncate(message))
+                self._send(encode_fields(fields))
         except OSError as exc:
             # journald absent, stopped, or its queue full: the event is already in
             # razar.log, and blocking or raising here would stall the supervisor.
+            if self.unjournaled is not None:
+                self.unjournaled(fields, now)
             if journald_warning.first():
                 print(
                     f"razard: warning: journald at {self.socket_path} unavailable "

@@ -65,6 +65,9 @@ NOTIFIER_LOCK: Final = "notifier.lock"
 JOURNAL_CURSOR: Final = "journal.cursor"
 JOURNAL_SINCE: Final = "journal.since"
 FIRING_FILE: Final = "firing.json"
+#: razard's events journald did not take, for the notifier (`razard.escalation.spool`)
+UNJOURNALED_FILE: Final = "unjournaled.jsonl"
+UNJOURNALED_POS: Final = "unjournaled.pos"
 OUTBOX_DIR: Final = "outbox"
 
 # ---------------------------------------------------------------- layer healing

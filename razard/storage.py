@@ -469,6 +469,39 @@ def _append_locked(path: Path, data: bytes, *, heal_torn_line: bool, mode: int =
         os.close(fd)
 
 
+def empty_if_unchanged(path: Path, inode: int, size: int) -> bool:
+    """Empty ``path`` if it is still the file ``inode``, ``size`` bytes long, under the lock
+    `append_jsonl` takes, so a record appended meanwhile is never cut; an append waiting on
+    that lock then writes at the start (``O_APPEND``). False, and nothing changed, when
+    the file is gone, another file or another size, or the lock stays busy.
+
+    Raises:
+        StateError: the file cannot be opened or truncated.
+    """
+    lock_fd = _take_append_lock(path)
+    if lock_fd is None:
+        return False
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        os.close(lock_fd)
+        return False
+    except OSError as exc:
+        os.close(lock_fd)
+        raise StateError(f"{path}: cannot open to empty it: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if st.st_ino != inode or st.st_size != size:
+            return False
+        os.ftruncate(fd, 0)
+        return True
+    except OSError as exc:
+        raise StateError(f"{path}: cannot empty: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+        os.close(lock_fd)
+
+
 def _take_append_lock(path: Path) -> int | None:
     """The descriptor of ``.<name>.lock`` beside ``path``, flocked; None if it stays busy
     (or cannot be made) for `APPEND_LOCK_WAIT_S`: the append goes ahead without it."""

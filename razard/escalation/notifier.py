@@ -2,8 +2,9 @@
 
 One pass (`EscalationNotifier.run_once`):
 
-1. read new journal entries (`JournalSource`) and new records of
-   ``razar_ai_invocations.json`` / ``razar_ai_patches.json`` (`JsonlTail`);
+1. read new journal entries (`JournalSource`), razard's events journald refused
+   (`razard.escalation.spool`, merged with the journal's in time order) and new
+   records of ``razar_ai_invocations.json`` / ``razar_ai_patches.json`` (`JsonlTail`);
 2. turn each into an observation (`classify`) and decide (`book`, `grouping`):
    raise, repeat, suppress, resolve, or hold back while root is down;
 3. queue every delivery in the outbox and save the alert book, then commit
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 from razard import storage
 from razard.config import ComponentConfig
 from razard.errors import RazarError, StateError
-from razard.escalation import classify, trust
+from razard.escalation import classify, spool, trust
 from razard.escalation.book import (
     RECURRING,
     AlertBook,
@@ -68,6 +69,8 @@ from razard.layout import (
     NOTIFIER_LOCK,
     OUTBOX_DIR,
     PATCHES_FILE,
+    UNJOURNALED_FILE,
+    UNJOURNALED_POS,
 )
 from razard.storage import read_json, write_json_atomic
 
@@ -203,6 +206,7 @@ class EscalationNotifier:
             (JsonlTail(self.state_dir / name, self.dir / f"{name}.pos"), source)
             for name, source in LOGS
         ]
+        self.spool = JsonlTail(self.dir / UNJOURNALED_FILE, self.dir / UNJOURNALED_POS)
         self.book = AlertBook(self.dir / FIRING_FILE)
         self.outbox = Outbox(self.dir / OUTBOX_DIR, self.cfg.outbox_max)
 
@@ -309,6 +313,10 @@ class EscalationNotifier:
             BATCH, commit=False, keep=OwnEntries(comps, self.identifier)
         )
         result.entries = self.journal.last_read
+        spooled = await asyncio.to_thread(self.spool.read_new, commit=False)
+        if spooled:  # razard's events journald refused, in time order with what it took
+            result.records += len(spooled)
+            entries = sorted([*entries, *spool.entries(spooled)], key=_entry_us)
         observations: list[Observation] = []
         for entry in entries:
             o = classify.from_journal(
@@ -491,6 +499,8 @@ class EscalationNotifier:
         self.journal.commit()
         for tail, _ in self.tails:
             tail.commit()
+        self.spool.commit()
+        self.spool.empty_read()
         return dropped_keys
 
     def _dropped(self, item: dict[str, Any], why: str) -> None:
@@ -619,3 +629,9 @@ class EscalationNotifier:
         self._said.add(key)
         log.warning("%s", message)
         self.events.emit("escalation_notifier", message, priority=priority)
+
+
+def _entry_us(entry: Mapping[str, str]) -> int:
+    """An entry's journal time in microseconds, for ordering (0 if it has none)."""
+    raw = entry.get("__REALTIME_TIMESTAMP", "")
+    return int(raw) if raw.isdigit() else 0

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from razard.errors import StateError
-from razard.storage import read_json, write_json_atomic
+from razard.storage import empty_if_unchanged, read_json, write_json_atomic
 
 #: Read at most this much per call, so one huge backlog cannot hold the loop for long.
 MAX_READ_BYTES: Final = 8 << 20
@@ -83,6 +83,24 @@ class JsonlTail:
         if commit:
             self.commit()
         return records
+
+    def empty_read(self) -> bool:
+        """Empty the file when every record in it was read and the position committed, and
+        go back to its start; True if it was emptied. For a spool its reader drains
+        (`razard.escalation.spool`), not for a log kept for people. A crash between the
+        truncation and the new position reads the (empty) file again from its start.
+
+        Raises:
+            StateError: the file cannot be emptied or the position saved.
+        """
+        at = (self._inode, self._offset, self._check)
+        if self._inode is None or self._offset == 0 or at != self._saved:
+            return False
+        if not empty_if_unchanged(self.path, self._inode, self._offset):
+            return False
+        self._offset, self._check = 0, ""
+        self.commit()
+        return True
 
     def commit(self) -> None:
         """Save the position reached (atomically; nothing to do when unchanged)."""

@@ -86,6 +86,8 @@ class Razard:
         self.stderr_path = base / "razard.stderr"
         #: set or override variables in the environment of razard and razarctl
         self.extra_env: dict[str, str] = {}
+        #: a command razard is started under (it must exec razard: the pid stays razard's)
+        self.prefix: list[str] = []
 
     def write_config(self, components: str) -> None:
         self.config.write_text(
@@ -110,7 +112,7 @@ class Razard:
     def start(self, *extra: str, wait_ready: bool = True) -> None:
         self.stderr = self.stderr_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "razard"), "--config", str(self.config), *extra],
+            [*self.prefix, str(BIN / "razard"), "--config", str(self.config), *extra],
             env=self.env(),
             stdout=self.stderr,
             stderr=self.stderr,

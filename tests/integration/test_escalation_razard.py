@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -12,7 +14,8 @@ from typing import Any
 import pytest
 
 from razard.escalation.history import read_escalations
-from razard.layout import ESCALATIONS_FILE
+from razard.journal import JOURNAL_SOCKET
+from razard.layout import ESCALATION_DIR, ESCALATIONS_FILE, UNJOURNALED_FILE
 from razard.usermanager import UserManager
 from tests import canary
 from tests.integration.harness import Razard, crash_loop, free_port, wait_for
@@ -103,3 +106,79 @@ def test_quarantined_component_reaches_the_operator_exactly_once(
         timeout=30,
     ).stdout
     assert name.encode() in journal and console.token.encode() not in journal
+
+
+def _journal_socket_refused(tmp_path: Path) -> list[str]:
+    """A command prefix under which razard's journal socket refuses every datagram, as
+    while journald is stopped: a mount namespace of razard's own, with a socket file
+    nobody reads bound over it. journald itself, and everyone else, are untouched."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    dead = tmp_path / "dead.socket"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(dead))
+    s.close()  # the file stays; a datagram sent to it gets ECONNREFUSED
+    mount = f'mount --bind {dead} {JOURNAL_SOCKET} && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mount, "sh"]
+
+
+def test_a_quarantine_reaches_the_operator_while_journald_refuses_razards_events(
+    user_manager: UserManager, journald: object, console: OperatorConsole, tmp_path: Path
+) -> None:
+    """razard's notifier reads razard's events from the journal. With journald refusing
+    them, the quarantine still reaches the console once: razard spooled the events the
+    notifier acts on, the notifier read them and emptied the spool; the journal has none
+    of razard's events about the component (the alert came by the spool)."""
+    name = f"it-spool-{uuid.uuid4().hex[:6]}"
+    token_file = tmp_path / "operator.token"
+    token_file.write_text(console.token + "\n")
+    r = Razard(
+        user_manager,
+        tmp_path,
+        f"""
+        {crash_loop(tmp_path, name, "fatal: shard corrupt")}
+
+        [escalation]
+        threshold = 1000
+        poll_interval = 0.2
+        retry_base = 0.1
+
+        [escalation.operator]
+        url = "http://127.0.0.1:{console.port}"
+        token_file = "{token_file}"
+        """,
+    )
+    r.prefix = _journal_socket_refused(tmp_path)
+    spool = r.state_dir / ESCALATION_DIR / UNJOURNALED_FILE
+    try:
+        r.start(wait_ready=False)
+        r.wait_state(name, "quarantined", timeout=60)
+        alerts = wait_for(
+            lambda: [q for q in console.requests if q["context"]["component"] == name],
+            30,
+            "the operator console to get the alert",
+        )
+        wait_for(lambda: spool.exists() and spool.stat().st_size == 0, 10, "an emptied spool")
+        stopped = r.stop()
+    finally:
+        if r.proc is not None:
+            r.stop()
+        r.cleanup_units([f"razar-{name}.service"])
+    assert stopped == 0
+    (alert,) = alerts
+    ctx = alert["context"]
+    assert (ctx["reason"], ctx["layer"], ctx["signature"]) == ("quarantine", "heart", "quarantined")
+    assert "journald" in r.stderr_text() and "unavailable" in r.stderr_text()
+    (rec,) = [e for e in read_escalations(r.state_dir) if e["component"] == name]
+    assert rec["targets"] == {"operator": "delivered"}
+    journal = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "export", "SYSLOG_IDENTIFIER=razard"]
+        + [f"RAZAR_COMPONENT={name}"],
+        capture_output=True,
+        timeout=30,
+    ).stdout
+    assert name.encode() not in journal  # none of razard's events reached journald
+    logged = [json.loads(x) for x in (r.state_dir / "razar.log").read_text().splitlines()]
+    assert {"component": name, "event": "operator_alert"}.items() <= next(  # in razar.log
+        e for e in logged if e["event"] == "operator_alert"
+    ).items()
