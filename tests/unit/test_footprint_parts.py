@@ -222,3 +222,22 @@ def test_the_runner_loops_quarantine_check_interns_no_names(tmp_path: Path) -> N
         answers = [store.is_quarantined(n) for n in ("held", "free", "held")]
     assert answers == [True, False, True]
     assert interned == []
+
+
+def test_series_made_in_the_same_millisecond_share_one_created_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every component's counters and histograms made at start keep one ``_created`` string,
+    not one each; a series made a millisecond later has its own time."""
+    import time
+
+    now = [1_700_000_000.1234567]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    m = Metrics("0")
+    made = [m.restarts.labels(f"c{i}", "crown") for i in range(50)]
+    made += [m.probe_duration.labels(f"c{i}", "tcp") for i in range(50)]
+    assert len({id(s.created_text) for s in made}) == 1
+    assert made[0].created == 1_700_000_000.123
+    now[0] += 0.001
+    later = m.restarts.labels("late", "crown")
+    assert later.created == 1_700_000_000.124 and later.created_text is not made[0].created_text
