@@ -1,7 +1,8 @@
 """New records of a JSON-lines file, read incrementally: byte offset and inode kept on disk.
 
-For ``razar_ai_invocations.json`` and ``razar_ai_patches.json``, which razard
-appends to whole lines at a time (`razard.storage.append_jsonl`):
+For ``razar_ai_invocations.json``, ``razar_ai_patches.json`` and the notifier's
+spool (``escalation/unjournaled.jsonl``, which its reader empties: `empty_read`),
+which razard appends to whole lines at a time (`razard.storage.append_jsonl`):
 
 - only complete lines are consumed: a last line without its newline is a
   record still being written (or torn by a crash) and is left for the next
