@@ -33,7 +33,7 @@ from razard import __version__, storage
 from razard.config import Config, load_config
 from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
-from razard.journal import EventLog, Priority
+from razard.journal import EventLog, Priority, say
 from razard.layout import (
     ESCALATION_DIR,
     LOG_FILE,
@@ -158,7 +158,7 @@ def _failed(message: str, code: int) -> int:
     line = f"razard: {message}"
     if sys.stderr.isatty():
         line = f"\x1b[31m{line}\x1b[0m"
-    print(line, file=sys.stderr, flush=True)
+    say(line)
     return code
 
 

@@ -163,11 +163,7 @@ class EventLog:
         self._send_journald(now, level, event, message, component, layer, extras)
         if self.mirror_to_stderr:  # its line names the component already
             one_line = bare.replace("\n", "\\n")
-            print(
-                f"{level.name.lower()} {component or '-'} {event}: {one_line}",
-                file=sys.stderr,
-                flush=True,
-            )
+            say(f"{level.name.lower()} {component or '-'} {event}: {one_line}")
         for observe in self.observers:
             observe(event, bare, component, extras)
 
@@ -214,10 +210,9 @@ class EventLog:
             if self.unjournaled is not None:
                 self.unjournaled(fields, now)
             if journald_warning.first():
-                print(
+                say(
                     f"razard: warning: journald at {self.socket_path} unavailable "
-                    f"({exc.strerror or exc}); events go to razar.log only",
-                    file=sys.stderr,
+                    f"({exc.strerror or exc}); events go to razar.log only"
                 )
 
     def _send(self, datagram: bytes) -> None:
@@ -228,6 +223,19 @@ class EventLog:
         # sendto every time rather than connect once: a restarted journald makes
         # a new socket at the same path, and sendto reaches it without reconnecting.
         sock.sendto(datagram, socket.MSG_DONTWAIT, self.socket_path)
+
+
+def say(line: str) -> None:
+    """Write ``line`` to stderr, or nothing where stderr is gone.
+
+    Under systemd razard's stderr is a stream socket to journald: when journald is
+    stopped (its sockets too) a write there fails with EPIPE, and a warning about that
+    very outage must not become an exception in whatever was emitting an event (it took
+    the supervision of the component being restarted down with it)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # EPIPE and the like; ValueError: stderr closed
+        pass
 
 
 def named(component: str | None, message: str) -> str:
@@ -280,7 +288,7 @@ def _write_log_line(
         storage.append_jsonl(log_path, record)
     except StateError as exc:
         if logfile_warning.first():
-            print(f"razard: warning: events not logged to file: {exc}", file=sys.stderr)
+            say(f"razard: warning: events not logged to file: {exc}")
 
 
 def _clean_fields(fields: dict[str, FieldValue]) -> dict[str, str | int | float | bool]:

@@ -26,7 +26,6 @@ what a record says can never pass for a unit's output.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +33,7 @@ from typing import Any, Final
 from razard import storage
 from razard.errors import StateError
 from razard.escalation import classify
+from razard.journal import say
 
 #: The one field whose name starts with ``_`` that a spooled record keeps: when it happened.
 TIMESTAMP: Final = "__REALTIME_TIMESTAMP"
@@ -58,10 +58,9 @@ class Spool:
         except StateError as e:
             if not self._warned:
                 self._warned = True
-                print(
-                    f"razard: warning: events journald did not take are not spooled for the "
-                    f"escalation notifier: {e}",
-                    file=sys.stderr,
+                say(
+                    "razard: warning: events journald did not take are not spooled for the "
+                    f"escalation notifier: {e}"
                 )
 
 

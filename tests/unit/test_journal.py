@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -410,3 +413,29 @@ def test_real_journald_stores_fields_queryable_by_component(
     assert entry["RAZAR_OK"] == "true"
     assert entry["SYSLOG_IDENTIFIER"] == "razard"
     assert entry["PRIORITY"] == "6"
+
+
+def test_an_event_while_stderr_and_journald_are_both_gone_raises_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd, stderr is a stream to journald: with journald stopped, both the
+    datagram and the warning about it fail (EPIPE). The event still reaches razar.log and
+    emit returns, mirror line and all; nothing is raised into the caller (a runner)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # writes to write_end now fail with EPIPE
+    broken = open(write_end, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    monkeypatch.setattr(sys, "stderr", broken)
+    dead = tmp_path / "dead.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(dead))
+    s.close()
+    log = EventLog(tmp_path / "razar.log", socket_path=str(dead), mirror_to_stderr=True)
+    try:
+        log.emit("component_failed", "died", component="api", priority=Priority.ERR)
+        log.emit("state_restarting", "restart 1/3", component="api")
+    finally:
+        monkeypatch.undo()
+        with contextlib.suppress(OSError):
+            broken.close()
+    events = [json.loads(x)["event"] for x in (tmp_path / "razar.log").read_text().splitlines()]
+    assert events == ["component_failed", "state_restarting"]
