@@ -437,6 +437,113 @@ def test_watchdog_never_fired(installed: bed.Node) -> None:
     assert installed.show("razard.service", "NRestarts")["NRestarts"] == "0"
 
 
+#: the operator console for the journald test: appends each authorised POST to a file
+CONSOLE = """\
+import http.server, sys
+port, out, token = int(sys.argv[1]), sys.argv[2], open(sys.argv[3]).read().strip()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        ok = self.headers.get("Authorization") == f"Bearer {token}"
+        if ok:
+            with open(out, "ab") as f:
+                f.write(body + b"\\n")
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass  # its stderr goes to journald, which the test stops
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+DOOMED = """
+[[component]]
+name = "doomed"
+layer = "heart"
+priority = 50
+command = ["/bin/sh", "-c", "test -e /srv/doom && exit 3; exec sleep infinity"]
+restart = { attempts = 2, backoff_base = 0.1, backoff_cap = 0.2 }
+
+[escalation]
+poll_interval = 0.5
+retry_base = 0.2
+
+[escalation.operator]
+url = "http://127.0.0.1:9399"
+token_file = "/etc/razard/operator.token"
+"""
+
+JOURNALD_UNITS = ("systemd-journald.socket", "systemd-journald-dev-log.socket")
+
+
+def test_journald_stopped_razard_heals_on_and_the_operator_hears(installed: bed.Node) -> None:
+    """journald stopped with its sockets (an upgrade, an operator's mistake): razard goes on
+    (same process: its stderr to the journal is gone too), a crash loop is quarantined, and
+    the quarantine reaches the operator's console once, from the events razard kept while
+    journald refused them."""
+    installed.copy_in_text("/srv/console.py", CONSOLE)
+    installed.copy_in_text("/etc/razard/operator.token", "node-console-token\n", mode=0o600)
+    installed.run(
+        "systemd-run --unit=razar-test-console /usr/bin/python3 /srv/console.py 9399 "
+        "/srv/console.jsonl /etc/razard/operator.token"
+    )
+    installed.copy_in_text(CONFIG, config(COMPONENTS + EXTRA + DOOMED))
+    installed.systemctl("restart", "razard", timeout=150)  # [escalation] is read at start
+    installed.wait_for("doomed healthy", lambda: status(installed)["doomed"]["state"] == "healthy")
+    razard_pid = main_pid(installed, "razard.service")
+    try:
+        installed.systemctl("stop", *JOURNALD_UNITS, "systemd-journald.service")
+        assert installed.show("systemd-journald.service", "ActiveState")["ActiveState"] != "active"
+        installed.run("touch /srv/doom")
+        installed.run(["kill", "-KILL", str(main_pid(installed, "razar-doomed.service"))])
+        try:
+            installed.wait_for(
+                "doomed quarantined",
+                lambda: status(installed)["doomed"]["state"] == "quarantined",
+                timeout=120,
+            )
+        except AssertionError as e:  # what razard did instead, from its own log
+            log = installed.run("tail -n 30 /var/lib/razard/razar.log", check=False).stdout
+            pid = installed.show("razard.service", "MainPID", "NRestarts")
+            raise AssertionError(
+                f"{e}\nrazard {pid} (was {razard_pid}); razar.log:\n{log}"
+            ) from None
+        posts = installed.wait_for(
+            "the console to get doomed's alert",
+            lambda: [
+                p
+                for p in map(
+                    json.loads,
+                    installed.run("cat /srv/console.jsonl", check=False).stdout.splitlines(),
+                )
+                if p["context"]["component"] == "doomed"
+            ],
+            timeout=60,
+        )
+        assert [p["context"]["reason"] for p in posts] == ["quarantine"], posts
+        assert main_pid(installed, "razard.service") == razard_pid  # the same razard throughout
+        assert installed.show("razard.service", "NRestarts")["NRestarts"] == "0"
+        spool = installed.run("stat -c '%U %a %s' /var/lib/razard/escalation/unjournaled.jsonl")
+        assert spool.stdout.split() == ["root", "640", "0"], spool.stdout  # root's, read, emptied
+    finally:
+        installed.run("rm -f /srv/doom")
+        installed.systemctl("start", *JOURNALD_UNITS, "systemd-journald.service")
+        installed.systemctl("stop", "razar-test-console", check=False)
+    # journald is back: razard's events reach it again
+    ctl(installed, "quarantine", "release", "doomed")
+    installed.wait_for(
+        "doomed's release in the journal",
+        lambda: (
+            "quarantine_released"
+            in installed.journal(
+                "-o", "json", "RAZAR_COMPONENT=doomed", "RAZAR_EVENT=quarantine_released"
+            )
+        ),
+        timeout=60,
+    )
+
+
 def test_state_made_later_is_private_too(installed: bed.Node) -> None:
     """After a quarantine, a patch and its rollback (quarantine/, snapshots/, patches/ made
     while razard ran): nothing in the state directory is readable by others."""
