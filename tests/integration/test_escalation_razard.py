@@ -32,17 +32,15 @@ def console() -> Iterator[OperatorConsole]:
     c.down()
 
 
-def test_quarantined_component_reaches_the_operator_exactly_once(
-    user_manager: UserManager, journald: object, console: OperatorConsole, tmp_path: Path
-) -> None:
-    """A crash-looping component is quarantined; the console gets one alert, recorded in
-    operator_escalations.jsonl; the notifier's metrics are on razard's /metrics; the token
-    is nowhere in the state directory, the journal or the metrics."""
-    name = f"it-esc-{uuid.uuid4().hex[:6]}"
+def _crash_loop_to_console(
+    um: UserManager, console: OperatorConsole, tmp_path: Path, name: str
+) -> Razard:
+    """A razard (not started) with one crash-looping component and the console as its
+    operator target (agent "overseer"), the token in a file."""
     token_file = tmp_path / "operator.token"
     token_file.write_text(console.token + "\n")
-    r = Razard(
-        user_manager,
+    return Razard(
+        um,
         tmp_path,
         f"""
         {crash_loop(tmp_path, name, "fatal: shard corrupt")}
@@ -58,6 +56,16 @@ def test_quarantined_component_reaches_the_operator_exactly_once(
         agent = "overseer"
         """,
     )
+
+
+def test_quarantined_component_reaches_the_operator_exactly_once(
+    user_manager: UserManager, journald: object, console: OperatorConsole, tmp_path: Path
+) -> None:
+    """A crash-looping component is quarantined; the console gets one alert, recorded in
+    operator_escalations.jsonl; the notifier's metrics are on razard's /metrics; the token
+    is nowhere in the state directory, the journal or the metrics."""
+    name = f"it-esc-{uuid.uuid4().hex[:6]}"
+    r = _crash_loop_to_console(user_manager, console, tmp_path, name)
     try:
         r.start(wait_ready=False)
         r.wait_state(name, "quarantined", timeout=60)
@@ -130,24 +138,7 @@ def test_a_quarantine_reaches_the_operator_while_journald_refuses_razards_events
     notifier acts on, the notifier read them and emptied the spool; the journal has none
     of razard's events about the component (the alert came by the spool)."""
     name = f"it-spool-{uuid.uuid4().hex[:6]}"
-    token_file = tmp_path / "operator.token"
-    token_file.write_text(console.token + "\n")
-    r = Razard(
-        user_manager,
-        tmp_path,
-        f"""
-        {crash_loop(tmp_path, name, "fatal: shard corrupt")}
-
-        [escalation]
-        threshold = 1000
-        poll_interval = 0.2
-        retry_base = 0.1
-
-        [escalation.operator]
-        url = "http://127.0.0.1:{console.port}"
-        token_file = "{token_file}"
-        """,
-    )
+    r = _crash_loop_to_console(user_manager, console, tmp_path, name)
     r.prefix = _journal_socket_refused(tmp_path)
     spool = r.state_dir / ESCALATION_DIR / UNJOURNALED_FILE
     try:
