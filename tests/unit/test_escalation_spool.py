@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from razard import storage
+from razard import journal, storage
 from razard.escalation import spool
 from razard.escalation.history import read_escalations
 from razard.escalation.notifier import EscalationNotifier
@@ -51,6 +51,7 @@ def test_only_what_journald_refused_and_the_notifier_acts_on_is_spooled(
     journal entries they would have been, with their time; a routine notice is not.
     With journald taking them: nothing is spooled."""
     path = tmp_path / "spool.jsonl"
+    journal.journald_warning.reset()  # said once per process: maybe by an earlier test
     refused = EventLog(tmp_path / "razar.log", socket_path=_refusing_socket(tmp_path))
     refused.unjournaled = Spool(path)
     refused.emit("state_starting", "starting", component="api", priority=Priority.NOTICE)
