@@ -403,6 +403,30 @@ def test_daemon_reload_is_noticed(installed: bed.Node) -> None:
     )
 
 
+def test_daemon_reexec_is_survived(installed: bed.Node) -> None:
+    """`systemctl daemon-reexec` (what every upgrade of systemd's package runs): PID 1
+    re-executes itself, its name leaves the bus and comes back. The same razard still
+    restarts a killed component afterwards, and says so in status."""
+    razard_pid = main_pid(installed, "razard.service")
+    restarts = status(installed)["worker"]["restarts"]
+    installed.systemctl("daemon-reexec", timeout=90)
+    pid = main_pid(installed, "razar-worker.service")
+    installed.run(["kill", "-KILL", str(pid)])
+    installed.wait_for(
+        "worker restarted after daemon-reexec",
+        lambda: main_pid(installed, "razar-worker.service") not in (0, pid),
+    )
+    row = installed.wait_for(
+        "worker healthy again, its restart counted",
+        lambda: (
+            (r := status(installed)["worker"])["state"] == "healthy"
+            and r["restarts"] > restarts
+            and r
+        ),
+    )
+    assert main_pid(installed, "razard.service") == razard_pid, row
+
+
 def test_restart_of_razard_adopts_running_units(installed: bed.Node) -> None:
     units = ("razar-web.service", "razar-worker.service", "razar-extra.service")
     before = {u: main_pid(installed, u) for u in units}
