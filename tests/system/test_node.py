@@ -403,6 +403,60 @@ def test_daemon_reload_is_noticed(installed: bed.Node) -> None:
     )
 
 
+def test_journald_rate_limit_does_not_drop_razards_events(installed: bed.Node) -> None:
+    """journald drops a service's messages past its burst (10000 in 30 s by default): in a
+    storm that would be razard's record of the incident and its notifier's input. The unit
+    turns the limit off for razard. Here journald's burst is set to 2 (journald scales it
+    up by free space: about 10 on a disk of 100 GB) and an operator restarts a component
+    15 times, 40 events or more from razard in a few seconds: every one is in the journal,
+    as in razar.log."""
+    conf = "/etc/systemd/journald.conf.d/razar-test.conf"
+    installed.copy_in_text(conf, "[Journal]\nRateLimitIntervalSec=30s\nRateLimitBurst=2\n")
+    installed.systemctl("restart", "systemd-journald")
+    try:
+        since = float(installed.run("date +%s.%N").stdout)
+        for _ in range(15):  # an operator's restarts: no restart budget spent
+            pid = main_pid(installed, "razar-worker.service")
+            ctl(installed, "restart", "worker")
+
+            def back(old: int = pid) -> bool:
+                new = main_pid(installed, "razar-worker.service")
+                return new not in (0, old) and status(installed)["worker"]["state"] == "healthy"
+
+            installed.wait_for("worker healthy again", back)
+        log = installed.run("cat /var/lib/razard/razar.log").stdout.splitlines()
+        logged = [
+            e["event"]
+            for e in map(json.loads, log)
+            if e.get("component") == "worker" and e["unix"] >= since
+        ]
+        assert len(logged) >= 40, logged
+
+        def journaled() -> list[str]:
+            out = installed.journal(
+                "-o",
+                "json",
+                f"--since=@{since:.6f}",
+                "_SYSTEMD_UNIT=razard.service",
+                "RAZAR_COMPONENT=worker",
+            )
+            return [json.loads(line)["RAZAR_EVENT"] for line in out.splitlines()]
+
+        try:
+            installed.wait_for(
+                "every event in the journal", lambda: len(journaled()) >= len(logged)
+            )
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nrazar.log: {logged}\njournal: {journaled()}") from None
+        assert journaled() == logged
+        assert "Suppressed" not in installed.journal(
+            "-u", "systemd-journald", f"--since=@{since:.6f}"
+        )
+    finally:
+        installed.run(["rm", "-f", conf])
+        installed.systemctl("restart", "systemd-journald")
+
+
 def test_daemon_reexec_is_survived(installed: bed.Node) -> None:
     """`systemctl daemon-reexec` (what every upgrade of systemd's package runs): PID 1
     re-executes itself, its name leaves the bus and comes back. The same razard still
