@@ -42,6 +42,7 @@ from razard.layout import (
     STATE_LOCK,
     UNJOURNALED_FILE,
 )
+from razard.listener import RETRY_S, MetricsListener
 from razard.metrics import Metrics
 from razard.operations import Operations
 from razard.repair.handover import Handover
@@ -184,8 +185,10 @@ async def run(
     events = EventLog(state_dir / LOG_FILE, mirror_to_stderr="JOURNAL_STREAM" not in os.environ)
     notifier = Notifier()
     metrics = Metrics(__version__)
-    try:
-        port = metrics.serve(config.daemon.metrics_address, config.daemon.metrics_port)
+    try:  # a port another process holds is not fatal: see razard/listener.py
+        listener = MetricsListener(
+            metrics.serve, config.daemon.metrics_address, config.daemon.metrics_port
+        )
     except OSError as e:
         raise RazarError(
             f"metrics: cannot listen on {config.daemon.metrics_address}:"
@@ -212,6 +215,8 @@ async def run(
         line = components.summary()
         if fleet is not None and fleet.status_note():
             line = f"{line}; {fleet.status_note()}"
+        if listener.taken is not None:
+            line = f"DEGRADED: metrics not served ({listener.taken}); {line}"
         if components.save_failing:
             return f"DEGRADED: state not being saved (disk full or read-only); {line}"
         return line
@@ -338,13 +343,21 @@ async def run(
     systemd.on_connect(export)
     await export(systemd.bus)
     sd_version = await systemd.version()
+    served = "not served yet" if listener.taken is not None else "on"
     events.emit(
         "razard_starting",
         f"razard {__version__} (pid {os.getpid()}) on the {config.daemon.bus} bus, "
-        f"systemd {sd_version}, {len(config.components)} components, metrics on "
-        f"{config.daemon.metrics_address}:{port}, state in {state_dir}",
+        f"systemd {sd_version}, {len(config.components)} components, metrics {served} "
+        f"{listener.where}, state in {state_dir}",
         priority=Priority.NOTICE,
     )
+    if listener.taken is not None:
+        events.emit(
+            "metrics_unavailable",
+            f"metrics: {listener.taken}; razard supervises without its metrics page and "
+            f"tries again every {RETRY_S:g} s",
+            priority=Priority.ERR,
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -408,6 +421,9 @@ async def run(
             tg.create_task(watchdog(), name="watchdog")
             tg.create_task(refresh_status(), name="status-refresh")
             tg.create_task(extend_start(), name="extend-start")
+            if listener.taken is not None:
+                say = lambda e, m, p: events.emit(e, m, priority=p)  # noqa: E731
+                tg.create_task(listener.keep_trying(say), name="metrics-listener")
             if escalations is not None:
                 tg.create_task(escalations.run(), name="escalation-notifier")
             if fleet is not None:

@@ -298,8 +298,8 @@ def bind_problem(address: str, port: int) -> tuple[Severity, str] | None:
                 return (
                     "warning",
                     f"{where} is in use: fine if it is the running razard with this config "
-                    "(`razarctl status`); otherwise razard will not start (set "
-                    "metrics_port or RAZAR_METRICS_PORT)",
+                    "(`razarctl status`); otherwise razard starts without its metrics page "
+                    "until the port is free (set metrics_port or RAZAR_METRICS_PORT)",
                 )
             if e.errno == errno.EADDRNOTAVAIL:
                 return "error", f"{where}: {address} is not an address of this node"

@@ -389,6 +389,74 @@ def test_a_failure_naming_razards_own_port_does_not_touch_razard(
     assert r.component(name)["name"] == name  # razarctl still answers
 
 
+#: listens on 127.0.0.1:argv[1] until killed, answering nothing; says "listening"
+SQUAT = """
+    import socket, sys, time
+    s = socket.socket()
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen()
+    print("listening", flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_a_neighbour_on_razards_metrics_port_does_not_keep_razard_from_supervising(
+    exposed: Callable[[str], Razard], users: Users
+) -> None:
+    """Another user listens on razard's metrics port before razard starts: razard starts
+    anyway, names the process that holds the port, restarts a killed component, and serves
+    its metrics page there within its retry interval once the port is free."""
+    name = f"squat-{uuid.uuid4().hex[:8]}"
+    r = exposed(sleepers([name], restart="attempts = 3, backoff_base = 0.05, jitter = 0.0"))
+    squatter = subprocess.Popen(
+        as_user_argv(users.outsider, PYTHON, "-c", textwrap.dedent(SQUAT), str(r.metrics_port)),
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/"},
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline() == "listening\n"
+        r.start()  # ready: its first wave settled
+        r.wait_state(name, "healthy")
+        said = wait_for(
+            lambda: [e for e in r.events() if e["event"] == "metrics_unavailable"],
+            10,
+            "razard to say its metrics port is taken",
+        )
+        assert f"pid {squatter.pid}" in said[0]["message"], said
+        assert users.outsider in said[0]["message"], said
+        unit = f"razar-{name}.service"
+        pid = r.main_pid(unit)
+        r.um.systemctl("kill", "--signal=SIGKILL", unit)
+        wait_for(
+            lambda: r.main_pid(unit) not in (0, pid) and r.component(name)["state"] == "healthy",
+            30,
+            "the killed component restarted by razard",
+        )
+        assert r.component(name)["restarts"] == 1
+    finally:
+        squatter.kill()
+        squatter.wait()
+    page = wait_for(
+        lambda: "razar_build_info" in (text := _page(r.metrics_port)) and text,
+        30,
+        "razard's metrics page on the freed port",
+    )
+    assert f'razar_component_restarts_total{{component="{name}"' in page
+    assert any(e["event"] == "metrics_listening" for e in r.events())
+    assert r.proc is not None and r.proc.poll() is None
+
+
+def _page(port: int) -> str:
+    """The metrics page on ``port``, or "" while nothing (or nothing HTTP) answers."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return ""
+
+
 # ----------------------------------------------------------------- 5: exec probes
 
 

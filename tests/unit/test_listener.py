@@ -1,0 +1,65 @@
+"""The metrics listener: a port in use is waited out, any other error is not."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from razard.listener import MetricsListener, port_holder
+
+
+def _serve_script(*outcomes: int) -> tuple[list[tuple[str, int]], Callable[[str, int], int]]:
+    """A ``serve`` that fails with each errno in ``outcomes`` in turn, then binds (0: ok)."""
+    calls: list[tuple[str, int]] = []
+    left = list(outcomes)
+
+    def serve(address: str, port: int) -> int:
+        calls.append((address, port))
+        code = left.pop(0) if left else 0
+        if code:
+            raise OSError(code, "scripted")
+        return port
+
+    return calls, serve
+
+
+async def test_a_port_in_use_is_tried_again_until_it_is_free() -> None:
+    calls, serve = _serve_script(errno.EADDRINUSE, errno.EADDRINUSE, errno.EADDRINUSE)
+    listener = MetricsListener(serve, "127.0.0.1", 9360)
+    assert listener.taken is not None and listener.taken.startswith("127.0.0.1:9360 is in use")
+    said: list[tuple[str, str, int]] = []
+    await listener.keep_trying(lambda *a: said.append(a), interval=0)
+    assert listener.taken is None and len(calls) == 4
+    assert [s[0] for s in said] == ["metrics_listening"]
+
+
+async def test_another_error_while_retrying_stops_the_retries_and_is_said() -> None:
+    calls, serve = _serve_script(errno.EADDRINUSE, errno.EACCES)
+    listener = MetricsListener(serve, "::1", 9360)
+    said: list[tuple[str, str, int]] = []
+    await listener.keep_trying(lambda *a: said.append(a), interval=0)
+    assert len(calls) == 2 and listener.taken is not None
+    ((event, message, _),) = said
+    assert event == "metrics_unavailable" and "[::1]:9360" in message and "not trying" in message
+
+
+def test_any_other_error_at_start_is_raised() -> None:
+    _, serve = _serve_script(errno.EADDRNOTAVAIL)
+    with pytest.raises(OSError) as e:
+        MetricsListener(serve, "10.9.9.9", 9360)
+    assert e.value.errno == errno.EADDRNOTAVAIL
+
+
+def test_the_process_holding_the_port_is_named() -> None:
+    """This test's own listener: its pid, program and user."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        held = port_holder("127.0.0.1", port)
+        assert held.startswith(f"pid {os.getpid()} (") and pwd.getpwuid(os.getuid()).pw_name in held
