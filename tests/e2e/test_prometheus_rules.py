@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -177,5 +180,40 @@ def test_prometheus_fires_the_shipped_rules_on_a_crash_loop_then_on_razard_down(
         )
         assert down["labels"]["severity"] == "critical"
         assert down["annotations"]["summary"] == f"razard is down on {prom.target}"
+
+        # another process answers on razard's port (it took it while razard was down):
+        # the scrape succeeds, but it is not razard's page, and the alert stays
+        impostor = _serve_text(razard.metrics_port, "# TYPE hello gauge\nhello 1\n")
+        try:
+            wait_for(
+                lambda: prom.api("query", query='up{job="razard"}')["result"][0]["value"][1] == "1",
+                30,
+                "the impostor scraped",
+            )
+            time.sleep(3)  # several evaluations with the impostor's page
+            assert prom.firing("RazardDown") is not None, prom.alerts("RazardDown")
+        finally:
+            impostor.shutdown()
+            impostor.server_close()
     finally:
         prom.stop()
+
+
+def _serve_text(port: int, text: str) -> ThreadingHTTPServer:
+    """A plain HTTP server on 127.0.0.1:``port`` answering every GET with ``text``."""
+    body = text.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

@@ -278,6 +278,7 @@ def test_the_issue_s_alerts_are_shipped() -> None:
         assert alert_on(metric), f"no alert on {metric}"
     assert 'up{job="razard"} == 0' in exprs["RazardDown"]
     assert 'absent(up{job="razard"})' in exprs["RazardDown"]
+    assert 'unless on (job, instance) razar_build_info{job="razard"}' in exprs["RazardDown"]
 
 
 def test_the_fleet_s_alerts_are_shipped() -> None:
