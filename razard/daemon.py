@@ -422,8 +422,8 @@ async def run(
             tg.create_task(refresh_status(), name="status-refresh")
             tg.create_task(extend_start(), name="extend-start")
             if listener.taken is not None:
-                say = lambda e, m, p: events.emit(e, m, priority=p)  # noqa: E731
-                tg.create_task(listener.keep_trying(say), name="metrics-listener")
+                tell = lambda e, m, p: events.emit(e, m, priority=p)  # noqa: E731
+                tg.create_task(listener.keep_trying(tell), name="metrics-listener")
             if escalations is not None:
                 tg.create_task(escalations.run(), name="escalation-notifier")
             if fleet is not None:
