@@ -101,6 +101,9 @@ class Notifier:
             self._n.notify(text)
 
     def status(self, line: str) -> None:
+        # one line: systemd reads each line of a message as a command of its own, and a
+        # status can carry text from elsewhere (a port holder's name, the fleet's note)
+        line = "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in line)
         if line != self._last_status:
             self._last_status = line
             self.send(f"STATUS={line}")

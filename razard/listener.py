@@ -6,8 +6,11 @@ razard from starting at all: the node's components unsupervised for want of a
 metrics page. So a port in use is not fatal. razard starts without its page,
 says which process holds the port (pid, program, user) in an error event, shows
 DEGRADED in its status line (``systemctl status razard``), and tries again every
-`RETRY_S` seconds. Meanwhile Prometheus scrapes whatever holds the port: a failed
-scrape fires ``RazardDown`` (``config/prometheus/razar_rules.yml``).
+`RETRY_S` seconds. Meanwhile Prometheus scrapes whatever holds the port:
+``RazardDown`` (``config/prometheus/razar_rules.yml``) fires when that scrape fails
+or its page has no ``razar_build_info``. A holder that copies razard's page too is
+not caught: only a port no user can bind (below 1024, or one pid 1 holds from boot
+with socket activation) would rule that out, and razard does not do either yet.
 Anything else that stops razard from listening (an address that is not this
 node's, a privileged port razard cannot bind) is a configuration error, and
 razard does not start.
@@ -62,24 +65,37 @@ class MetricsListener:
 
     async def keep_trying(self, say: Say, interval: float = RETRY_S) -> None:
         """While the port is taken, try again every ``interval`` seconds; say when the page
-        is served at last, or why razard stopped trying (another error than a port in use)."""
+        is served at last, or why razard stopped trying (an address or port it may never
+        listen on). Nothing here raises into razard's task group: a shortage (descriptors,
+        memory, a thread that cannot start) is tried again like a port in use."""
         while self.taken is not None:
             await asyncio.sleep(interval)
             try:
                 self.port = self._serve(self.address, self.port)
             except OSError as e:
-                if e.errno == errno.EADDRINUSE:
-                    continue
-                self.taken = f"cannot listen on {self.where}: {e.strerror or e}"
-                say(
-                    "metrics_unavailable",
-                    f"metrics: {self.taken}; not trying again (restart razard once it is fixed)",
-                    Priority.ERR,
-                )
-                return
+                if e.errno in _FOR_GOOD:
+                    self.taken = f"cannot listen on {self.where}: {e.strerror or e}"
+                    say(
+                        "metrics_unavailable",
+                        f"metrics: {self.taken}; not trying again (restart razard once it "
+                        "is fixed)",
+                        Priority.ERR,
+                    )
+                    return
+                if e.errno != errno.EADDRINUSE:
+                    self.taken = f"cannot listen on {self.where} yet: {e.strerror or e}"
+                continue
+            except Exception as e:  # noqa: BLE001 (the page must not take supervision down)
+                self.taken = f"cannot serve on {self.where} yet: {type(e).__name__}: {e}"
+                continue
             self.taken = None
             served = f"metrics on {self.where}: the port is free again"
             say("metrics_listening", served, Priority.NOTICE)
+
+
+#: errors that another try cannot mend: an address not on this node, a port razard may
+#: not bind, an address family the kernel lacks
+_FOR_GOOD: Final = frozenset({errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT})
 
 
 def port_holder(address: str, port: int) -> str:
@@ -99,7 +115,15 @@ def port_holder(address: str, port: int) -> str:
             continue
         try:
             p = psutil.Process(c.pid)
-            return f"pid {c.pid} ({p.name()}, user {p.username()})"
+            return f"pid {c.pid} ({_plain(p.name())}, user {_plain(p.username())})"
         except psutil.Error:
             return f"pid {c.pid}"
     return ""
+
+
+def _plain(text: str, limit: int = 32) -> str:
+    """``text`` with control characters made spaces, cut to ``limit``: a program names
+    itself (prctl), and this goes into razard's STATUS= line, where a newline would
+    start an sd_notify command of the holder's choosing."""
+    clean = "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."

@@ -88,6 +88,7 @@ JOURNAL_FIELDS: Final = (
     "_SYSTEMD_UNIT",
     "_SYSTEMD_USER_UNIT",
     "_HOSTNAME",
+    "_SOURCE_REALTIME_TIMESTAMP",  # the notifier's order with spooled events
     *trust.FIELDS,
 )
 

@@ -190,6 +190,7 @@ class EscalationNotifier:
         self.grouper = Grouper(cfg.threshold, cfg.window)
         self._lock_fd: int | None = None
         self._said: set[str] = set()
+        self._spool_warned = False
         self._load()
 
     def _load(self) -> None:
@@ -500,7 +501,12 @@ class EscalationNotifier:
         for tail, _ in self.tails:
             tail.commit()
         self.spool.commit()
-        self.spool.empty_read()
+        try:
+            self.spool.empty_read()
+        except StateError as e:  # housekeeping: the deliveries of this pass go ahead
+            if not self._spool_warned:
+                self._spool_warned = True
+                log.warning("escalation spool not emptied: %s", e)
         return dropped_keys
 
     def _dropped(self, item: dict[str, Any], why: str) -> None:
@@ -632,6 +638,10 @@ class EscalationNotifier:
 
 
 def _entry_us(entry: Mapping[str, str]) -> int:
-    """An entry's journal time in microseconds, for ordering (0 if it has none)."""
-    raw = entry.get("__REALTIME_TIMESTAMP", "")
+    """When an entry was sent, in microseconds, for ordering the journal's entries with the
+    spool's (0 if it says nothing): journald's ``_SOURCE_REALTIME_TIMESTAMP`` (the
+    datagram's own time) where it has one, since ``__REALTIME_TIMESTAMP`` is when journald
+    wrote it, late for a datagram that waited in a full socket queue; a spooled entry's
+    time is when razard emitted it."""
+    raw = entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry.get("__REALTIME_TIMESTAMP", "")
     return int(raw) if raw.isdigit() else 0

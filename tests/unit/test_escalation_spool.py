@@ -160,3 +160,39 @@ def test_a_spool_is_emptied_only_when_all_of_it_was_read_and_committed(tmp_path:
     assert tail.empty_read() and path.stat().st_size == 0
     storage.append_jsonl(path, {"n": 3})
     assert JsonlTail(path, pos).read_new() == [{"n": 3}]  # a new reader from the saved start
+
+
+def test_a_full_spool_takes_nothing_more_and_says_so_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where nothing drains it, the spool stops at its cap instead of filling the disk."""
+    monkeypatch.setattr(spool, "MAX_BYTES", 600)
+    path = tmp_path / "spool.jsonl"
+    s = Spool(path)
+    fields = [("MESSAGE", "api quarantined"), ("PRIORITY", "1"), ("RAZAR_EVENT", "operator_alert")]
+    fields.append(("RAZAR_COMPONENT", "api"))
+    for i in range(20):
+        s(fields, 1_700_000_000.0 + i)
+    kept = _spooled(path)
+    assert 0 < len(kept) < 20 and path.stat().st_size < 600 + 300
+    err = capsys.readouterr().err
+    assert err.count("not spooled") == 1 and "full" in err
+
+
+async def test_the_journal_is_ordered_by_when_each_entry_was_sent(
+    setup: tuple[EscalationNotifier, ScriptedJournal, Clock], tmp_path: Path
+) -> None:
+    """A quarantine that waited in journald's full queue is written to the journal after
+    the spooled recovery that followed it; by its own send time it still comes first,
+    so the pass raises and then resolves, leaving nothing firing."""
+    n, journal, clock = setup
+    path = tmp_path / ESCALATION_DIR / UNJOURNALED_FILE
+    t = clock.now - 10
+    healthy = _event("state_healthy", t + 5, 5)
+    storage.append_jsonl(path, {k: v for k, v in healthy.items() if k != "_UID"})
+    quarantine = _event("operator_alert", t + 8, 1)  # written late by journald
+    quarantine["_SOURCE_REALTIME_TIMESTAMP"] = str(int(t * 1_000_000))  # sent first
+    journal.queued = [quarantine]
+    async with n.client() as client:
+        r = await n.run_once(client)
+    assert (len(r.raised), len(r.resolved)) == (1, 1) and n.book.alerts == {}

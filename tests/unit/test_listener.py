@@ -6,10 +6,13 @@ import errno
 import os
 import pwd
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
 
+from razard.daemon import Notifier
 from razard.listener import MetricsListener, port_holder
 
 
@@ -63,3 +66,55 @@ def test_the_process_holding_the_port_is_named() -> None:
         port = s.getsockname()[1]
         held = port_holder("127.0.0.1", port)
         assert held.startswith(f"pid {os.getpid()} (") and pwd.getpwuid(os.getuid()).pw_name in held
+
+
+def test_a_holder_naming_itself_with_a_newline_cannot_reach_sd_notify() -> None:
+    """A process names itself ``x\\nSTOPPING=1`` (prctl) and takes the port: its name comes
+    back on one line, so razard's STATUS= cannot carry a command of its choosing."""
+    code = (
+        "import ctypes, socket, sys, time\n"
+        "ctypes.CDLL(None).prctl(15, b'x\\nSTOPPING=1', 0, 0, 0)\n"  # PR_SET_NAME
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "print(s.getsockname()[1], flush=True); time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        port = int(p.stdout.readline())
+        held = port_holder("127.0.0.1", port)
+    finally:
+        p.kill()
+        p.wait()
+    assert held.startswith(f"pid {p.pid} (x STOPPING=1,"), held
+    assert "\n" not in held
+
+
+def test_the_status_line_sent_to_systemd_is_one_line() -> None:
+    sent: list[str] = []
+    n = Notifier()
+    n._n = type("Fake", (), {"notify": lambda self, text: sent.append(text)})()
+    n.status("DEGRADED: metrics not served (pid 7 (x\nSTOPPING=1, user u)); 1 healthy")
+    assert sent == ["STATUS=DEGRADED: metrics not served (pid 7 (x STOPPING=1, user u)); 1 healthy"]
+
+
+async def test_a_shortage_while_retrying_is_tried_again_not_raised() -> None:
+    """Out of descriptors, then a thread that cannot start: both tried again (the task
+    must not end razard's task group); then the page is served."""
+    calls = 0
+
+    def serve(address: str, port: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(errno.EADDRINUSE, "in use")
+        if calls == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        if calls == 3:
+            raise RuntimeError("can't start new thread")
+        return port
+
+    listener = MetricsListener(serve, "127.0.0.1", 9360)
+    said: list[tuple[str, str, int]] = []
+    await listener.keep_trying(lambda *a: said.append(a), interval=0)
+    assert calls == 4 and listener.taken is None
+    assert [s[0] for s in said] == ["metrics_listening"]
