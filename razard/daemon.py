@@ -193,10 +193,11 @@ async def run(
             metrics.serve, config.daemon.metrics_address, config.daemon.metrics_port
         )
     except OSError as e:
+        address, port = config.daemon.metrics_address, config.daemon.metrics_port
+        where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         raise RazarError(
-            f"metrics: cannot listen on {config.daemon.metrics_address}:"
-            f"{config.daemon.metrics_port}: {e.strerror} (set [razard].metrics_port or "
-            "RAZAR_METRICS_PORT)"
+            f"metrics: cannot listen on {where}: {e.strerror or e} (set [razard].metrics_port "
+            "or RAZAR_METRICS_PORT)"
         ) from e
 
     # built in dependency order, each part handed what it needs: the table of components

@@ -99,11 +99,13 @@ _FOR_GOOD: Final = frozenset({errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPP
 
 
 def port_holder(address: str, port: int) -> str:
-    """Which process listens on ``port`` at ``address`` or at every address, as
+    """Which process listens on ``port`` at ``address`` or at every address (at any one
+    address when ``address`` is every address), as
     ``pid 123 (python3, user mallory)``; "" when it cannot be told."""
     import psutil  # type: ignore[import-untyped]
 
     anywhere = {address, "0.0.0.0", "::"}
+    wildcard = address in ("0.0.0.0", "::")  # then a holder on any one address blocks it
     try:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError):
@@ -111,7 +113,7 @@ def port_holder(address: str, port: int) -> str:
     for c in conns:
         if c.status != psutil.CONN_LISTEN or not c.laddr or c.laddr.port != port:
             continue
-        if c.laddr.ip not in anywhere or not c.pid:
+        if (c.laddr.ip not in anywhere and not wildcard) or not c.pid:
             continue
         try:
             p = psutil.Process(c.pid)

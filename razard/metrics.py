@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import socket
 import socketserver
 import threading
 import time
@@ -282,6 +283,8 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # the class's own is IPv4: an IPv6 metrics_address ("::1") failed to resolve
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
 
     def server_bind(self) -> None:

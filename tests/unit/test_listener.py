@@ -66,6 +66,8 @@ def test_the_process_holding_the_port_is_named() -> None:
         port = s.getsockname()[1]
         held = port_holder("127.0.0.1", port)
         assert held.startswith(f"pid {os.getpid()} (") and pwd.getpwuid(os.getuid()).pw_name in held
+        assert port_holder("0.0.0.0", port) == held  # razard on every address: blocked too
+        assert port_holder("10.0.0.1", port) == ""  # another address: not this one's port
 
 
 def test_a_holder_naming_itself_with_a_newline_cannot_reach_sd_notify() -> None:
@@ -118,3 +120,19 @@ async def test_a_shortage_while_retrying_is_tried_again_not_raised() -> None:
     await listener.keep_trying(lambda *a: said.append(a), interval=0)
     assert calls == 4 and listener.taken is None
     assert [s[0] for s in said] == ["metrics_listening"]
+
+
+def test_the_metrics_page_is_served_on_an_ipv6_address() -> None:
+    """``metrics_address = "::1"`` (check-config accepts it) serves the page there."""
+    import urllib.request
+
+    from razard.metrics import Metrics
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = Metrics("0").serve("::1", 0)
+    with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as page:
+        assert b"razar_build_info" in page.read()
