@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,11 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         sh("ip", "-n", p.ns_b, "addr", "add", f"{p.addr_b}/24", "dev", "vB")
         sh("ip", "-n", p.ns_a, "link", "set", "dev", "vA", "up")
         sh("ip", "-n", p.ns_b, "link", "set", "dev", "vB", "up")
+        # a link just set up carries nothing until the kernel's link watch activates it
+        # (up to a second later, more on a busy machine)
+        deadline = time.monotonic() + 10
+        while not p.pings() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert p.pings(), "the fresh pair should answer before any test breaks it"
         yield p
     finally:
