@@ -142,15 +142,10 @@ class Config:
 
     def with_retries(self, attempts: int) -> Config:
         """The same config with every component's restart budget set to ``attempts``."""
-        # components that shared a policy (`Reader.shared`) share its replacement
-        policies: dict[int, RestartPolicy] = {}
-        comps = []
-        for c in self.components:
-            new = policies.get(id(c.restart))
-            if new is None:
-                new = policies[id(c.restart)] = replace(c.restart, attempts=attempts)
-            comps.append(replace(c, restart=new))
-        return replace(self, components=tuple(comps))
+        # components with equal policies (shared: `Reader.shared`) share the replacement
+        new = {p: replace(p, attempts=attempts) for p in {c.restart for c in self.components}}
+        comps = tuple(replace(c, restart=new[c.restart]) for c in self.components)
+        return replace(self, components=comps)
 
 
 def _default_chakra() -> ChakraConfig:
