@@ -33,7 +33,7 @@ from razard import __version__, storage
 from razard.config import Config, load_config
 from razard.control import export_control
 from razard.errors import ConfigError, RazarError, StateError
-from razard.journal import EventLog, Priority, say
+from razard.journal import EventLog, Priority, one_line, say
 from razard.layout import (
     ESCALATION_DIR,
     LOG_FILE,
@@ -42,7 +42,7 @@ from razard.layout import (
     STATE_LOCK,
     UNJOURNALED_FILE,
 )
-from razard.listener import RETRY_S, MetricsListener
+from razard.listener import RETRY_S, MetricsListener, where
 from razard.metrics import Metrics
 from razard.operations import Operations
 from razard.repair.handover import Handover
@@ -103,7 +103,7 @@ class Notifier:
     def status(self, line: str) -> None:
         # one line: systemd reads each line of a message as a command of its own, and a
         # status can carry text from elsewhere (a port holder's name, the fleet's note)
-        line = "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in line)
+        line = one_line(line)
         if line != self._last_status:
             self._last_status = line
             self.send(f"STATUS={line}")
@@ -193,10 +193,9 @@ async def run(
             metrics.serve, config.daemon.metrics_address, config.daemon.metrics_port
         )
     except OSError as e:
-        address, port = config.daemon.metrics_address, config.daemon.metrics_port
-        where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        at = where(config.daemon.metrics_address, config.daemon.metrics_port)
         raise RazarError(
-            f"metrics: cannot listen on {where}: {e.strerror or e} (set [razard].metrics_port "
+            f"metrics: cannot listen on {at}: {e.strerror or e} (set [razard].metrics_port "
             "or RAZAR_METRICS_PORT)"
         ) from e
 

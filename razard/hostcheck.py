@@ -28,6 +28,7 @@ from typing import Final, Literal
 from razard.config import ComponentConfig, Config
 from razard.configreader import METRICS_PORT_ENV, join_key
 from razard.errors import SystemdError, UnitNotFound
+from razard.listener import where
 from razard.unitfile import default_unit_dir, read_fingerprint
 
 Severity = Literal["error", "warning"]
@@ -293,17 +294,17 @@ def bind_problem(address: str, port: int) -> tuple[Severity, str] | None:
         try:
             s.bind((address, port))
         except OSError as e:
-            where = f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
+            at = where(address, port)
             if e.errno == errno.EADDRINUSE:
                 return (
                     "warning",
-                    f"{where} is in use: fine if it is the running razard with this config "
+                    f"{at} is in use: fine if it is the running razard with this config "
                     "(`razarctl status`); otherwise razard starts without its metrics page "
                     "until the port is free (set metrics_port or RAZAR_METRICS_PORT)",
                 )
             if e.errno == errno.EADDRNOTAVAIL:
-                return "error", f"{where}: {address} is not an address of this node"
-            return "error", f"cannot listen on {where}: {e.strerror or e}"
+                return "error", f"{at}: {address} is not an address of this node"
+            return "error", f"cannot listen on {at}: {e.strerror or e}"
     return None
 
 

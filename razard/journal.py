@@ -225,6 +225,12 @@ class EventLog:
         sock.sendto(datagram, socket.MSG_DONTWAIT, self.socket_path)
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control character (newlines too) made a space: for lines that
+    carry text from elsewhere to a reader that splits on them (sd_notify's ``STATUS=``)."""
+    return "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
+
+
 def say(line: str) -> None:
     """Write ``line`` to stderr, or nothing where stderr is gone.
 

@@ -23,7 +23,7 @@ import errno
 from collections.abc import Callable
 from typing import Final
 
-from razard.journal import Priority
+from razard.journal import Priority, one_line
 
 #: seconds between tries to listen on a port another process holds
 RETRY_S: Final = 10.0
@@ -57,11 +57,7 @@ class MetricsListener:
 
     @property
     def where(self) -> str:
-        return (
-            f"[{self.address}]:{self.port}"
-            if ":" in self.address
-            else (f"{self.address}:{self.port}")
-        )
+        return where(self.address, self.port)
 
     async def keep_trying(self, say: Say, interval: float = RETRY_S) -> None:
         """While the port is taken, try again every ``interval`` seconds; say when the page
@@ -124,8 +120,13 @@ def port_holder(address: str, port: int) -> str:
 
 
 def _plain(text: str, limit: int = 32) -> str:
-    """``text`` with control characters made spaces, cut to ``limit``: a program names
-    itself (prctl), and this goes into razard's STATUS= line, where a newline would
-    start an sd_notify command of the holder's choosing."""
-    clean = "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
+    """``text`` on one line, cut to ``limit``: a program names itself (prctl), and this goes
+    into razard's STATUS= line, where a newline would start an sd_notify command of the
+    holder's choosing."""
+    clean = one_line(text)
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def where(address: str, port: int) -> str:
+    """``address:port``, an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
