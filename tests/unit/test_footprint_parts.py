@@ -36,12 +36,7 @@ async def test_event_wakes_every_waiter_and_blocks_again_after_clear(
     ev.set()
     assert await asyncio.gather(*waiters) == [True, True, True]
     assert ev.is_set() and await ev.wait() is True  # set: returns at once
-    ev.clear()
-    late = asyncio.create_task(ev.wait())
-    await asyncio.sleep(0.01)
-    assert not late.done()
-    ev.set()
-    assert await asyncio.wait_for(late, 5) is True
+    await _blocks_again_after_clear(ev)
 
 
 @pytest.mark.parametrize("make", [asyncio.Event, LazyEvent])
@@ -75,13 +70,18 @@ async def test_waiters_come_and_go_one_and_several_at_a_time(make: type[asyncio.
     assert not second.done() and not third.done()
     ev.set()
     assert list(await asyncio.gather(second, third)) == [True, True]
-    ev.clear()
-    again = asyncio.create_task(ev.wait())
-    await asyncio.sleep(0.01)
-    assert not again.done()
-    ev.set()
-    assert await asyncio.wait_for(again, 5) is True
+    await _blocks_again_after_clear(ev)
     assert "waiters:0" in repr(ev) or make is asyncio.Event
+
+
+async def _blocks_again_after_clear(ev: asyncio.Event) -> None:
+    """Cleared, ``ev`` holds a new waiter until it is set again."""
+    ev.clear()
+    waiter = asyncio.create_task(ev.wait())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    ev.set()
+    assert await asyncio.wait_for(waiter, 5) is True
 
 
 def _without_process_lines(text: str) -> list[str]:
